@@ -1,0 +1,3 @@
+from quorumdb.cli import main
+
+raise SystemExit(main())

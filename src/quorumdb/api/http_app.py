@@ -1,0 +1,257 @@
+"""HTTP/JSON API of a node (FastAPI): keys, scans, keyspaces, cluster view, health, metrics.
+
+Keys and values are bytes; JSON carries them as UTF-8 text by default or as base64
+with `encoding=base64`, so binary data round-trips exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from typing import Any, Literal
+
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from quorumdb import __version__
+from quorumdb.api.prometheus import RateSampler, build_registry
+from quorumdb.core.errors import ErrorCode
+from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError, parse_partitioning
+from quorumdb.core.messages import (
+    CreateKeyspace,
+    Delete,
+    Get,
+    Operation,
+    Outcome,
+    Put,
+    PutCondition,
+    ScanPage,
+    ScanPartition,
+)
+from quorumdb.runtime.node_runtime import NodeRuntime
+
+Encoding = Literal["utf-8", "base64"]
+_STATUS = {
+    ErrorCode.INVALID_ARGUMENT: 400,
+    ErrorCode.NOT_INTEGER: 400,
+    ErrorCode.OVERFLOW: 400,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.UNKNOWN_KEYSPACE: 404,
+    ErrorCode.KEYSPACE_EXISTS: 409,
+    ErrorCode.MOVED: 421,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.TIMEOUT: 504,
+    ErrorCode.CORRUPT: 500,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+class PutBody(BaseModel):
+    value: str = Field(description="The value, as text or base64 per `encoding`.")
+    encoding: Encoding = "utf-8"
+    expire_ms: int | None = Field(None, gt=0, description="Time to live in milliseconds.")
+    if_absent: bool = Field(False, description="Write only if the key does not exist.")
+    if_present: bool = Field(False, description="Write only if the key exists.")
+
+
+class KeyspaceBody(BaseModel):
+    name: str
+    partitioning: str = Field("fixed:64", description="Strategy and parameter, e.g. fixed:256.")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _decode(text: str, encoding: Encoding, what: str) -> bytes:
+    if encoding == "utf-8":
+        return text.encode()
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise ApiError(400, "invalid-argument", f"{what} is not valid base64") from None
+
+
+def _encode(data: bytes, encoding: Encoding) -> tuple[str, str]:
+    if encoding == "utf-8":
+        try:
+            return data.decode(), "utf-8"
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(data).decode(), "base64"
+
+
+def _raise_for(outcome: Outcome) -> None:
+    if outcome.error is not None:
+        raise ApiError(_STATUS.get(outcome.error, 500), outcome.error.value, outcome.message)
+
+
+def _encode_cursor(partition: int, start: bytes) -> str:
+    raw = json.dumps([partition, base64.b64encode(start).decode()]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[int, bytes]:
+    try:
+        partition, start = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return int(partition), base64.b64decode(start)
+    except (ValueError, TypeError, binascii.Error):
+        raise ApiError(400, "invalid-argument", "malformed cursor") from None
+
+
+def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> FastAPI:
+    sampler = sampler or RateSampler(runtime)
+    registry = build_registry(runtime, sampler)
+    app = FastAPI(
+        title="quorumdb",
+        version=__version__,
+        description="HTTP/JSON API of one quorumdb node; any node answers for the whole cluster.",
+    )
+
+    async def call(operation: Operation, name: str) -> Outcome:
+        started_ns = time.perf_counter_ns()
+        outcome = await runtime.call(operation)
+        runtime.metrics.record(name, time.perf_counter_ns() - started_ns, not outcome.ok)
+        return outcome
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse({"error": error.code, "message": error.message}, error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        details = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            for item in error.errors()
+        )
+        return JSONResponse({"error": "invalid-argument", "message": details}, 400)
+
+    @app.get("/healthz", summary="Liveness and storage health of this node")
+    async def healthz() -> dict[str, Any]:
+        healthy = not runtime.commit.failed
+        if not healthy:
+            raise ApiError(503, "unavailable", "storage failed")
+        return {"status": "ok", "node": runtime.settings.node_id}
+
+    @app.get("/v1/cluster", summary="Members, partitions and owners, map version")
+    async def cluster() -> dict[str, Any]:
+        document = runtime.node.partition_map.to_dict()
+        document["node"] = runtime.settings.node_id
+        return document
+
+    @app.get("/v1/keyspaces", summary="List keyspaces")
+    async def list_keyspaces() -> dict[str, Any]:
+        placements = runtime.node.partition_map.keyspaces
+        return {"keyspaces": [p.config.to_dict() for _, p in sorted(placements.items())]}
+
+    @app.post("/v1/keyspaces", summary="Create a keyspace", status_code=201)
+    async def create_keyspace(body: KeyspaceBody, response: Response) -> dict[str, Any]:
+        try:
+            strategy, partition_count = parse_partitioning(body.partitioning)
+            config = KeyspaceConfig(body.name, strategy, partition_count)
+            config.validate()
+        except KeyspaceConfigError as error:
+            raise ApiError(400, "invalid-argument", str(error)) from None
+        outcome = await call(CreateKeyspace(config), "create_keyspace")
+        _raise_for(outcome)
+        if not outcome.value:
+            response.status_code = 200
+        return {"created": bool(outcome.value), "keyspace": config.to_dict()}
+
+    @app.get("/v1/keyspaces/{keyspace}/keys/{key:path}", summary="Read a key")
+    async def get_key(
+        keyspace: str, key: str, encoding: Encoding = Query("utf-8")
+    ) -> dict[str, Any]:
+        key_bytes = _decode(key, encoding, "key")
+        outcome = await call(Get(keyspace, key_bytes), "get")
+        _raise_for(outcome)
+        if outcome.value is None:
+            raise ApiError(404, "not-found", "no such key")
+        value, used = _encode(outcome.value, encoding)  # type: ignore[arg-type]
+        return {"key": key, "value": value, "encoding": used}
+
+    @app.put("/v1/keyspaces/{keyspace}/keys/{key:path}", summary="Write a key")
+    async def put_key(
+        keyspace: str, key: str, body: PutBody, key_encoding: Encoding = Query("utf-8")
+    ) -> dict[str, Any]:
+        if body.if_absent and body.if_present:
+            raise ApiError(400, "invalid-argument", "if_absent and if_present exclude each other")
+        condition = PutCondition.ALWAYS
+        if body.if_absent:
+            condition = PutCondition.IF_ABSENT
+        elif body.if_present:
+            condition = PutCondition.IF_PRESENT
+        expire_at_ms = None
+        if body.expire_ms is not None:
+            expire_at_ms = time.time_ns() // 1_000_000 + body.expire_ms
+        operation = Put(
+            keyspace,
+            _decode(key, key_encoding, "key"),
+            _decode(body.value, body.encoding, "value"),
+            condition,
+            expire_at_ms,
+        )
+        outcome = await call(operation, "set")
+        _raise_for(outcome)
+        return {"written": bool(outcome.value)}
+
+    @app.delete("/v1/keyspaces/{keyspace}/keys/{key:path}", summary="Delete a key")
+    async def delete_key(
+        keyspace: str, key: str, key_encoding: Encoding = Query("utf-8")
+    ) -> dict[str, Any]:
+        outcome = await call(Delete(keyspace, _decode(key, key_encoding, "key")), "del")
+        _raise_for(outcome)
+        return {"deleted": bool(outcome.value)}
+
+    @app.get("/v1/keyspaces/{keyspace}/scan", summary="Scan keys, partition by partition")
+    async def scan(
+        keyspace: str,
+        limit: int = Query(100, ge=1, le=10_000),
+        cursor: str | None = Query(None, description="From the previous page's next_cursor."),
+        encoding: Encoding = Query("utf-8"),
+    ) -> dict[str, Any]:
+        placement = runtime.node.partition_map.keyspaces.get(keyspace)
+        if placement is None:
+            raise ApiError(404, "unknown-keyspace", f"unknown keyspace '{keyspace}'")
+        partition, start = _decode_cursor(cursor) if cursor else (0, b"")
+        items: list[dict[str, str]] = []
+        next_cursor: str | None = None
+        while partition < placement.config.partition_count and len(items) < limit:
+            wanted = limit - len(items)
+            outcome = await call(ScanPartition(keyspace, partition, start, wanted), "scan")
+            _raise_for(outcome)
+            page = outcome.value
+            assert isinstance(page, ScanPage)
+            for item_key, item_value in page.items:
+                key_text, key_used = _encode(item_key, encoding)
+                value_text, value_used = _encode(item_value, encoding)
+                items.append(
+                    {
+                        "key": key_text,
+                        "value": value_text,
+                        "key_encoding": key_used,
+                        "value_encoding": value_used,
+                    }
+                )
+            if page.next_start is not None:
+                start = page.next_start
+            else:
+                partition, start = partition + 1, b""
+        if partition < placement.config.partition_count:
+            next_cursor = _encode_cursor(partition, start)
+        return {"items": items, "next_cursor": next_cursor}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,133 @@
+"""Prometheus exposition of a node's numbers, built at scrape time from plain counters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from quorumdb.runtime.metrics import LATENCY_BUCKETS_SECONDS
+from quorumdb.runtime.node_runtime import NodeRuntime
+
+
+class RateSampler:
+    """Requests per second by operation over the last whole second, sampled by a timer."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self.runtime = runtime
+        self.previous: dict[str, int] = {}
+        self.per_second: dict[str, float] = {}
+
+    def sample(self, interval_seconds: float) -> None:
+        current = dict(self.runtime.metrics.requests_by_operation)
+        self.per_second = {
+            name: (count - self.previous.get(name, 0)) / interval_seconds
+            for name, count in current.items()
+        }
+        self.previous = current
+
+
+class NodeCollector(Collector):
+    def __init__(self, runtime: NodeRuntime, sampler: RateSampler) -> None:
+        self.runtime = runtime
+        self.sampler = sampler
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+        runtime = self.runtime
+        metrics = runtime.metrics
+        node = runtime.settings.node_id
+        requests = CounterMetricFamily(
+            "quorumdb_requests", "Client operations handled", labels=["node", "operation"]
+        )
+        errors = CounterMetricFamily(
+            "quorumdb_request_errors", "Client operations that failed", labels=["node", "operation"]
+        )
+        rate = GaugeMetricFamily(
+            "quorumdb_requests_per_second",
+            "Client operations per second over the last second",
+            labels=["node", "operation"],
+        )
+        latency = HistogramMetricFamily(
+            "quorumdb_request_latency_seconds",
+            "Time from a command's arrival to its reply being released",
+            labels=["node", "operation"],
+        )
+        for operation, count in sorted(metrics.requests_by_operation.items()):
+            requests.add_metric([node, operation], count)
+            errors.add_metric([node, operation], metrics.errors_by_operation.get(operation, 0))
+            rate.add_metric([node, operation], self.sampler.per_second.get(operation, 0.0))
+            histogram = metrics.latency_by_operation[operation]
+            cumulative = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, bucket_count in zip(
+                LATENCY_BUCKETS_SECONDS, histogram.bucket_counts, strict=False
+            ):
+                cumulative += bucket_count
+                buckets.append((repr(bound), cumulative))
+            buckets.append(("+Inf", histogram.count))
+            latency.add_metric([node, operation], buckets, histogram.sum_ns / 1e9)
+        yield requests
+        yield errors
+        yield rate
+        yield latency
+        reads, writes = metrics.read_write_counts()
+        ratio = GaugeMetricFamily(
+            "quorumdb_read_write_ratio", "Reads per write since start", labels=["node"]
+        )
+        ratio.add_metric([node], reads / writes if writes else float(reads))
+        yield ratio
+        gauges = {
+            "quorumdb_active_clients": ("Open client connections", metrics.active_clients),
+            "quorumdb_storage_bytes": (
+                "Bytes used by the storage engine",
+                runtime.storage.size_bytes(),
+            ),
+            "quorumdb_partition_map_version": (
+                "Version of the partition map this node routes by",
+                runtime.node.partition_map.version,
+            ),
+        }
+        for name, (help_text, value) in gauges.items():
+            gauge = GaugeMetricFamily(name, help_text, labels=["node"])
+            gauge.add_metric([node], value)
+            yield gauge
+        counters = {
+            "quorumdb_group_commits": (
+                "Storage transactions (one per group)",
+                runtime.commit.group_count,
+            ),
+            "quorumdb_fsyncs": ("fsync calls made", runtime.commit.sync_count),
+            "quorumdb_writes_persisted": ("Key writes persisted", runtime.commit.write_count),
+            "quorumdb_protocol_errors": ("Malformed client requests", metrics.protocol_errors),
+            "quorumdb_connections_received": (
+                "Client connections accepted",
+                metrics.total_connections,
+            ),
+            "quorumdb_peer_messages_sent": (
+                "Messages sent to other nodes",
+                runtime.transport.sent_message_count,
+            ),
+            "quorumdb_peer_messages_received": (
+                "Messages received from other nodes",
+                runtime.transport.received_message_count,
+            ),
+            "quorumdb_peer_connections_rejected": (
+                "Peer connections dropped for malformed traffic",
+                runtime.transport.rejected_connection_count,
+            ),
+        }
+        for name, (help_text, value) in counters.items():
+            counter = CounterMetricFamily(name, help_text, labels=["node"])
+            counter.add_metric([node], value)
+            yield counter
+
+
+def build_registry(runtime: NodeRuntime, sampler: RateSampler) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(runtime, sampler))
+    return registry

@@ -1,0 +1,690 @@
+"""Redis commands mapped onto quorumdb operations.
+
+Through any node the cluster looks like one database: commands over several keys
+(MGET, MSET, DEL, EXISTS) fan out to each key's owner, SCAN's cursor walks every
+partition, DBSIZE counts them all. MSET is atomic per key, not across keys.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from quorumdb import __version__
+from quorumdb.api.redis_errors import error_text, wrong_arity
+from quorumdb.api.resp_protocol import (
+    NULL_BULK,
+    OK,
+    PONG,
+    encode_array,
+    encode_bulk,
+    encode_error,
+    encode_integer,
+)
+from quorumdb.core.messages import (
+    Append,
+    CountPartition,
+    Delete,
+    Get,
+    Increment,
+    Operation,
+    Outcome,
+    Put,
+    PutCondition,
+    ScanPage,
+    ScanPartition,
+)
+
+if TYPE_CHECKING:
+    from quorumdb.api.resp_server import RespServer
+    from quorumdb.runtime.node_runtime import NodeRuntime
+
+SCAN_PARTITION_SLOTS = 8192  # cursor = token * 8192 + partition
+SCAN_CURSOR_TABLE_MAX = 100_000
+
+
+class CommandContext:
+    """What a command handler may use of its connection."""
+
+    server: RespServer
+    runtime: NodeRuntime
+    keyspace: str
+    name: bytes | None
+    client_id: int
+    protocol: int
+    created_at_ms: int
+
+    def reply(self, data: bytes) -> None: ...
+
+    def submit(
+        self, operation: Operation, render: Callable[[Outcome], bytes], name: str
+    ) -> None: ...
+
+    def deferred(self) -> Callable[[bytes], None]: ...
+
+    def close_after_reply(self) -> None: ...
+
+
+Handler = Callable[[CommandContext, list[bytes]], None]
+COMMANDS: dict[bytes, Handler] = {}
+# name -> (arity in Redis's convention: negative means "at least"), flags, first key, last key, step
+COMMAND_TABLE: dict[str, tuple[int, list[str], int, int, int]] = {}
+
+SYNTAX_ERROR = encode_error("ERR syntax error")
+NOT_INTEGER = encode_error("ERR value is not an integer or out of range")
+
+
+def command(
+    name: str, arity: int, flags: list[str], keys: tuple[int, int, int] = (0, 0, 0)
+) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        def checked(context: CommandContext, arguments: list[bytes]) -> None:
+            count = len(arguments)
+            if (arity >= 0 and count != arity) or (arity < 0 and count < -arity):
+                context.reply(encode_error(wrong_arity(name)))
+                return
+            handler(context, arguments)
+
+        COMMANDS[name.encode()] = checked
+        COMMAND_TABLE[name] = (arity, flags, *keys)
+        return handler
+
+    return register
+
+
+# --- rendering outcomes ------------------------------------------------------------------
+
+
+def _error(outcome: Outcome) -> bytes:
+    return encode_error(error_text(outcome))
+
+
+def render_bulk(outcome: Outcome) -> bytes:
+    if outcome.error is not None:
+        return _error(outcome)
+    return encode_bulk(outcome.value)  # type: ignore[arg-type]
+
+
+def render_integer(outcome: Outcome) -> bytes:
+    if outcome.error is not None:
+        return _error(outcome)
+    return encode_integer(int(outcome.value))  # type: ignore[call-overload]
+
+
+def render_set(outcome: Outcome) -> bytes:
+    if outcome.error is not None:
+        return _error(outcome)
+    return OK if outcome.value else NULL_BULK
+
+
+def render_length(outcome: Outcome) -> bytes:
+    if outcome.error is not None:
+        return _error(outcome)
+    value = outcome.value
+    return encode_integer(0 if value is None else len(value))  # type: ignore[arg-type]
+
+
+def parse_integer(raw: bytes) -> int | None:
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if -(2**63) <= value < 2**63 else None
+
+
+class Gather:
+    """Collects the outcomes of several operations issued for one command."""
+
+    def __init__(
+        self, context: CommandContext, count: int, finish: Callable[[list[Outcome]], bytes]
+    ) -> None:
+        self.fill = context.deferred()
+        self.outcomes: list[Outcome | None] = [None] * count
+        self.remaining = count
+        self.finish = finish
+        if count == 0:
+            self.fill(finish([]))
+
+    def run(self, context: CommandContext, index: int, operation: Operation) -> None:
+        def done(outcome: Outcome) -> None:
+            self.outcomes[index] = outcome
+            self.remaining -= 1
+            if self.remaining == 0:
+                self.fill(self.finish(self.outcomes))  # type: ignore[arg-type]
+
+        context.runtime.submit(operation, done)
+
+
+def _first_error(outcomes: list[Outcome]) -> bytes | None:
+    for outcome in outcomes:
+        if outcome.error is not None:
+            return _error(outcome)
+    return None
+
+
+# --- connection and server commands ------------------------------------------------------
+
+
+@command("ping", -1, ["fast", "stale"])
+def ping(context: CommandContext, arguments: list[bytes]) -> None:
+    if len(arguments) > 2:
+        context.reply(encode_error(wrong_arity("ping")))
+    elif len(arguments) == 2:
+        context.reply(encode_bulk(arguments[1]))
+    else:
+        context.reply(PONG)
+
+
+@command("echo", 2, ["fast"])
+def echo(context: CommandContext, arguments: list[bytes]) -> None:
+    context.reply(encode_bulk(arguments[1]))
+
+
+@command("quit", -1, ["fast"])
+def quit_(context: CommandContext, arguments: list[bytes]) -> None:
+    context.reply(OK)
+    context.close_after_reply()
+
+
+@command("select", 2, ["fast"])
+def select(context: CommandContext, arguments: list[bytes]) -> None:
+    if arguments[1] == b"0":
+        context.reply(OK)
+    else:
+        context.reply(encode_error("ERR DB index is out of range"))
+
+
+@command("hello", -1, ["fast"])
+def hello(context: CommandContext, arguments: list[bytes]) -> None:
+    """RESP2 and RESP3 clients both work: quorumdb's replies use only types common to both,
+    except HELLO's own reply, which is a map under RESP3 (redis-py 8 asks for RESP3)."""
+    protocol = context.protocol
+    if len(arguments) > 1:
+        requested = parse_integer(arguments[1])
+        if requested not in (2, 3):
+            context.reply(encode_error("NOPROTO unsupported protocol version"))
+            return
+        protocol = requested
+    index = 2
+    while index < len(arguments):
+        option = arguments[index].upper()
+        if option == b"SETNAME" and index + 1 < len(arguments):
+            context.name = arguments[index + 1] or None
+            index += 2
+        elif option == b"AUTH" and index + 2 < len(arguments):
+            index += 3  # no authentication yet: accept, as Redis without requirepass does
+        else:
+            context.reply(SYNTAX_ERROR)
+            return
+    context.protocol = protocol
+    fields: list[Any] = [
+        b"server",
+        b"redis",
+        b"version",
+        b"7.2.0",
+        b"proto",
+        protocol,
+        b"id",
+        context.client_id,
+        b"mode",
+        b"cluster",
+        b"role",
+        b"master",
+        b"modules",
+        [],
+    ]
+    if protocol == 3:
+        context.reply(encode_map(fields))
+    else:
+        context.reply(encode_array(fields))
+
+
+def encode_map(flat: list[Any]) -> bytes:
+    """RESP3 map from alternating keys and values."""
+    body = encode_array(flat)
+    return b"%" + str(len(flat) // 2).encode() + body[body.index(b"\r\n") :]
+
+
+@command("client", -2, ["slow"])
+def client(context: CommandContext, arguments: list[bytes]) -> None:
+    sub = arguments[1].lower()
+    if sub == b"setname" and len(arguments) == 3:
+        if b" " in arguments[2] or b"\n" in arguments[2]:
+            context.reply(encode_error("ERR Client names cannot contain spaces or newlines"))
+            return
+        context.name = arguments[2] or None
+        context.reply(OK)
+    elif sub == b"getname" and len(arguments) == 2:
+        context.reply(encode_bulk(context.name))
+    elif sub == b"id" and len(arguments) == 2:
+        context.reply(encode_integer(context.client_id))
+    elif sub == b"setinfo" and len(arguments) == 4:
+        context.reply(OK)
+    elif sub == b"info" and len(arguments) == 2:
+        context.reply(encode_bulk(_client_line(context).encode()))
+    elif sub == b"list" and len(arguments) == 2:
+        lines = "".join(_client_line(other) + "\n" for other in context.server.connections)
+        context.reply(encode_bulk(lines.encode()))
+    else:
+        sub_name = arguments[1].decode("utf-8", "replace")
+        context.reply(
+            encode_error(f"ERR unknown subcommand or wrong arity for 'client|{sub_name}'")
+        )
+
+
+def _client_line(context: CommandContext) -> str:
+    name = (context.name or b"").decode("utf-8", "replace")
+    age_seconds = (int(time.time() * 1000) - context.created_at_ms) // 1000
+    return f"id={context.client_id} name={name} age={age_seconds} db=0 keyspace={context.keyspace}"
+
+
+@command("config", -2, ["slow"])
+def config(context: CommandContext, arguments: list[bytes]) -> None:
+    """Enough for tools that probe settings (redis-benchmark asks for save/appendonly)."""
+    if arguments[1].lower() != b"get" or len(arguments) != 3:
+        context.reply(encode_error("ERR only CONFIG GET <parameter> is supported"))
+        return
+    fsync = context.runtime.settings.fsync.value
+    known = {
+        b"save": b"",
+        b"appendonly": b"yes" if fsync != "no" else b"no",
+        b"appendfsync": fsync.encode(),
+        b"databases": b"1",
+    }
+    pattern = arguments[1 + 1].decode("utf-8", "replace")
+    matched: list[Any] = []
+    for key, value in known.items():
+        if fnmatch.fnmatchcase(key.decode(), pattern):
+            matched.extend([key, value])
+    context.reply(encode_map(matched) if context.protocol == 3 else encode_array(matched))
+
+
+@command("command", -1, ["slow"])
+def command_info(context: CommandContext, arguments: list[bytes]) -> None:
+    sub = arguments[1].lower() if len(arguments) > 1 else b""
+    if sub == b"count":
+        context.reply(encode_integer(len(COMMAND_TABLE)))
+        return
+    if sub == b"docs":
+        context.reply(encode_array([]))
+        return
+    names = sorted(COMMAND_TABLE)
+    if sub == b"info":
+        names = [argument.decode("utf-8", "replace").lower() for argument in arguments[2:]]
+    elif sub:
+        sub_name = arguments[1].decode("utf-8", "replace")
+        context.reply(encode_error(f"ERR unknown subcommand '{sub_name}'"))
+        return
+    rows: list[Any] = []
+    for name in names:
+        entry = COMMAND_TABLE.get(name)
+        if entry is None:
+            rows.append(None)
+            continue
+        arity, flags, first, last, step = entry
+        rows.append([name.encode(), arity, [flag.encode() for flag in flags], first, last, step])
+    context.reply(encode_array(rows))
+
+
+@command("quorumdb.map", 1, ["fast"])
+def partition_map(context: CommandContext, arguments: list[bytes]) -> None:
+    """The partition map as JSON, for smart clients that send each key to its owner."""
+    document = context.runtime.node.partition_map.to_dict()
+    context.reply(encode_bulk(json.dumps(document).encode()))
+
+
+@command("quorumdb.keyspace", -1, ["fast"])
+def use_keyspace(context: CommandContext, arguments: list[bytes]) -> None:
+    """Show or switch the keyspace this connection's commands address."""
+    if len(arguments) == 1:
+        context.reply(encode_bulk(context.keyspace.encode()))
+        return
+    name = arguments[1].decode("utf-8", "replace")
+    if name not in context.runtime.node.partition_map.keyspaces:
+        context.reply(encode_error(f"ERR unknown keyspace '{name}'"))
+        return
+    context.keyspace = name
+    context.reply(OK)
+
+
+# --- single-key data commands ------------------------------------------------------------
+
+
+@command("get", 2, ["readonly", "fast"], (1, 1, 1))
+def get(context: CommandContext, arguments: list[bytes]) -> None:
+    context.submit(Get(context.keyspace, arguments[1]), render_bulk, "get")
+
+
+@command("strlen", 2, ["readonly", "fast"], (1, 1, 1))
+def strlen(context: CommandContext, arguments: list[bytes]) -> None:
+    context.submit(Get(context.keyspace, arguments[1]), render_length, "strlen")
+
+
+@command("set", -3, ["write", "denyoom"], (1, 1, 1))
+def set_(context: CommandContext, arguments: list[bytes]) -> None:
+    if len(arguments) == 3:
+        operation = Put(context.keyspace, arguments[1], arguments[2])
+        context.submit(operation, render_set, "set")
+        return
+    condition = PutCondition.ALWAYS
+    expire_at_ms: int | None = None
+    keep_expiry = False
+    return_previous = False
+    index = 3
+    while index < len(arguments):
+        option = arguments[index].upper()
+        if option == b"NX" and condition is PutCondition.ALWAYS:
+            condition = PutCondition.IF_ABSENT
+        elif option == b"XX" and condition is PutCondition.ALWAYS:
+            condition = PutCondition.IF_PRESENT
+        elif option == b"GET" and not return_previous:
+            return_previous = True
+        elif option == b"KEEPTTL" and expire_at_ms is None and not keep_expiry:
+            keep_expiry = True
+        elif (
+            option in (b"EX", b"PX", b"EXAT", b"PXAT") and expire_at_ms is None and not keep_expiry
+        ):
+            if index + 1 >= len(arguments):
+                context.reply(SYNTAX_ERROR)
+                return
+            amount = parse_integer(arguments[index + 1])
+            if amount is None:
+                context.reply(NOT_INTEGER)
+                return
+            expire_at_ms = _expiry(option, amount)
+            if expire_at_ms is None:
+                context.reply(encode_error("ERR invalid expire time in 'set' command"))
+                return
+            index += 1
+        else:
+            context.reply(SYNTAX_ERROR)
+            return
+        index += 1
+    operation = Put(
+        context.keyspace,
+        arguments[1],
+        arguments[2],
+        condition,
+        expire_at_ms,
+        keep_expiry,
+        return_previous,
+    )
+    context.submit(operation, render_bulk if return_previous else render_set, "set")
+
+
+def _expiry(option: bytes, amount: int) -> int | None:
+    if amount <= 0:
+        return None
+    now_ms = time.time_ns() // 1_000_000
+    if option == b"EX":
+        return now_ms + amount * 1000 if amount < 2**40 else None
+    if option == b"PX":
+        return now_ms + amount
+    if option == b"EXAT":
+        return amount * 1000 if amount < 2**40 else None
+    return amount
+
+
+@command("append", 3, ["write", "denyoom"], (1, 1, 1))
+def append(context: CommandContext, arguments: list[bytes]) -> None:
+    context.submit(Append(context.keyspace, arguments[1], arguments[2]), render_integer, "append")
+
+
+def _increment(context: CommandContext, key: bytes, delta: int) -> None:
+    context.submit(Increment(context.keyspace, key, delta), render_integer, "incr")
+
+
+@command("incr", 2, ["write", "denyoom", "fast"], (1, 1, 1))
+def incr(context: CommandContext, arguments: list[bytes]) -> None:
+    _increment(context, arguments[1], 1)
+
+
+@command("decr", 2, ["write", "denyoom", "fast"], (1, 1, 1))
+def decr(context: CommandContext, arguments: list[bytes]) -> None:
+    _increment(context, arguments[1], -1)
+
+
+@command("incrby", 3, ["write", "denyoom", "fast"], (1, 1, 1))
+def incrby(context: CommandContext, arguments: list[bytes]) -> None:
+    delta = parse_integer(arguments[2])
+    if delta is None:
+        context.reply(NOT_INTEGER)
+    else:
+        _increment(context, arguments[1], delta)
+
+
+@command("decrby", 3, ["write", "denyoom", "fast"], (1, 1, 1))
+def decrby(context: CommandContext, arguments: list[bytes]) -> None:
+    delta = parse_integer(arguments[2])
+    if delta is None or delta == -(2**63):
+        context.reply(NOT_INTEGER)
+    else:
+        _increment(context, arguments[1], -delta)
+
+
+# --- commands over several keys ----------------------------------------------------------
+
+
+@command("mget", -2, ["readonly", "fast"], (1, -1, 1))
+def mget(context: CommandContext, arguments: list[bytes]) -> None:
+    keys = arguments[1:]
+
+    def finish(outcomes: list[Outcome]) -> bytes:
+        # Like Redis, a key that cannot be read as a string shows as nil in MGET.
+        return encode_array([o.value if o.error is None else None for o in outcomes])  # type: ignore[misc]
+
+    gather = Gather(context, len(keys), finish)
+    for index, key in enumerate(keys):
+        gather.run(context, index, Get(context.keyspace, key))
+
+
+@command("mset", -3, ["write", "denyoom"], (1, -1, 2))
+def mset(context: CommandContext, arguments: list[bytes]) -> None:
+    if len(arguments) % 2 != 1:
+        context.reply(encode_error(wrong_arity("mset")))
+        return
+    pairs = list(zip(arguments[1::2], arguments[2::2], strict=True))
+
+    def finish(outcomes: list[Outcome]) -> bytes:
+        return _first_error(outcomes) or OK
+
+    gather = Gather(context, len(pairs), finish)
+    for index, (key, value) in enumerate(pairs):
+        gather.run(context, index, Put(context.keyspace, key, value))
+
+
+def _count_true(outcomes: list[Outcome]) -> bytes:
+    return _first_error(outcomes) or encode_integer(sum(1 for o in outcomes if o.value))
+
+
+@command("del", -2, ["write"], (1, -1, 1))
+def delete(context: CommandContext, arguments: list[bytes]) -> None:
+    keys = arguments[1:]
+    gather = Gather(context, len(keys), _count_true)
+    for index, key in enumerate(keys):
+        gather.run(context, index, Delete(context.keyspace, key))
+
+
+COMMANDS[b"unlink"] = COMMANDS[b"del"]
+
+
+@command("exists", -2, ["readonly", "fast"], (1, -1, 1))
+def exists(context: CommandContext, arguments: list[bytes]) -> None:
+    keys = arguments[1:]
+
+    def finish(outcomes: list[Outcome]) -> bytes:
+        error = _first_error(outcomes)
+        return error or encode_integer(sum(1 for o in outcomes if o.value is not None))
+
+    gather = Gather(context, len(keys), finish)
+    for index, key in enumerate(keys):
+        gather.run(context, index, Get(context.keyspace, key))
+
+
+# --- whole-keyspace commands -------------------------------------------------------------
+
+
+def _partition_count(context: CommandContext) -> int:
+    placement = context.runtime.node.partition_map.keyspaces.get(context.keyspace)
+    return 0 if placement is None else placement.config.partition_count
+
+
+def _count_keys(context: CommandContext, finish: Callable[[int], bytes]) -> None:
+    partition_count = _partition_count(context)
+
+    def total(outcomes: list[Outcome]) -> bytes:
+        return _first_error(outcomes) or finish(sum(int(o.value) for o in outcomes))  # type: ignore[call-overload]
+
+    gather = Gather(context, partition_count, total)
+    for partition in range(partition_count):
+        gather.run(context, partition, CountPartition(context.keyspace, partition))
+
+
+@command("dbsize", 1, ["readonly", "fast"])
+def dbsize(context: CommandContext, arguments: list[bytes]) -> None:
+    _count_keys(context, encode_integer)
+
+
+@command("scan", -2, ["readonly"])
+def scan(context: CommandContext, arguments: list[bytes]) -> None:
+    cursor = parse_integer(arguments[1])
+    if cursor is None or cursor < 0:
+        context.reply(encode_error("ERR invalid cursor"))
+        return
+    pattern: str | None = None
+    count = 10
+    index = 2
+    while index < len(arguments):
+        option = arguments[index].upper()
+        if index + 1 >= len(arguments):
+            context.reply(SYNTAX_ERROR)
+            return
+        if option == b"MATCH":
+            pattern = arguments[index + 1].decode("latin-1")
+        elif option == b"COUNT":
+            parsed = parse_integer(arguments[index + 1])
+            if parsed is None or parsed < 1:
+                context.reply(SYNTAX_ERROR if parsed is not None else NOT_INTEGER)
+                return
+            count = min(parsed, context.runtime.settings.limits.max_scan_limit)
+        elif option == b"TYPE":
+            if arguments[index + 1].lower() != b"string":
+                context.reply(encode_array([b"0", []]))
+                return
+        else:
+            context.reply(SYNTAX_ERROR)
+            return
+        index += 2
+    partition_count = _partition_count(context)
+    partition = cursor % SCAN_PARTITION_SLOTS
+    token = cursor // SCAN_PARTITION_SLOTS
+    # An unknown token (evicted or from another node) restarts its partition: SCAN may
+    # return duplicates, never skip a key that exists for the whole iteration.
+    start = context.server.scan_cursors.pop(token, (partition, b""))[1] if token else b""
+    if partition >= partition_count:
+        context.reply(encode_array([b"0", []]))
+        return
+    fill = context.deferred()
+
+    def finished(outcome: Outcome) -> None:
+        if outcome.error is not None:
+            fill(_error(outcome))
+            return
+        page = outcome.value
+        assert isinstance(page, ScanPage)
+        keys = [key for key, _ in page.items]
+        if pattern is not None:
+            keys = [key for key in keys if fnmatch.fnmatchcase(key.decode("latin-1"), pattern)]
+        if page.next_start is not None:
+            next_cursor = _remember_cursor(context.server, partition, page.next_start)
+        elif partition + 1 < partition_count:
+            next_cursor = partition + 1
+        else:
+            next_cursor = 0
+        fill(encode_array([str(next_cursor).encode(), keys]))  # type: ignore[list-item]
+
+    operation = ScanPartition(context.keyspace, partition, start, count, keys_only=True)
+    context.runtime.submit(operation, finished)
+
+
+def _remember_cursor(server: RespServer, partition: int, start: bytes) -> int:
+    cursors = server.scan_cursors
+    if len(cursors) >= SCAN_CURSOR_TABLE_MAX:
+        del cursors[next(iter(cursors))]
+    token = server.next_scan_token
+    server.next_scan_token += 1
+    cursors[token] = (partition, start)
+    return token * SCAN_PARTITION_SLOTS + partition
+
+
+@command("info", -1, ["slow"])
+def info(context: CommandContext, arguments: list[bytes]) -> None:
+    wanted = {argument.decode("utf-8", "replace").lower() for argument in arguments[1:]}
+    if not wanted or wanted & {"all", "default", "everything"}:
+        wanted = {"server", "clients", "stats", "persistence", "keyspace"}
+
+    def finish(key_count: int) -> bytes:
+        return encode_bulk(_info_text(context, wanted, key_count).encode())
+
+    if "keyspace" in wanted:
+        _count_keys(context, finish)
+    else:
+        context.reply(finish(0))
+
+
+def _info_text(context: CommandContext, sections: set[str], key_count: int) -> str:
+    runtime = context.runtime
+    metrics = runtime.metrics
+    settings = runtime.settings
+    uptime_seconds = (int(time.time() * 1000) - runtime.started_at_ms) // 1000
+    reads, writes = metrics.read_write_counts()
+    blocks: list[str] = []
+    if "server" in sections:
+        blocks.append(
+            "# Server\r\n"
+            "redis_version:7.2.0\r\n"
+            f"quorumdb_version:{__version__}\r\n"
+            "redis_mode:cluster\r\n"
+            f"os:{platform.system()} {platform.release()} {platform.machine()}\r\n"
+            f"process_id:{os.getpid()}\r\n"
+            f"node_id:{settings.node_id}\r\n"
+            f"tcp_port:{settings.member.resp_port}\r\n"
+            f"uptime_in_seconds:{uptime_seconds}\r\n"
+            f"cluster_members:{len(settings.members)}\r\n"
+        )
+    if "clients" in sections:
+        blocks.append(
+            "# Clients\r\n"
+            f"connected_clients:{metrics.active_clients}\r\n"
+            f"maxclients:{settings.max_clients}\r\n"
+        )
+    if "persistence" in sections:
+        commit = runtime.commit
+        blocks.append(
+            "# Persistence\r\n"
+            f"fsync_policy:{settings.fsync.value}\r\n"
+            f"group_commits:{commit.group_count}\r\n"
+            f"fsyncs:{commit.sync_count}\r\n"
+            f"writes_persisted:{commit.write_count}\r\n"
+            f"storage_bytes:{runtime.storage.size_bytes()}\r\n"
+        )
+    if "stats" in sections:
+        blocks.append(
+            "# Stats\r\n"
+            f"total_connections_received:{metrics.total_connections}\r\n"
+            f"rejected_connections:{metrics.rejected_connections}\r\n"
+            f"total_commands_processed:{metrics.total_requests()}\r\n"
+            f"total_reads_processed:{reads}\r\n"
+            f"total_writes_processed:{writes}\r\n"
+            f"protocol_errors:{metrics.protocol_errors}\r\n"
+            f"peer_messages_sent:{runtime.transport.sent_message_count}\r\n"
+            f"peer_messages_received:{runtime.transport.received_message_count}\r\n"
+        )
+    if "keyspace" in sections:
+        blocks.append(f"# Keyspace\r\ndb0:keys={key_count}\r\n")
+    return "\r\n".join(blocks)

@@ -1,0 +1,346 @@
+"""The `quorumdb` command: one program whose verbs mirror the layers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+DEFAULT_PORT = 7000
+
+
+def _add_cluster_layout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="base port: node i serves RESP on PORT+i, HTTP on PORT+100+i, "
+        "peers on PORT+200+i (default %(default)s)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default="./data",
+        help="directory holding one subdirectory per node (default %(default)s)",
+    )
+    parser.add_argument(
+        "--fsync",
+        choices=["always", "everysec", "no"],
+        default="always",
+        help="durability: 'always' fsyncs every group commit before "
+        "acknowledging; 'everysec' may lose the last second; 'no' leaves "
+        "flushing to the OS (default %(default)s)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from quorumdb.local_cluster import LocalCluster, run_up
+
+    if args.nodes < 1:
+        print("error: --nodes must be at least 1", file=sys.stderr)
+        return 2
+    cluster = LocalCluster(
+        args.nodes, args.port, args.data_dir, args.fsync, args.host, args.log_level
+    )
+    return run_up(cluster)
+
+
+def _cmd_node(args: argparse.Namespace) -> int:
+    from quorumdb.runtime import node_config
+    from quorumdb.runtime.process import run
+
+    if args.print_example_config:
+        print(node_config.EXAMPLE_TOML, end="")
+        return 0
+    try:
+        if args.config:
+            settings = node_config.settings_from_toml(args.config, args.data_dir_override)
+        else:
+            settings = node_config.local_settings(
+                args.index, args.nodes, args.port, args.data_dir, args.fsync, args.host
+            )
+    except node_config.ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format=f"%(asctime)s {settings.node_id} %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        run(settings)
+    except OSError as error:
+        print(f"error: node {settings.node_id} cannot start: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from quorumdb.client import Client
+
+    return Client(args.node, keyspace=args.keyspace)
+
+
+def _show(value: bytes | None) -> str:
+    if value is None:
+        return "(nil)"
+    return value.decode("utf-8", "backslashreplace")
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        value = client.get(args.key)
+    print(_show(value))
+    return 0 if value is not None else 1
+
+
+def _cmd_put(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        written = client.put(
+            args.key,
+            args.value,
+            expire_ms=args.expire_ms,
+            if_absent=args.if_absent,
+            if_present=args.if_present,
+        )
+    print("OK" if written else "not written (condition not met)")
+    return 0 if written else 1
+
+
+def _cmd_del(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        deleted = sum(client.delete(key) for key in args.keys)
+    print(deleted)
+    return 0
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    count = 0
+    with _client(args) as client:
+        for key in client.scan(match=args.match, count=100):
+            print(_show(key))
+            count += 1
+            if args.limit and count >= args.limit:
+                break
+    return 0
+
+
+def _http_base(args: argparse.Namespace) -> str:
+    return f"http://{args.http}"
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+
+    try:
+        document = httpx.get(f"{_http_base(args)}/v1/cluster", timeout=5).json()
+    except httpx.HTTPError as error:
+        print(f"error: cannot reach {args.http}: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return 0
+    console = Console()
+    members = Table(title=f"members (map version {document['version']})")
+    for column in ("node", "RESP", "HTTP", "peer", "health"):
+        members.add_column(column)
+    for member in document["members"]:
+        health = "up"
+        try:
+            httpx.get(f"http://{member['host']}:{member['http_port']}/healthz", timeout=1)
+        except httpx.HTTPError:
+            health = "[red]unreachable[/red]"
+        members.add_row(
+            member["node_id"],
+            f"{member['host']}:{member['resp_port']}",
+            f"{member['host']}:{member['http_port']}",
+            f"{member['host']}:{member['peer_port']}",
+            health,
+        )
+    console.print(members)
+    keyspaces = Table(title="keyspaces")
+    for column in ("keyspace", "partitioning", "partitions", "replicas", "partitions per node"):
+        keyspaces.add_column(column)
+    for name, keyspace in document["keyspaces"].items():
+        per_node: dict[str, int] = {}
+        for owner in keyspace["owners"]:
+            per_node[owner] = per_node.get(owner, 0) + 1
+        spread = ", ".join(f"{node}={count}" for node, count in sorted(per_node.items()))
+        keyspaces.add_row(
+            name,
+            keyspace["partitioning"],
+            str(keyspace["partition_count"]),
+            str(keyspace["replication_factor"]),
+            spread,
+        )
+    console.print(keyspaces)
+    return 0
+
+
+def _cmd_keyspace(args: argparse.Namespace) -> int:
+    import httpx
+
+    base = _http_base(args)
+    try:
+        if args.keyspace_command == "create":
+            body = {"name": args.name, "partitioning": args.partitioning}
+            response = httpx.post(f"{base}/v1/keyspaces", json=body, timeout=10)
+        else:
+            response = httpx.get(f"{base}/v1/keyspaces", timeout=10)
+    except httpx.HTTPError as error:
+        print(f"error: cannot reach {args.http}: {error}", file=sys.stderr)
+        return 1
+    document = response.json()
+    if response.status_code >= 400:
+        print(f"error: {document.get('message', document)}", file=sys.stderr)
+        return 1
+    if args.keyspace_command == "show":
+        matches = [k for k in document["keyspaces"] if k["name"] == args.name]
+        if not matches:
+            print(f"error: no keyspace named {args.name!r}", file=sys.stderr)
+            return 1
+        document = matches[0]
+    print(json.dumps(document, indent=2))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from quorumdb.bench import command
+
+    return command.run(args)
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from quorumdb.sim import command
+
+    return command.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quorumdb",
+        description="quorumdb: a distributed key-value database with selectable modes.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    def verb(
+        name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    up = verb("up", "start a local cluster of separate node processes in the foreground", _cmd_up)
+    up.add_argument("--nodes", type=int, default=3, help="number of nodes (default %(default)s)")
+    _add_cluster_layout(up)
+
+    node = verb("node", "run one node (for clusters spread over machines)", _cmd_node)
+    node.add_argument(
+        "--config", help="TOML file with node_id, members and settings (see --print-example-config)"
+    )
+    node.add_argument("--data-dir-override", help=argparse.SUPPRESS)
+    node.add_argument(
+        "--print-example-config",
+        action="store_true",
+        help="print an example TOML configuration and exit",
+    )
+    node.add_argument(
+        "--index",
+        type=int,
+        default=0,
+        help="without --config: this node's index in the local layout",
+    )
+    node.add_argument(
+        "--nodes", type=int, default=1, help="without --config: number of nodes in the local layout"
+    )
+    _add_cluster_layout(node)
+
+    def data_verb(
+        name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        sub = verb(name, help_text, handler)
+        sub.add_argument(
+            "--node",
+            default=f"127.0.0.1:{DEFAULT_PORT}",
+            help="any node's RESP address HOST:PORT (default %(default)s)",
+        )
+        sub.add_argument("--keyspace", default="default", help="keyspace (default %(default)s)")
+        return sub
+
+    get = data_verb("get", "read a key", _cmd_get)
+    get.add_argument("key")
+    put = data_verb("put", "write a key", _cmd_put)
+    put.add_argument("key")
+    put.add_argument("value")
+    put.add_argument("--expire-ms", type=int, help="time to live in milliseconds")
+    put.add_argument("--if-absent", action="store_true", help="write only if the key is absent")
+    put.add_argument("--if-present", action="store_true", help="write only if the key exists")
+    delete = data_verb("del", "delete keys", _cmd_del)
+    delete.add_argument("keys", nargs="+")
+    scan = data_verb("scan", "list keys of the keyspace (every partition)", _cmd_scan)
+    scan.add_argument("--match", help="glob pattern, as in Redis SCAN MATCH")
+    scan.add_argument("--limit", type=int, default=0, help="stop after this many keys")
+
+    def http_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--http",
+            default=f"127.0.0.1:{DEFAULT_PORT + 100}",
+            help="any node's HTTP address HOST:PORT (default %(default)s)",
+        )
+
+    status = verb("status", "members, keyspaces and partition owners", _cmd_status)
+    http_option(status)
+    status.add_argument("--json", action="store_true", help="print the raw cluster document")
+
+    keyspace = verb("keyspace", "create, list and show keyspaces", _cmd_keyspace)
+    keyspace_verbs = keyspace.add_subparsers(dest="keyspace_command", required=True)
+    create = keyspace_verbs.add_parser("create", help="create a keyspace")
+    create.add_argument("name")
+    create.add_argument(
+        "--partitioning",
+        default="fixed:64",
+        help="strategy[:parameter], e.g. fixed:256 (default %(default)s)",
+    )
+    http_option(create)
+    listing = keyspace_verbs.add_parser("list", help="list keyspaces")
+    http_option(listing)
+    show = keyspace_verbs.add_parser("show", help="show one keyspace")
+    show.add_argument("name")
+    http_option(show)
+
+    bench = verb("bench", "measure throughput and latency of RESP targets in one run", _cmd_bench)
+    from quorumdb.bench import command as bench_command
+
+    bench_command.add_arguments(bench)
+
+    sim = verb("sim", "deterministic simulation of a cluster under faults", _cmd_sim)
+    try:
+        from quorumdb.sim import command as sim_command
+    except ImportError:  # pragma: no cover - only while the simulator is absent
+        pass
+    else:
+        sim_command.add_arguments(sim)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except ConnectionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""asyncio Python client with the same routing as `Client`: owner first, any node as fallback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from quorumdb.client._routing import ClientMap, NodeAddress, as_bytes, parse_address
+
+T = TypeVar("T")
+
+
+class _KeyspaceConnection(aioredis.Connection):
+    def __init__(self, *args: Any, keyspace: str = "default", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keyspace = keyspace
+
+    async def on_connect(self) -> None:
+        await super().on_connect()
+        if self.keyspace != "default":
+            await self.send_command("QUORUMDB.KEYSPACE", self.keyspace)
+            await self.read_response()
+
+
+class AsyncClient:
+    """Create with `await AsyncClient.connect(...)`."""
+
+    def __init__(self, seeds: list[str] | str, keyspace: str, timeout_seconds: float) -> None:
+        self.seeds = [
+            parse_address(seed) for seed in ([seeds] if isinstance(seeds, str) else seeds)
+        ]
+        self.keyspace = keyspace
+        self.timeout_seconds = timeout_seconds
+        self._connections: dict[tuple[str, int], aioredis.Redis] = {}
+        self.map: ClientMap | None = None
+
+    @classmethod
+    async def connect(
+        cls,
+        seeds: list[str] | str = "127.0.0.1:7000",
+        keyspace: str = "default",
+        timeout_seconds: float = 10.0,
+    ) -> AsyncClient:
+        client = cls(seeds, keyspace, timeout_seconds)
+        await client.refresh_map()
+        return client
+
+    def _connection(self, host: str, port: int) -> aioredis.Redis:
+        connection = self._connections.get((host, port))
+        if connection is None:
+            pool = aioredis.ConnectionPool(
+                connection_class=_KeyspaceConnection,
+                host=host,
+                port=port,
+                keyspace=self.keyspace,
+                socket_timeout=self.timeout_seconds,
+                max_connections=64,
+            )
+            connection = aioredis.Redis(connection_pool=pool)
+            self._connections[(host, port)] = connection
+        return connection
+
+    def _addresses(self) -> list[tuple[str, int]]:
+        known = [(node.host, node.port) for node in self.map.nodes.values()] if self.map else []
+        return known + [seed for seed in self.seeds if seed not in known]
+
+    async def refresh_map(self) -> ClientMap:
+        last_error: Exception | None = None
+        for host, port in self._addresses():
+            try:
+                document = await self._connection(host, port).execute_command("QUORUMDB.MAP")
+            except RedisConnectionError as error:
+                last_error = error
+                continue
+            self.map = ClientMap.parse(document)
+            return self.map
+        raise RedisConnectionError(f"no quorumdb node reachable: {last_error}")
+
+    async def _route(
+        self, key: bytes | None, action: Callable[[aioredis.Redis], Awaitable[T]]
+    ) -> T:
+        owner: NodeAddress | None = None
+        if key is not None and self.map is not None:
+            owner = self.map.owner(self.keyspace, key)
+        candidates = [(owner.host, owner.port)] if owner else []
+        candidates += [address for address in self._addresses() if address not in candidates]
+        last_error: Exception | None = None
+        for host, port in candidates:
+            try:
+                return await action(self._connection(host, port))
+            except RedisConnectionError as error:
+                last_error = error
+            except ResponseError as error:
+                if not str(error).startswith("MOVED"):
+                    raise
+                last_error = error
+                await self.refresh_map()
+        raise RedisConnectionError(f"request failed on every node: {last_error}")
+
+    def owner_of(self, key: bytes | str) -> str | None:
+        owner = self.map.owner(self.keyspace, as_bytes(key)) if self.map else None
+        return owner.node_id if owner else None
+
+    async def get(self, key: bytes | str) -> bytes | None:
+        key = as_bytes(key)
+        return await self._route(key, lambda connection: connection.get(key))
+
+    async def put(
+        self,
+        key: bytes | str,
+        value: bytes | str,
+        *,
+        expire_ms: int | None = None,
+        if_absent: bool = False,
+        if_present: bool = False,
+    ) -> bool:
+        key = as_bytes(key)
+        result = await self._route(
+            key,
+            lambda connection: connection.set(
+                key, as_bytes(value), px=expire_ms, nx=if_absent, xx=if_present
+            ),
+        )
+        return bool(result)
+
+    async def delete(self, key: bytes | str) -> bool:
+        key = as_bytes(key)
+        return bool(await self._route(key, lambda connection: connection.delete(key)))
+
+    async def incr(self, key: bytes | str, amount: int = 1) -> int:
+        key = as_bytes(key)
+        return int(await self._route(key, lambda connection: connection.incrby(key, amount)))
+
+    async def scan(self, match: str | None = None, count: int = 100) -> AsyncIterator[bytes]:
+        host, port = self._addresses()[0]
+        async for key in self._connection(host, port).scan_iter(match=match, count=count):
+            yield key
+
+    async def dbsize(self) -> int:
+        return int(await self._route(None, lambda connection: connection.dbsize()))
+
+    async def close(self) -> None:
+        for connection in self._connections.values():
+            await connection.aclose()
+        self._connections.clear()

@@ -1,0 +1,159 @@
+"""Blocking Python client: sends each request straight to its key's owner.
+
+It caches the partition map (from any node), routes by it, and when an owner is
+unreachable or answers MOVED it falls back to another node (every node forwards)
+and refreshes the map. Not thread-safe: use one client per thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import redis
+
+from quorumdb.client._routing import ClientMap, NodeAddress, as_bytes, parse_address
+
+T = TypeVar("T")
+
+
+class _KeyspaceConnection(redis.Connection):
+    """Selects the client's keyspace on every (re)connect."""
+
+    def __init__(self, *args: Any, keyspace: str = "default", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keyspace = keyspace
+
+    def on_connect(self) -> None:
+        super().on_connect()
+        if self.keyspace != "default":
+            self.send_command("QUORUMDB.KEYSPACE", self.keyspace)
+            self.read_response()
+
+
+class Client:
+    def __init__(
+        self,
+        seeds: list[str] | str = "127.0.0.1:7000",
+        keyspace: str = "default",
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        self.seeds = [
+            parse_address(seed) for seed in ([seeds] if isinstance(seeds, str) else seeds)
+        ]
+        self.keyspace = keyspace
+        self.timeout_seconds = timeout_seconds
+        self._connections: dict[tuple[str, int], redis.Redis] = {}
+        self.map: ClientMap | None = None
+        self.refresh_map()
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _connection(self, host: str, port: int) -> redis.Redis:
+        connection = self._connections.get((host, port))
+        if connection is None:
+            pool = redis.ConnectionPool(
+                connection_class=_KeyspaceConnection,
+                host=host,
+                port=port,
+                keyspace=self.keyspace,
+                socket_timeout=self.timeout_seconds,
+                max_connections=4,
+            )
+            connection = redis.Redis(connection_pool=pool)
+            self._connections[(host, port)] = connection
+        return connection
+
+    def _addresses(self) -> list[tuple[str, int]]:
+        known = [(node.host, node.port) for node in self.map.nodes.values()] if self.map else []
+        return known + [seed for seed in self.seeds if seed not in known]
+
+    def refresh_map(self) -> ClientMap:
+        last_error: Exception | None = None
+        for host, port in self._addresses():
+            try:
+                document = self._connection(host, port).execute_command("QUORUMDB.MAP")
+            except redis.ConnectionError as error:
+                last_error = error
+                continue
+            self.map = ClientMap.parse(document)
+            return self.map
+        raise redis.ConnectionError(f"no quorumdb node reachable: {last_error}")
+
+    def _route(self, key: bytes | None, action: Callable[[redis.Redis], T]) -> T:
+        owner: NodeAddress | None = None
+        if key is not None and self.map is not None:
+            owner = self.map.owner(self.keyspace, key)
+        candidates = [(owner.host, owner.port)] if owner else []
+        candidates += [address for address in self._addresses() if address not in candidates]
+        last_error: Exception | None = None
+        for host, port in candidates:
+            try:
+                return action(self._connection(host, port))
+            except redis.ConnectionError as error:
+                last_error = error
+            except redis.ResponseError as error:
+                if not str(error).startswith("MOVED"):
+                    raise
+                last_error = error
+                self.refresh_map()
+        raise redis.ConnectionError(f"request failed on every node: {last_error}")
+
+    def owner_of(self, key: bytes | str) -> str | None:
+        owner = self.map.owner(self.keyspace, as_bytes(key)) if self.map else None
+        return owner.node_id if owner else None
+
+    # --- data operations -----------------------------------------------------------------
+
+    def get(self, key: bytes | str) -> bytes | None:
+        key = as_bytes(key)
+        return self._route(key, lambda connection: connection.get(key))
+
+    def put(
+        self,
+        key: bytes | str,
+        value: bytes | str,
+        *,
+        expire_ms: int | None = None,
+        if_absent: bool = False,
+        if_present: bool = False,
+    ) -> bool:
+        key = as_bytes(key)
+        result = self._route(
+            key,
+            lambda connection: connection.set(
+                key, as_bytes(value), px=expire_ms, nx=if_absent, xx=if_present
+            ),
+        )
+        return bool(result)
+
+    def delete(self, key: bytes | str) -> bool:
+        key = as_bytes(key)
+        return bool(self._route(key, lambda connection: connection.delete(key)))
+
+    def incr(self, key: bytes | str, amount: int = 1) -> int:
+        key = as_bytes(key)
+        return int(self._route(key, lambda connection: connection.incrby(key, amount)))
+
+    def append(self, key: bytes | str, value: bytes | str) -> int:
+        key = as_bytes(key)
+        return int(self._route(key, lambda connection: connection.append(key, as_bytes(value))))
+
+    def scan(self, match: str | None = None, count: int = 100) -> Iterator[bytes]:
+        """Every key of the keyspace; one node's cursor walks all partitions."""
+        host, port = self._addresses()[0]
+        yield from self._connection(host, port).scan_iter(match=match, count=count)
+
+    def dbsize(self) -> int:
+        return int(self._route(None, lambda connection: connection.dbsize()))
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,152 @@
+"""Typed records of client operations, their outcomes, and messages between nodes.
+
+The wire codec (msgpack) lives in `runtime/wire.py`; nothing here knows about bytes
+on a socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from quorumdb.core.errors import ErrorCode
+from quorumdb.core.keyspace import KeyspaceConfig
+
+
+class PutCondition(Enum):
+    ALWAYS = "always"
+    IF_ABSENT = "if-absent"
+    IF_PRESENT = "if-present"
+
+
+# --- client operations: each addresses one key, or one partition -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    keyspace: str
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    keyspace: str
+    key: bytes
+    value: bytes
+    condition: PutCondition = PutCondition.ALWAYS
+    expire_at_ms: int | None = None
+    keep_expiry: bool = False
+    return_previous: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    keyspace: str
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Increment:
+    keyspace: str
+    key: bytes
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    keyspace: str
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ScanPartition:
+    """One page of one partition, keys >= start in order."""
+
+    keyspace: str
+    partition: int
+    start: bytes
+    limit: int
+    keys_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CountPartition:
+    keyspace: str
+    partition: int
+
+
+KeyOperation = Get | Put | Delete | Increment | Append
+PartitionOperation = ScanPartition | CountPartition
+
+
+@dataclass(frozen=True, slots=True)
+class CreateKeyspace:
+    config: KeyspaceConfig
+
+
+Operation = KeyOperation | PartitionOperation | CreateKeyspace
+
+# --- outcomes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScanPage:
+    items: tuple[tuple[bytes, bytes], ...]
+    next_start: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an operation ended with.
+
+    `value` by operation: Get -> bytes | None; Put -> bool applied, or the previous
+    value when `return_previous`; Delete -> bool existed; Increment -> int; Append ->
+    int length; ScanPartition -> ScanPage; CountPartition -> int; CreateKeyspace -> bool.
+    """
+
+    value: object = None
+    error: ErrorCode | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def failure(error: ErrorCode, message: str) -> Outcome:
+    return Outcome(None, error, message)
+
+
+# --- messages between nodes --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardRequest:
+    """Run `operation` on the owner; `map_version` lets the owner detect stale routing."""
+
+    forward_id: int
+    map_version: int
+    operation: Operation
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardReply:
+    forward_id: int
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogRequest:
+    """Ask the catalog holder for keyspaces newer than `known_version`."""
+
+    known_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogUpdate:
+    version: int
+    keyspaces: tuple[KeyspaceConfig, ...]
+
+
+Message = ForwardRequest | ForwardReply | CatalogRequest | CatalogUpdate

@@ -1,0 +1,387 @@
+"""Composition root of one node: routes each client operation to the partition owner.
+
+Pure and synchronous: the driver passes `now_ms`, incoming requests and messages,
+and carries out the returned effects (persist, then send and reply).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from quorumdb.core import catalog
+from quorumdb.core.cluster import Member, PartitionMap
+from quorumdb.core.effects import Effect, Persist, Reply, Send
+from quorumdb.core.errors import ErrorCode
+from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
+from quorumdb.core.messages import (
+    Append,
+    CatalogRequest,
+    CatalogUpdate,
+    CountPartition,
+    CreateKeyspace,
+    Delete,
+    ForwardReply,
+    ForwardRequest,
+    Get,
+    Increment,
+    Message,
+    Operation,
+    Outcome,
+    Put,
+    PutCondition,
+    ScanPage,
+    ScanPartition,
+    failure,
+)
+from quorumdb.core.records import decode_record, encode_record, live_value
+from quorumdb.storage.interface import StorageReader, Write
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+DEFAULT_MAX_KEY_BYTES = 64 * 1024
+DEFAULT_MAX_VALUE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLimits:
+    max_key_bytes: int = DEFAULT_MAX_KEY_BYTES
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    max_scan_limit: int = 10_000
+    forward_timeout_ms: int = 5_000
+    catalog_poll_interval_ms: int = 1_000
+
+    def validate(self) -> None:
+        for name in ("max_key_bytes", "max_value_bytes", "max_scan_limit", "forward_timeout_ms"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+
+@dataclass(slots=True)
+class _PendingForward:
+    request_id: int
+    deadline_ms: int
+    destination: str
+
+
+class Node:
+    def __init__(
+        self,
+        node_id: str,
+        members: tuple[Member, ...],
+        storage: StorageReader,
+        limits: NodeLimits | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.storage = storage
+        self.limits = limits or NodeLimits()
+        self.limits.validate()
+        if node_id not in {member.node_id for member in members}:
+            raise ValueError(f"node {node_id!r} is not among the members")
+        self.members = members
+        self.catalog_holder = min(member.node_id for member in members)
+        version, configs = catalog.load_catalog(storage)
+        self.partition_map = PartitionMap.build(version, members, configs)
+        self._pending_forwards: dict[int, _PendingForward] = {}
+        self._next_forward_id = 1
+        self._next_catalog_poll_ms = 0
+
+    # --- entry points ----------------------------------------------------------------
+
+    def on_client_request(self, now_ms: int, request_id: int, operation: Operation) -> list[Effect]:
+        owner = self._owner_of(operation)
+        if isinstance(owner, Outcome):
+            return [Reply(request_id, owner)]
+        if owner == self.node_id:
+            return self._execute(now_ms, operation, lambda outcome: Reply(request_id, outcome))
+        forward_id = self._next_forward_id
+        self._next_forward_id += 1
+        self._pending_forwards[forward_id] = _PendingForward(
+            request_id, now_ms + self.limits.forward_timeout_ms, owner
+        )
+        request = ForwardRequest(forward_id, self.partition_map.version, operation)
+        return [Send(owner, request)]
+
+    def on_message(self, now_ms: int, source: str, message: Message) -> list[Effect]:
+        if isinstance(message, ForwardRequest):
+            return self._on_forward_request(now_ms, source, message)
+        if isinstance(message, ForwardReply):
+            pending = self._pending_forwards.pop(message.forward_id, None)
+            if pending is None:
+                return []  # late reply after a timeout: the client was already answered
+            return [Reply(pending.request_id, message.outcome)]
+        if isinstance(message, CatalogRequest):
+            if message.known_version >= self.partition_map.version:
+                return []
+            return [Send(source, self._catalog_update())]
+        if isinstance(message, CatalogUpdate):
+            return self._adopt_catalog(message)
+        raise TypeError(f"unexpected message {type(message).__name__}")
+
+    def on_tick(self, now_ms: int) -> list[Effect]:
+        effects: list[Effect] = []
+        expired = [
+            forward_id
+            for forward_id, pending in self._pending_forwards.items()
+            if pending.deadline_ms <= now_ms
+        ]
+        for forward_id in expired:
+            pending = self._pending_forwards.pop(forward_id)
+            message = f"no answer from {pending.destination} in time; the outcome is unknown"
+            effects.append(Reply(pending.request_id, failure(ErrorCode.TIMEOUT, message)))
+        if self.node_id != self.catalog_holder and now_ms >= self._next_catalog_poll_ms:
+            self._next_catalog_poll_ms = now_ms + self.limits.catalog_poll_interval_ms
+            request = CatalogRequest(self.partition_map.version)
+            effects.append(Send(self.catalog_holder, request))
+        return effects
+
+    def on_peer_unreachable(self, now_ms: int, peer: str) -> list[Effect]:
+        """Fail forwards to a peer whose connection broke: their outcome is unknown."""
+        failed = [
+            forward_id
+            for forward_id, pending in self._pending_forwards.items()
+            if pending.destination == peer
+        ]
+        message = f"node {peer} is unreachable"
+        return [
+            Reply(
+                self._pending_forwards.pop(forward_id).request_id,
+                failure(ErrorCode.UNAVAILABLE, message),
+            )
+            for forward_id in failed
+        ]
+
+    # --- routing ---------------------------------------------------------------------
+
+    def _owner_of(self, operation: Operation) -> str | Outcome:
+        if isinstance(operation, CreateKeyspace):
+            return self.catalog_holder
+        placement = self.partition_map.keyspaces.get(operation.keyspace)
+        if placement is None:
+            return failure(ErrorCode.UNKNOWN_KEYSPACE, f"unknown keyspace '{operation.keyspace}'")
+        if isinstance(operation, ScanPartition | CountPartition):
+            if not 0 <= operation.partition < placement.config.partition_count:
+                return failure(ErrorCode.INVALID_ARGUMENT, "partition out of range")
+            return placement.owners[operation.partition]
+        return placement.owners[placement.strategy.locate(operation.key)]
+
+    def _on_forward_request(
+        self, now_ms: int, source: str, request: ForwardRequest
+    ) -> list[Effect]:
+        forward_id = request.forward_id
+
+        def reply(outcome: Outcome) -> Effect:
+            return Send(source, ForwardReply(forward_id, outcome))
+
+        owner = self._owner_of(request.operation)
+        if isinstance(owner, Outcome):
+            return [reply(owner)]
+        if owner != self.node_id:
+            moved = f"map version {self.partition_map.version}: owner is {owner}"
+            return [reply(failure(ErrorCode.MOVED, moved))]
+        return self._execute(now_ms, request.operation, reply)
+
+    # --- execution on the owner ------------------------------------------------------
+
+    def _execute(self, now_ms: int, operation: Operation, reply: _ReplyFactory) -> list[Effect]:
+        if isinstance(operation, Get):
+            problem = self._check_key(operation.key)
+            if problem is not None:
+                return [reply(problem)]
+            partition = self._partition(operation.keyspace, operation.key)
+            raw = self.storage.get(operation.keyspace, partition, operation.key)
+            return [reply(Outcome(live_value(raw, now_ms)))]
+        if isinstance(operation, Put):
+            return self._put(now_ms, operation, reply)
+        if isinstance(operation, Delete):
+            return self._delete(now_ms, operation, reply)
+        if isinstance(operation, Increment):
+            return self._increment(now_ms, operation, reply)
+        if isinstance(operation, Append):
+            return self._append(now_ms, operation, reply)
+        if isinstance(operation, ScanPartition):
+            return [reply(self._scan(now_ms, operation))]
+        if isinstance(operation, CountPartition):
+            count = self.storage.count(operation.keyspace, operation.partition)
+            return [reply(Outcome(count))]
+        if isinstance(operation, CreateKeyspace):
+            return self._create_keyspace(operation.config, reply)
+        raise TypeError(f"unexpected operation {type(operation).__name__}")
+
+    def _partition(self, keyspace: str, key: bytes) -> int:
+        return self.partition_map.keyspaces[keyspace].strategy.locate(key)
+
+    def _check_key(self, key: bytes) -> Outcome | None:
+        if len(key) > self.limits.max_key_bytes:
+            return failure(
+                ErrorCode.TOO_LARGE, f"key is {len(key)} bytes, limit {self.limits.max_key_bytes}"
+            )
+        return None
+
+    def _check_value(self, size_bytes: int) -> Outcome | None:
+        if size_bytes > self.limits.max_value_bytes:
+            limit = self.limits.max_value_bytes
+            return failure(ErrorCode.TOO_LARGE, f"value is {size_bytes} bytes, limit {limit}")
+        return None
+
+    def _current(self, now_ms: int, keyspace: str, partition: int, key: bytes) -> _Current:
+        raw = self.storage.get(keyspace, partition, key)
+        if raw is None:
+            return None
+        value, expire_at_ms = decode_record(raw)
+        if expire_at_ms is not None and expire_at_ms <= now_ms:
+            return None
+        return value, expire_at_ms
+
+    def _put(self, now_ms: int, operation: Put, reply: _ReplyFactory) -> list[Effect]:
+        problem = self._check_key(operation.key) or self._check_value(len(operation.value))
+        if problem is not None:
+            return [reply(problem)]
+        keyspace, key = operation.keyspace, operation.key
+        partition = self._partition(keyspace, key)
+        expire_at_ms = operation.expire_at_ms
+        simple = (
+            operation.condition is PutCondition.ALWAYS
+            and not operation.keep_expiry
+            and not operation.return_previous
+        )
+        previous: _Current = None
+        if not simple:
+            previous = self._current(now_ms, keyspace, partition, key)
+            exists = previous is not None
+            if operation.condition is PutCondition.IF_ABSENT and exists:
+                return [reply(self._put_refused(operation, previous))]
+            if operation.condition is PutCondition.IF_PRESENT and not exists:
+                return [reply(self._put_refused(operation, previous))]
+            if operation.keep_expiry and previous is not None:
+                expire_at_ms = previous[1]
+        write = Write(keyspace, partition, key, encode_record(operation.value, expire_at_ms))
+        result: object = True
+        if operation.return_previous:
+            result = previous[0] if previous is not None else None
+        return [Persist((write,)), reply(Outcome(result))]
+
+    @staticmethod
+    def _put_refused(operation: Put, previous: _Current) -> Outcome:
+        if operation.return_previous:
+            return Outcome(previous[0] if previous is not None else None, message="not-applied")
+        return Outcome(False)
+
+    def _delete(self, now_ms: int, operation: Delete, reply: _ReplyFactory) -> list[Effect]:
+        problem = self._check_key(operation.key)
+        if problem is not None:
+            return [reply(problem)]
+        partition = self._partition(operation.keyspace, operation.key)
+        raw = self.storage.get(operation.keyspace, partition, operation.key)
+        if raw is None:
+            return [reply(Outcome(False))]
+        existed = live_value(raw, now_ms) is not None
+        write = Write(operation.keyspace, partition, operation.key, None)
+        return [Persist((write,)), reply(Outcome(existed))]
+
+    def _increment(self, now_ms: int, operation: Increment, reply: _ReplyFactory) -> list[Effect]:
+        problem = self._check_key(operation.key)
+        if problem is not None:
+            return [reply(problem)]
+        partition = self._partition(operation.keyspace, operation.key)
+        previous = self._current(now_ms, operation.keyspace, partition, operation.key)
+        current = 0
+        expire_at_ms = None
+        if previous is not None:
+            parsed = _parse_int64(previous[0])
+            if parsed is None:
+                return [reply(failure(ErrorCode.NOT_INTEGER, "value is not an integer"))]
+            current, expire_at_ms = parsed, previous[1]
+        result = current + operation.delta
+        if not INT64_MIN <= result <= INT64_MAX:
+            return [reply(failure(ErrorCode.OVERFLOW, "increment or decrement would overflow"))]
+        record = encode_record(str(result).encode(), expire_at_ms)
+        write = Write(operation.keyspace, partition, operation.key, record)
+        return [Persist((write,)), reply(Outcome(result))]
+
+    def _append(self, now_ms: int, operation: Append, reply: _ReplyFactory) -> list[Effect]:
+        problem = self._check_key(operation.key)
+        if problem is not None:
+            return [reply(problem)]
+        partition = self._partition(operation.keyspace, operation.key)
+        previous = self._current(now_ms, operation.keyspace, partition, operation.key)
+        value = operation.value if previous is None else previous[0] + operation.value
+        problem = self._check_value(len(value))
+        if problem is not None:
+            return [reply(problem)]
+        expire_at_ms = None if previous is None else previous[1]
+        record = encode_record(value, expire_at_ms)
+        write = Write(operation.keyspace, partition, operation.key, record)
+        return [Persist((write,)), reply(Outcome(len(value)))]
+
+    def _scan(self, now_ms: int, operation: ScanPartition) -> Outcome:
+        if not 1 <= operation.limit <= self.limits.max_scan_limit:
+            return failure(
+                ErrorCode.INVALID_ARGUMENT,
+                f"scan limit must be between 1 and {self.limits.max_scan_limit}",
+            )
+        rows = self.storage.scan(
+            operation.keyspace, operation.partition, operation.start, None, operation.limit + 1
+        )
+        next_start = rows[operation.limit][0] if len(rows) > operation.limit else None
+        items: list[tuple[bytes, bytes]] = []
+        for key, raw in rows[: operation.limit]:
+            value = live_value(raw, now_ms)
+            if value is not None:
+                items.append((key, b"" if operation.keys_only else value))
+        return Outcome(ScanPage(tuple(items), next_start))
+
+    # --- keyspace catalog ------------------------------------------------------------
+
+    def _create_keyspace(self, config: KeyspaceConfig, reply: _ReplyFactory) -> list[Effect]:
+        try:
+            config.validate()
+        except KeyspaceConfigError as error:
+            return [reply(failure(ErrorCode.INVALID_ARGUMENT, str(error)))]
+        existing = self.partition_map.keyspaces.get(config.name)
+        if existing is not None:
+            if existing.config == config:
+                return [reply(Outcome(False))]
+            return [reply(failure(ErrorCode.KEYSPACE_EXISTS, f"keyspace '{config.name}' exists"))]
+        configs = self._configs() + (config,)
+        version = self.partition_map.version + 1
+        self.partition_map = PartitionMap.build(version, self.members, configs)
+        effects: list[Effect] = [Persist((catalog.catalog_write(version, configs),))]
+        update = self._catalog_update()
+        for member in self.members:
+            if member.node_id != self.node_id:
+                effects.append(Send(member.node_id, update))
+        effects.append(reply(Outcome(True)))
+        return effects
+
+    def _configs(self) -> tuple[KeyspaceConfig, ...]:
+        return tuple(placement.config for placement in self.partition_map.keyspaces.values())
+
+    def _catalog_update(self) -> CatalogUpdate:
+        return CatalogUpdate(self.partition_map.version, self._configs())
+
+    def _adopt_catalog(self, update: CatalogUpdate) -> list[Effect]:
+        if update.version <= self.partition_map.version:
+            return []
+        self.partition_map = PartitionMap.build(update.version, self.members, update.keyspaces)
+        return [Persist((catalog.catalog_write(update.version, update.keyspaces),))]
+
+
+_Current = tuple[bytes, int | None] | None
+
+
+# Turns an outcome into the effect that answers whoever asked (a client or a peer).
+_ReplyFactory = Callable[[Outcome], Effect]
+
+
+def _parse_int64(value: bytes) -> int | None:
+    """Redis accepts only canonical base-10 integers: no spaces, no '+', no leading zeros."""
+    if not value or len(value) > 20:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        return None
+    if str(number).encode() != value or not INT64_MIN <= number <= INT64_MAX:
+        return None
+    return number

@@ -1,0 +1,171 @@
+"""The asyncio driver of one node: carries out the core's effects with real I/O.
+
+It owns the storage engine (behind group commit), the peer transport and the
+clock, and offers `submit(operation, callback)` to the client-facing servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from quorumdb.core.cluster import Member
+from quorumdb.core.effects import Effect, Persist, Reply, Send
+from quorumdb.core.errors import ErrorCode
+from quorumdb.core.messages import Message, Operation, Outcome, failure
+from quorumdb.core.node import Node, NodeLimits
+from quorumdb.runtime.group_commit import FsyncPolicy, GroupCommit
+from quorumdb.runtime.metrics import NodeMetrics
+from quorumdb.runtime.transport import PeerTransport, TransportLimits
+from quorumdb.storage.lmdb_engine import LmdbStorage
+
+LOG = logging.getLogger(__name__)
+TICK_INTERVAL_MS = 50
+
+OutcomeCallback = Callable[[Outcome], None]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    node_id: str
+    members: tuple[Member, ...]
+    data_dir: str
+    fsync: FsyncPolicy = FsyncPolicy.ALWAYS
+    limits: NodeLimits = field(default_factory=NodeLimits)
+    transport: TransportLimits = field(default_factory=TransportLimits)
+    max_clients: int = 10_000
+    max_pipeline_depth: int = 1_024
+
+    @property
+    def member(self) -> Member:
+        for member in self.members:
+            if member.node_id == self.node_id:
+                return member
+        raise ValueError(f"node {self.node_id!r} is not among the members")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class NodeRuntime:
+    def __init__(self, settings: NodeSettings, loop: asyncio.AbstractEventLoop) -> None:
+        self.settings = settings
+        self.loop = loop
+        self.started_at_ms = now_ms()
+        path = os.path.join(settings.data_dir, settings.node_id)
+        os.makedirs(path, exist_ok=True)
+        self.storage = LmdbStorage(path)
+        self.commit = GroupCommit(self.storage, settings.fsync, loop)
+        self.node = Node(settings.node_id, settings.members, self.commit, settings.limits)
+        self.transport = PeerTransport(
+            settings.node_id,
+            settings.members,
+            self._on_message,
+            self._on_unreachable,
+            loop,
+            settings.transport,
+        )
+        self.metrics = NodeMetrics()
+        self._callbacks: dict[int, OutcomeCallback] = {}
+        self._next_request_id = 1
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    async def start(self) -> None:
+        await self.transport.start()
+        self._tasks.append(self.loop.create_task(self._tick_forever()))
+        if self.settings.fsync is FsyncPolicy.EVERYSEC:
+            self._tasks.append(self.loop.create_task(self._sync_every_second()))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        self.transport.close()
+        if self.settings.fsync is not FsyncPolicy.NO:
+            self.commit.sync_now()
+        self.storage.close()
+
+    # --- requests from clients -------------------------------------------------------
+
+    def submit(self, operation: Operation, callback: OutcomeCallback) -> None:
+        """Run one operation; `callback` gets its outcome once it may be released."""
+        if self.commit.failed:
+            callback(failure(ErrorCode.UNAVAILABLE, "node storage failed; not accepting requests"))
+            return
+        request_id = self._next_request_id
+        self._next_request_id = request_id + 1
+        self._callbacks[request_id] = callback
+        self.execute(self.node.on_client_request(now_ms(), request_id, operation))
+
+    async def call(self, operation: Operation) -> Outcome:
+        future: asyncio.Future[Outcome] = self.loop.create_future()
+
+        def resolve(outcome: Outcome) -> None:
+            if not future.done():
+                future.set_result(outcome)
+
+        self.submit(operation, resolve)
+        return await future
+
+    # --- effects ---------------------------------------------------------------------
+
+    def execute(self, effects: list[Effect]) -> None:
+        commit = self.commit
+        for effect in effects:
+            if type(effect) is Reply:
+                callback = self._callbacks.pop(effect.request_id, None)
+                if callback is None:
+                    continue
+                if commit.pending:
+                    commit.release_after_pending(_bind(callback, effect.outcome))
+                else:
+                    callback(effect.outcome)
+            elif type(effect) is Persist:
+                commit.add(effect.writes)
+            elif type(effect) is Send:
+                if commit.pending:
+                    commit.release_after_pending(
+                        _bind_send(self.transport, effect.destination, effect.message)
+                    )
+                else:
+                    self.transport.send(effect.destination, effect.message)
+            else:
+                raise TypeError(f"unknown effect {effect!r}")
+
+    def _on_message(self, source: str, message: object) -> None:
+        self.execute(self.node.on_message(now_ms(), source, message))  # type: ignore[arg-type]
+
+    def _on_unreachable(self, peer: str) -> None:
+        self.execute(self.node.on_peer_unreachable(now_ms(), peer))
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_INTERVAL_MS / 1000)
+            try:
+                self.execute(self.node.on_tick(now_ms()))
+            except Exception:
+                LOG.exception("tick failed")
+
+    async def _sync_every_second(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.loop.run_in_executor(None, self.storage.sync)
+            except Exception:
+                LOG.exception("background fsync failed")
+
+
+def _bind(callback: OutcomeCallback, outcome: Outcome) -> Callable[[], None]:
+    return lambda: callback(outcome)
+
+
+def _bind_send(transport: PeerTransport, destination: str, message: Message) -> Callable[[], None]:
+    return lambda: transport.send(destination, message)

@@ -1,0 +1,90 @@
+"""One node as an OS process: storage, peers, RESP and HTTP servers on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+import uvloop
+
+from quorumdb.api import resp_protocol
+from quorumdb.api.http_app import create_app
+from quorumdb.api.prometheus import RateSampler
+from quorumdb.api.resp_server import RespServer
+from quorumdb.runtime.node_runtime import NodeRuntime, NodeSettings
+
+LOG = logging.getLogger(__name__)
+
+
+class _EmbeddedHttpServer(uvicorn.Server):
+    """uvicorn sharing our loop; the node process owns the signal handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def resp_limits_for(settings: NodeSettings) -> resp_protocol.RespLimits:
+    """A request may carry the largest value plus its key and the command's framing."""
+    limits = settings.limits
+    request_bytes = limits.max_value_bytes + limits.max_key_bytes + 64 * 1024
+    return resp_protocol.RespLimits(max_request_bytes=request_bytes)
+
+
+async def serve(settings: NodeSettings, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGINT or SIGTERM, then stop accepting, flush and close storage."""
+    loop = asyncio.get_running_loop()
+    runtime = NodeRuntime(settings, loop)
+    member = settings.member
+    stop = asyncio.Event()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    await runtime.start()
+    resp = RespServer(runtime, resp_limits_for(settings))
+    await resp.start(member.host, member.resp_port)
+    sampler = RateSampler(runtime)
+    http_config = uvicorn.Config(
+        create_app(runtime, sampler),
+        host=member.host,
+        port=member.http_port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+    )
+    http = _EmbeddedHttpServer(http_config)
+    http_task = loop.create_task(http.serve())
+
+    async def sample_rates() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            sampler.sample(1.0)
+
+    sampler_task = loop.create_task(sample_rates())
+    LOG.info(
+        "node %s ready: RESP %s:%d, HTTP %s:%d, peers %s:%d",
+        settings.node_id,
+        member.host,
+        member.resp_port,
+        member.host,
+        member.http_port,
+        member.host,
+        member.peer_port,
+    )
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    LOG.info("node %s stopping", settings.node_id)
+    sampler_task.cancel()
+    resp.close()
+    http.should_exit = True
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(http_task, 5)
+    await runtime.close()
+
+
+def run(settings: NodeSettings) -> None:
+    uvloop.run(serve(settings))

@@ -1,0 +1,286 @@
+"""N real `core.node.Node`s on simulated disks and a simulated network: the driver.
+
+It carries out each batch of effects in order, like the real runtime, and enforces
+persist-before-send: once a node has applied a write that is not yet synced, every
+`Send` and `Reply` it produces waits for the next sync, in order. That covers more
+than the effects following a `Persist` in the same batch, on purpose: reads in the
+core see unsynced writes, so any later answer may depend on data a crash would lose.
+An fsync takes a random few ms; persists arriving while one is pending share it
+(group commit). A crash drops the node object and all its pending work; a restart
+builds a new `Node` over the same disk.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from quorumdb.core.cluster import Member
+from quorumdb.core.effects import Effect, Persist, Reply, Send
+from quorumdb.core.messages import Message, Operation, Outcome
+from quorumdb.core.node import Node, NodeLimits
+from quorumdb.sim.events import EventQueue
+from quorumdb.sim.network import Network
+from quorumdb.sim.trace import Trace, describe_message, describe_operation, describe_outcome
+from quorumdb.storage.sim_disk import SimDisk
+
+# Node clocks start near a real date so expiry arithmetic looks like production.
+EPOCH_MS = 1_700_000_000_000
+TICK_INTERVAL_MS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class NodeClock:
+    """What a node believes the time is: virtual time plus a fixed offset and a drift."""
+
+    offset_ms: int = 0
+    drift_ppm: int = 0
+
+    def __post_init__(self) -> None:
+        assert -1_000_000 < self.drift_ppm < 1_000_000  # keeps the clock monotonic
+
+    def local_ms(self, virtual_ms: int) -> int:
+        return EPOCH_MS + self.offset_ms + virtual_ms + virtual_ms * self.drift_ppm // 1_000_000
+
+
+class ClientListener(Protocol):
+    """The workload side: answers to client requests, and crashes that lose them."""
+
+    def on_reply(self, node_id: str, request_id: int, outcome: Outcome) -> None: ...
+
+    def on_crash(self, node_id: str) -> None: ...
+
+
+@dataclass(slots=True)
+class SimNode:
+    node_id: str
+    disk: SimDisk
+    clock: NodeClock
+    node: Node | None = None
+    # Bumped on every crash: callbacks scheduled for an earlier life do nothing.
+    incarnation: int = 0
+    applied_count: int = 0
+    synced_count: int = 0
+    sync_scheduled: bool = False
+    held: list[Send | Reply] = field(default_factory=list)
+
+    @property
+    def up(self) -> bool:
+        return self.node is not None
+
+
+@dataclass(slots=True)
+class ClusterStats:
+    persists: int = 0
+    syncs: int = 0
+    replies: int = 0
+    crashes: int = 0
+    restarts: int = 0
+    writes_lost: int = 0
+    dropped_at_down_node: int = 0
+    refused: int = 0
+
+
+class SimCluster:
+    def __init__(
+        self,
+        queue: EventQueue,
+        rng: random.Random,
+        trace: Trace,
+        network: Network,
+        members: tuple[Member, ...],
+        clocks: Sequence[NodeClock],
+        fsync_ms_range: tuple[int, int] = (1, 5),
+        limits: NodeLimits | None = None,
+    ) -> None:
+        assert len(clocks) == len(members)
+        assert 0 <= fsync_ms_range[0] <= fsync_ms_range[1]
+        self.queue = queue
+        self.rng = rng
+        self.trace = trace
+        self.network = network
+        self.members = members
+        self.fsync_ms_range = fsync_ms_range
+        self.limits = limits
+        self.stats = ClusterStats()
+        self.nodes: dict[str, SimNode] = {}
+        for member, clock in zip(members, clocks, strict=True):
+            sim_node = SimNode(member.node_id, SimDisk(), clock)
+            sim_node.node = self._new_node(member.node_id, sim_node.disk)
+            self.nodes[member.node_id] = sim_node
+        self._listener: ClientListener | None = None
+        network.attach(self._on_delivery)
+
+    def attach(self, listener: ClientListener) -> None:
+        assert self._listener is None
+        self._listener = listener
+
+    def start_ticks(self) -> None:
+        """Tick every node every 100 ms, each starting at its own random phase."""
+        for sim_node in self.nodes.values():
+            phase_ms = self.rng.randrange(TICK_INTERVAL_MS)
+            self.queue.schedule_in(phase_ms, functools.partial(self._tick, sim_node))
+
+    @property
+    def node_ids(self) -> list[str]:
+        return list(self.nodes)
+
+    def up_node_ids(self) -> list[str]:
+        return [node_id for node_id, sim_node in self.nodes.items() if sim_node.up]
+
+    def down_node_ids(self) -> list[str]:
+        return [node_id for node_id, sim_node in self.nodes.items() if not sim_node.up]
+
+    def is_up(self, node_id: str) -> bool:
+        return self.nodes[node_id].up
+
+    def local_ms(self, node_id: str) -> int:
+        return self.nodes[node_id].clock.local_ms(self.queue.now_ms)
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def client_request(self, node_id: str, request_id: int, operation: Operation) -> bool:
+        """Hand a client request to a node; False when the node is down."""
+        sim_node = self.nodes[node_id]
+        if sim_node.node is None:
+            return False
+        self.trace.record(
+            self.queue.now_ms, f"request {node_id} req#{request_id} {describe_operation(operation)}"
+        )
+        effects = sim_node.node.on_client_request(
+            self.local_ms(node_id), request_id, operation
+        )
+        self._carry_out(sim_node, effects)
+        return True
+
+    def _on_delivery(self, source: str, destination: str, message: Message) -> None:
+        sim_node = self.nodes[destination]
+        if sim_node.node is None:
+            self.stats.dropped_at_down_node += 1
+            self.trace.record(self.queue.now_ms, f"drop-down {source}->{destination}")
+            return
+        effects = sim_node.node.on_message(self.local_ms(destination), source, message)
+        self._carry_out(sim_node, effects)
+
+    def _tick(self, sim_node: SimNode) -> None:
+        if sim_node.node is not None:
+            effects = sim_node.node.on_tick(sim_node.clock.local_ms(self.queue.now_ms))
+            self._carry_out(sim_node, effects)
+        self.queue.schedule_in(TICK_INTERVAL_MS, lambda: self._tick(sim_node))
+
+    def _on_refused(self, sim_node: SimNode, incarnation: int, peer: str) -> None:
+        """A connection to a down peer was refused: tell the sender, if it still lives."""
+        if sim_node.node is None or sim_node.incarnation != incarnation:
+            return
+        self.trace.record(self.queue.now_ms, f"unreachable {sim_node.node_id}->{peer}")
+        local_ms = sim_node.clock.local_ms(self.queue.now_ms)
+        self._carry_out(sim_node, sim_node.node.on_peer_unreachable(local_ms, peer))
+
+    # --- effects --------------------------------------------------------------------------
+
+    def _carry_out(self, sim_node: SimNode, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Persist):
+                self._persist(sim_node, effect)
+            elif sim_node.applied_count > sim_node.synced_count:
+                sim_node.held.append(effect)
+            else:
+                assert not sim_node.held
+                self._release(sim_node, effect)
+
+    def _persist(self, sim_node: SimNode, effect: Persist) -> None:
+        sim_node.disk.apply(effect.writes)
+        sim_node.applied_count += 1
+        self.stats.persists += 1
+        keys = ",".join(
+            f"{write.keyspace}/{write.key.decode('ascii', 'backslashreplace')}"
+            + ("" if write.value is not None else "(deleted)")
+            for write in effect.writes
+        )
+        self.trace.record(self.queue.now_ms, f"persist {sim_node.node_id} {keys}")
+        if not sim_node.sync_scheduled:
+            sim_node.sync_scheduled = True
+            delay_ms = self.rng.randint(*self.fsync_ms_range)
+            incarnation = sim_node.incarnation
+            self.queue.schedule_in(delay_ms, lambda: self._sync(sim_node, incarnation))
+
+    def _sync(self, sim_node: SimNode, incarnation: int) -> None:
+        if sim_node.incarnation != incarnation:
+            return  # the node crashed before the fsync completed
+        assert sim_node.sync_scheduled
+        assert sim_node.applied_count > sim_node.synced_count
+        sim_node.disk.sync()
+        batch_count = sim_node.applied_count - sim_node.synced_count
+        sim_node.synced_count = sim_node.applied_count
+        sim_node.sync_scheduled = False
+        self.stats.syncs += 1
+        self.trace.record(self.queue.now_ms, f"sync {sim_node.node_id} batches={batch_count}")
+        held, sim_node.held = sim_node.held, []
+        for effect in held:
+            self._release(sim_node, effect)
+
+    def _release(self, sim_node: SimNode, effect: Send | Reply) -> None:
+        assert sim_node.node is not None
+        assert sim_node.applied_count == sim_node.synced_count
+        if isinstance(effect, Reply):
+            self.stats.replies += 1
+            self.trace.record(
+                self.queue.now_ms,
+                f"reply {sim_node.node_id} req#{effect.request_id}"
+                f" {describe_outcome(effect.outcome)}",
+            )
+            assert self._listener is not None
+            self._listener.on_reply(sim_node.node_id, effect.request_id, effect.outcome)
+            return
+        source, destination = sim_node.node_id, effect.destination
+        if not self.nodes[destination].up and not self.network.blocked(source, destination):
+            self._refuse(sim_node, destination, effect.message)
+            return
+        self.network.send(source, destination, effect.message)
+
+    def _refuse(self, sim_node: SimNode, destination: str, message: Message) -> None:
+        """Sending to a down node fails fast (connection refused), unlike a partition."""
+        self.stats.refused += 1
+        self.trace.record(
+            self.queue.now_ms,
+            f"refused {sim_node.node_id}->{destination} {describe_message(message)}",
+        )
+        profile = self.network.profiles[(sim_node.node_id, destination)]
+        delay_ms = 2 * profile.latency_ms_base + 1
+        incarnation = sim_node.incarnation
+        self.queue.schedule_in(
+            delay_ms, lambda: self._on_refused(sim_node, incarnation, destination)
+        )
+
+    # --- crash and restart ----------------------------------------------------------------
+
+    def crash(self, node_id: str) -> None:
+        """Power loss: unsynced writes vanish, the process and its pending work are gone."""
+        sim_node = self.nodes[node_id]
+        assert sim_node.node is not None
+        lost_batch_count = sim_node.applied_count - sim_node.synced_count
+        sim_node.disk.crash()
+        sim_node.node = None
+        sim_node.incarnation += 1
+        sim_node.applied_count = 0
+        sim_node.synced_count = 0
+        sim_node.sync_scheduled = False
+        sim_node.held = []
+        self.stats.crashes += 1
+        self.stats.writes_lost += lost_batch_count
+        self.trace.record(self.queue.now_ms, f"crash {node_id} lost-batches={lost_batch_count}")
+        assert self._listener is not None
+        self._listener.on_crash(node_id)
+
+    def restart(self, node_id: str) -> None:
+        sim_node = self.nodes[node_id]
+        assert sim_node.node is None
+        sim_node.node = self._new_node(node_id, sim_node.disk)
+        self.stats.restarts += 1
+        self.trace.record(self.queue.now_ms, f"restart {node_id}")
+
+    def _new_node(self, node_id: str, disk: SimDisk) -> Node:
+        return Node(node_id, self.members, disk, self.limits)

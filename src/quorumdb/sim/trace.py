@@ -1,0 +1,98 @@
+"""The run's trace: one compact line per observable step, hashed as it grows.
+
+Two runs of one seed must produce the same lines; comparing one sha256 digest is how
+tests and people notice non-determinism without diffing whole traces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from quorumdb.core.messages import (
+    Append,
+    CatalogRequest,
+    CatalogUpdate,
+    CountPartition,
+    CreateKeyspace,
+    Delete,
+    ForwardReply,
+    ForwardRequest,
+    Get,
+    Increment,
+    Message,
+    Operation,
+    Outcome,
+    Put,
+    ScanPartition,
+)
+
+_TEXT_MAX = 40
+
+
+class Trace:
+    def __init__(self, keep_lines: bool = False) -> None:
+        self.keep_lines = keep_lines
+        self.lines: list[str] = []
+        self.line_count = 0
+        self._hash = hashlib.sha256()
+
+    def record(self, now_ms: int, text: str) -> None:
+        line = f"{now_ms} {text}"
+        self._hash.update(line.encode())
+        self._hash.update(b"\n")
+        self.line_count += 1
+        if self.keep_lines:
+            self.lines.append(line)
+
+    def digest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def text(raw: bytes | None) -> str:
+    """Bytes as short printable text: the trace must stay one line per step."""
+    if raw is None:
+        return "-"
+    shown = raw.decode("ascii", errors="backslashreplace")
+    return shown if len(shown) <= _TEXT_MAX else shown[:_TEXT_MAX] + "..."
+
+
+def describe_operation(operation: Operation) -> str:
+    if isinstance(operation, Get):
+        return f"get {text(operation.key)}"
+    if isinstance(operation, Put):
+        return f"put {text(operation.key)}={text(operation.value)}"
+    if isinstance(operation, Delete):
+        return f"delete {text(operation.key)}"
+    if isinstance(operation, Increment):
+        return f"increment {text(operation.key)} {operation.delta:+d}"
+    if isinstance(operation, Append):
+        return f"append {text(operation.key)}+={text(operation.value)}"
+    if isinstance(operation, ScanPartition | CountPartition):
+        return f"{type(operation).__name__} p{operation.partition}"
+    if isinstance(operation, CreateKeyspace):
+        return f"create-keyspace {operation.config.name}"
+    raise TypeError(f"unexpected operation {type(operation).__name__}")
+
+
+def describe_outcome(outcome: Outcome) -> str:
+    if outcome.error is not None:
+        return f"error:{outcome.error.value}"
+    value = outcome.value
+    if isinstance(value, bytes):
+        return f"ok:{text(value)}"
+    if value is None or isinstance(value, bool | int):
+        return f"ok:{value}"
+    return f"ok:{type(value).__name__}"
+
+
+def describe_message(message: Message) -> str:
+    if isinstance(message, ForwardRequest):
+        operation = describe_operation(message.operation)
+        return f"forward#{message.forward_id} v{message.map_version} {operation}"
+    if isinstance(message, ForwardReply):
+        return f"forward-reply#{message.forward_id} {describe_outcome(message.outcome)}"
+    if isinstance(message, CatalogRequest):
+        return f"catalog-request v{message.known_version}"
+    if isinstance(message, CatalogUpdate):
+        return f"catalog-update v{message.version}"
+    raise TypeError(f"unexpected message {type(message).__name__}")

@@ -1,0 +1,281 @@
+"""The real storage engine: one LMDB environment, one named database per partition.
+
+Commits do not fsync (`sync=False`); durability comes from `sync()`, which the runtime
+calls once per event-loop turn (group commit), typically from a worker thread.
+
+Threading: every method except `sync()` must be called from one thread (the event
+loop). `sync()` may run on another thread at the same time as transactions: LMDB's
+`mdb_env_sync` with `writemap=False` is a plain fdatasync of the data file, allowed
+while transactions run, and py-lmdb releases the GIL during it. It is not safe against
+a map resize or `close()` (a sync racing `set_mapsize` fails with EINVAL), so those
+three are serialized by `_sync_lock`; the lock is never taken on the read/write path.
+
+Crash safety: with `sync=False`, a transaction committed but not yet synced can be lost
+or, after an OS crash or power loss (not a process crash), leave the file inconsistent
+if the kernel wrote LMDB's meta page before the data pages it points to. The record
+checksums catch damaged values, not damaged B-tree pages.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Sequence
+from struct import Struct
+from typing import TypeAlias
+
+import lmdb
+
+from quorumdb.storage.interface import CorruptRecordError, StorageError, Write
+
+MAX_KEYSPACE_NAME_BYTES = 200
+"""Keeps database names well under LMDB's key size limit."""
+
+MAX_KEY_BYTES = 511
+"""LMDB's compiled-in key size limit; keys must also be non-empty."""
+
+_CHECKSUM = Struct(">I")
+_CHECKSUM_BYTES = _CHECKSUM.size
+_DATABASE_NAME_PREFIX = b"p:"
+
+Location: TypeAlias = tuple[str, int]
+"""A (keyspace, partition) pair: the unit that gets its own key space."""
+
+
+def check_location(keyspace: str, partition: int) -> None:
+    """Reject names that could not round-trip through `p:<keyspace>:<partition>`."""
+    if not isinstance(keyspace, str) or not keyspace:
+        raise ValueError(f"keyspace must be a non-empty str, got {keyspace!r}")
+    if ":" in keyspace:
+        raise ValueError(f"keyspace must not contain ':', got {keyspace!r}")
+    if len(keyspace.encode()) > MAX_KEYSPACE_NAME_BYTES:
+        raise ValueError(
+            f"keyspace must be at most {MAX_KEYSPACE_NAME_BYTES} bytes in UTF-8, "
+            f"got {keyspace!r}"
+        )
+    if isinstance(partition, bool) or not isinstance(partition, int) or partition < 0:
+        raise ValueError(f"partition must be a non-negative int, got {partition!r}")
+
+
+def check_key(key: bytes) -> None:
+    """Reject keys LMDB cannot store, with a clearer error than MDB_BAD_VALSIZE."""
+    if not 0 < len(key) <= MAX_KEY_BYTES:
+        raise ValueError(f"key must be 1 to {MAX_KEY_BYTES} bytes, got {len(key)} bytes")
+
+
+def _database_name(keyspace: str, partition: int) -> bytes:
+    check_location(keyspace, partition)
+    return _DATABASE_NAME_PREFIX + keyspace.encode() + b":" + str(partition).encode()
+
+
+def _parse_database_name(name: bytes) -> Location | None:
+    """The location a named database belongs to, or None for foreign names."""
+    name = name.rstrip(b"\0")  # LMDB 1.x stores names with a trailing NUL.
+    if not name.startswith(_DATABASE_NAME_PREFIX):
+        return None
+    keyspace, separator, partition = name[len(_DATABASE_NAME_PREFIX) :].rpartition(b":")
+    if not separator or not keyspace or not partition.isdigit():
+        return None
+    return keyspace.decode(), int(partition)
+
+
+def _seal(value: bytes) -> bytes:
+    """The stored record: CRC-32 of the value, big-endian, then the value."""
+    return _CHECKSUM.pack(zlib.crc32(value)) + value
+
+
+def _unseal(record: memoryview, keyspace: str, partition: int, key: bytes) -> bytes:
+    """The value inside `record`, after checking it against its checksum."""
+    value = record[_CHECKSUM_BYTES:]
+    if len(record) < _CHECKSUM_BYTES or _CHECKSUM.unpack_from(record)[0] != zlib.crc32(value):
+        raise CorruptRecordError(
+            f"checksum mismatch in keyspace {keyspace!r} partition {partition} key {key!r}"
+        )
+    return bytes(value)
+
+
+class LmdbStorage:
+    """`Storage` on LMDB; see the module docstring for threading and durability."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        map_size_bytes: int = 1 << 30,
+        max_partitions: int = 8192,
+    ) -> None:
+        """Open (creating if needed) the environment in directory `path`.
+
+        The map grows by doubling when full, so `map_size_bytes` is only the start.
+        `max_partitions` bounds the number of named databases and is fixed at open.
+        """
+        self._max_partitions = max_partitions
+        self._environment = lmdb.open(
+            path,
+            map_size=map_size_bytes,
+            sync=False,
+            metasync=False,
+            lock=True,
+            max_readers=1024,
+            max_dbs=max_partitions,
+            max_spare_txns=1,
+        )
+        self._databases: dict[Location, lmdb._Database] = {}
+        self._sync_lock = threading.Lock()
+        self._closed = False
+
+    def get(self, keyspace: str, partition: int, key: bytes) -> bytes | None:
+        """The value stored under `key`, or None; raises CorruptRecordError on a bad checksum."""
+        database = self._databases.get((keyspace, partition))
+        if database is None:
+            database = self._open_existing(keyspace, partition)
+            if database is None:
+                return None
+        try:
+            # buffers=True: the checksum is computed on the mapped page, copied only once.
+            with self._environment.begin(db=database, buffers=True) as transaction:
+                record = transaction.get(key)
+                if record is None:
+                    return None
+                return _unseal(record, keyspace, partition, key)
+        except lmdb.BadValsizeError as error:
+            raise ValueError(f"key must be 1 to {MAX_KEY_BYTES} bytes, got {key!r}") from error
+
+    def scan(
+        self,
+        keyspace: str,
+        partition: int,
+        start: bytes,
+        end: bytes | None,
+        limit: int,
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` pairs with start <= key < end (end None: no bound), in key order."""
+        pairs: list[tuple[bytes, bytes]] = []
+        if limit <= 0:
+            return pairs
+        database = self._databases.get((keyspace, partition))
+        if database is None:
+            database = self._open_existing(keyspace, partition)
+            if database is None:
+                return pairs
+        with self._environment.begin(db=database, buffers=True) as transaction:
+            cursor = transaction.cursor()
+            if not cursor.set_range(start):
+                return pairs
+            for key_view, record in cursor.iternext():
+                key = bytes(key_view)
+                if end is not None and key >= end:
+                    break
+                pairs.append((key, _unseal(record, keyspace, partition, key)))
+                if len(pairs) >= limit:
+                    break
+        return pairs
+
+    def count(self, keyspace: str, partition: int) -> int:
+        """Number of keys in one partition, from LMDB's B-tree statistics (no scan)."""
+        database = self._databases.get((keyspace, partition))
+        if database is None:
+            database = self._open_existing(keyspace, partition)
+            if database is None:
+                return 0
+        with self._environment.begin() as transaction:
+            return transaction.stat(database)["entries"]
+
+    def apply(self, writes: Sequence[Write]) -> None:
+        """Apply all writes in one write transaction, doubling the map while it is full."""
+        if not writes:
+            return
+        for write in writes:
+            check_key(write.key)
+        while True:
+            try:
+                self._apply_in_one_transaction(writes)
+                return
+            except lmdb.MapFullError:
+                self._grow_map()
+            except lmdb.DbsFullError as error:
+                raise StorageError(
+                    f"more than max_partitions={self._max_partitions} partitions"
+                ) from error
+
+    def sync(self) -> None:
+        """fsync every committed transaction; safe to call from a worker thread."""
+        with self._sync_lock:
+            if self._closed:
+                raise StorageError("sync() on a closed LmdbStorage")
+            self._environment.sync(True)
+
+    def partitions(self) -> list[tuple[str, int]]:
+        """Every (keyspace, partition) holding at least one key, sorted."""
+        with self._environment.begin() as transaction:
+            # The main database holds exactly one entry per named database.
+            names = list(transaction.cursor().iternext(keys=True, values=False))
+        databases: dict[Location, lmdb._Database] = {}
+        for name in names:
+            location = _parse_database_name(name)
+            if location is not None:
+                database = self._databases.get(location) or self._open_existing(*location)
+                if database is not None:
+                    databases[location] = database
+        with self._environment.begin() as transaction:
+            return sorted(
+                location
+                for location, database in databases.items()
+                if transaction.stat(database)["entries"] > 0
+            )
+
+    def size_bytes(self) -> int:
+        """Bytes of the data file in use (pages up to the high-water mark, free ones too)."""
+        info = self._environment.info()
+        page_size_bytes = self._environment.stat()["psize"]
+        return (info["last_pgno"] + 1) * page_size_bytes
+
+    def close(self) -> None:
+        """Close the environment; idempotent. Unsynced writes survive a process exit,
+        but not an OS crash."""
+        with self._sync_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._databases.clear()
+            self._environment.close()
+
+    def _open_existing(self, keyspace: str, partition: int) -> lmdb._Database | None:
+        """The handle of an existing partition's database, cached; None if it never existed.
+
+        Opened in py-lmdb's own short write transaction: a handle opened inside a read
+        transaction is not kept once that transaction ends.
+        """
+        name = _database_name(keyspace, partition)
+        try:
+            database = self._environment.open_db(name, create=False)
+        except lmdb.NotFoundError:
+            return None
+        self._databases[(keyspace, partition)] = database
+        return database
+
+    def _apply_in_one_transaction(self, writes: Sequence[Write]) -> None:
+        databases = self._databases
+        opened: dict[Location, lmdb._Database] = {}
+        environment = self._environment
+        with environment.begin(write=True) as transaction:
+            for write in writes:
+                location = (write.keyspace, write.partition)
+                database = databases.get(location) or opened.get(location)
+                if database is None:
+                    name = _database_name(write.keyspace, write.partition)
+                    database = environment.open_db(name, txn=transaction)
+                    opened[location] = database
+                    databases[location] = database
+                if write.value is None:
+                    transaction.delete(write.key, db=database)
+                else:
+                    transaction.put(write.key, _seal(write.value), db=database)
+        # Cache only after commit: LMDB closes handles created by an aborted transaction.
+        databases.update(opened)
+
+    def _grow_map(self) -> None:
+        """Double the map size; the caller's failed transaction has already aborted."""
+        with self._sync_lock:
+            map_size_bytes = self._environment.info()["map_size"]
+            self._environment.set_mapsize(map_size_bytes * 2)

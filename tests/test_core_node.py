@@ -1,0 +1,230 @@
+"""The node's routing and operations, driven by hand through its effects."""
+
+from __future__ import annotations
+
+from quorumdb.core.cluster import local_members
+from quorumdb.core.effects import Effect, Persist, Reply, Send
+from quorumdb.core.errors import ErrorCode
+from quorumdb.core.keyspace import KeyspaceConfig
+from quorumdb.core.messages import (
+    Append,
+    CountPartition,
+    CreateKeyspace,
+    Delete,
+    Get,
+    Increment,
+    Outcome,
+    Put,
+    PutCondition,
+    ScanPartition,
+)
+from quorumdb.core.node import Node, NodeLimits
+from quorumdb.core.partitioning import partition_of
+from quorumdb.storage.interface import Write
+
+
+class DictStorage:
+    """Naive reference storage for driving the core in tests."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, int], dict[bytes, bytes]] = {}
+
+    def get(self, keyspace: str, partition: int, key: bytes) -> bytes | None:
+        return self.data.get((keyspace, partition), {}).get(key)
+
+    def scan(self, keyspace: str, partition: int, start: bytes, end: bytes | None, limit: int):
+        rows = sorted(self.data.get((keyspace, partition), {}).items())
+        return [(k, v) for k, v in rows if k >= start and (end is None or k < end)][:limit]
+
+    def count(self, keyspace: str, partition: int) -> int:
+        return len(self.data.get((keyspace, partition), {}))
+
+    def apply(self, writes: tuple[Write, ...]) -> None:
+        for write in writes:
+            table = self.data.setdefault((write.keyspace, write.partition), {})
+            if write.value is None:
+                table.pop(write.key, None)
+            else:
+                table[write.key] = write.value
+
+
+class Cluster:
+    """Delivers effects between nodes immediately, collecting client replies."""
+
+    def __init__(self, count: int = 3, limits: NodeLimits | None = None) -> None:
+        self.members = local_members(count, 7000)
+        self.storages = {m.node_id: DictStorage() for m in self.members}
+        self.nodes = {
+            m.node_id: Node(m.node_id, self.members, self.storages[m.node_id], limits)
+            for m in self.members
+        }
+        self.replies: dict[int, Outcome] = {}
+        self.next_request_id = 1
+        self.now_ms = 1_000
+        self.sent: list[tuple[str, str, object]] = []
+
+    def run(self, node_id: str, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Persist):
+                self.storages[node_id].apply(effect.writes)
+            elif isinstance(effect, Reply):
+                self.replies[effect.request_id] = effect.outcome
+            elif isinstance(effect, Send):
+                self.sent.append((node_id, effect.destination, effect.message))
+                target = self.nodes[effect.destination]
+                self.run(
+                    effect.destination, target.on_message(self.now_ms, node_id, effect.message)
+                )
+
+    def request(self, node_id: str, operation) -> Outcome:
+        request_id = self.next_request_id
+        self.next_request_id += 1
+        self.run(node_id, self.nodes[node_id].on_client_request(self.now_ms, request_id, operation))
+        return self.replies.pop(request_id)
+
+
+def owner_of(cluster: Cluster, key: bytes) -> str:
+    node = cluster.nodes["node0"]
+    return node.partition_map.keyspaces["default"].owner_of_key(key)[1]
+
+
+def test_every_node_answers_for_every_key_and_data_lives_on_the_owner() -> None:
+    cluster = Cluster()
+    keys = [f"key-{index}".encode() for index in range(60)]
+    for index, key in enumerate(keys):
+        entry = f"node{index % 3}"
+        assert cluster.request(entry, Put("default", key, b"v" + key)).value is True
+    for index, key in enumerate(keys):
+        entry = f"node{(index + 1) % 3}"
+        assert cluster.request(entry, Get("default", key)).value == b"v" + key
+        owner = owner_of(cluster, key)
+        partition = partition_of(key, 64)
+        for node_id, storage in cluster.storages.items():
+            present = storage.get("default", partition, key) is not None
+            assert present == (node_id == owner)
+    assert len({owner_of(cluster, key) for key in keys}) == 3
+
+
+def test_request_to_non_owner_is_forwarded_once() -> None:
+    cluster = Cluster()
+    key = next(k for k in (f"k{i}".encode() for i in range(100)) if owner_of(cluster, k) != "node0")
+    cluster.request("node0", Put("default", key, b"x"))
+    forwards = [s for s in cluster.sent if type(s[2]).__name__ == "ForwardRequest"]
+    assert len(forwards) == 1 and forwards[0][1] == owner_of(cluster, key)
+
+
+def test_put_conditions_and_previous_value() -> None:
+    cluster = Cluster(1)
+    put = cluster.request
+    assert put("node0", Put("default", b"a", b"1", PutCondition.IF_PRESENT)).value is False
+    assert put("node0", Get("default", b"a")).value is None
+    assert put("node0", Put("default", b"a", b"1", PutCondition.IF_ABSENT)).value is True
+    assert put("node0", Put("default", b"a", b"2", PutCondition.IF_ABSENT)).value is False
+    assert put("node0", Put("default", b"a", b"3", return_previous=True)).value == b"1"
+    assert put("node0", Get("default", b"a")).value == b"3"
+
+
+def test_expiry_hides_value_and_keep_expiry_preserves_it() -> None:
+    cluster = Cluster(1)
+    cluster.request("node0", Put("default", b"t", b"v", expire_at_ms=cluster.now_ms + 50))
+    cluster.request("node0", Put("default", b"t", b"w", keep_expiry=True))
+    assert cluster.request("node0", Get("default", b"t")).value == b"w"
+    cluster.now_ms += 50
+    assert cluster.request("node0", Get("default", b"t")).value is None
+    assert cluster.request("node0", Delete("default", b"t")).value is False
+
+
+def test_increment_and_append() -> None:
+    cluster = Cluster(1)
+    assert cluster.request("node0", Increment("default", b"n", 5)).value == 5
+    assert cluster.request("node0", Increment("default", b"n", -7)).value == -2
+    cluster.request("node0", Put("default", b"s", b"abc"))
+    outcome = cluster.request("node0", Increment("default", b"s", 1))
+    assert outcome.error is ErrorCode.NOT_INTEGER
+    cluster.request("node0", Put("default", b"big", str(2**63 - 1).encode()))
+    assert cluster.request("node0", Increment("default", b"big", 1)).error is ErrorCode.OVERFLOW
+    assert cluster.request("node0", Append("default", b"s", b"def")).value == 6
+    assert cluster.request("node0", Get("default", b"s")).value == b"abcdef"
+    for bad in (b" 1", b"+1", b"01", b"1.5", b""):
+        cluster.request("node0", Put("default", b"x", bad))
+        assert (
+            cluster.request("node0", Increment("default", b"x", 1)).error is ErrorCode.NOT_INTEGER
+        )
+
+
+def test_limits_reject_without_writing() -> None:
+    cluster = Cluster(1, NodeLimits(max_key_bytes=8, max_value_bytes=16))
+    assert cluster.request("node0", Put("default", b"k" * 9, b"v")).error is ErrorCode.TOO_LARGE
+    assert cluster.request("node0", Put("default", b"k", b"v" * 17)).error is ErrorCode.TOO_LARGE
+    cluster.request("node0", Put("default", b"k", b"v" * 16))
+    assert cluster.request("node0", Append("default", b"k", b"v")).error is ErrorCode.TOO_LARGE
+    assert cluster.request("node0", Get("default", b"k")).value == b"v" * 16
+
+
+def test_scan_pages_through_a_partition_in_order() -> None:
+    cluster = Cluster(2)
+    keys = sorted(f"s{i:03d}".encode() for i in range(200))
+    for key in keys:
+        cluster.request("node1", Put("default", key, key))
+    seen: list[bytes] = []
+    for partition in range(64):
+        start = b""
+        while True:
+            page = cluster.request("node0", ScanPartition("default", partition, start, 7)).value
+            seen.extend(key for key, _ in page.items)
+            if page.next_start is None:
+                break
+            start = page.next_start
+        count = cluster.request("node1", CountPartition("default", partition)).value
+        assert count == sum(1 for key in keys if partition_of(key, 64) == partition)
+    assert sorted(seen) == keys and len(seen) == len(keys)
+
+
+def test_unknown_keyspace_and_creation_spreads_to_all_nodes() -> None:
+    cluster = Cluster()
+    assert cluster.request("node2", Get("users", b"a")).error is ErrorCode.UNKNOWN_KEYSPACE
+    config = KeyspaceConfig("users", partition_count=8)
+    assert cluster.request("node2", CreateKeyspace(config)).value is True
+    assert cluster.request("node1", CreateKeyspace(config)).value is False
+    conflicting = KeyspaceConfig("users", partition_count=16)
+    assert cluster.request("node1", CreateKeyspace(conflicting)).error is ErrorCode.KEYSPACE_EXISTS
+    assert cluster.request("node0", Put("users", b"a", b"1")).ok
+    assert cluster.request("node2", Get("users", b"a")).value == b"1"
+    versions = {node.partition_map.version for node in cluster.nodes.values()}
+    assert versions == {2}
+    bad = KeyspaceConfig("bad name!")
+    assert cluster.request("node1", CreateKeyspace(bad)).error is ErrorCode.INVALID_ARGUMENT
+
+
+def test_restarted_node_reloads_catalog_from_storage() -> None:
+    cluster = Cluster()
+    cluster.request("node0", CreateKeyspace(KeyspaceConfig("orders", partition_count=4)))
+    restarted = Node("node1", cluster.members, cluster.storages["node1"])
+    assert "orders" in restarted.partition_map.keyspaces
+    assert restarted.partition_map.version == 2
+
+
+def test_forward_timeout_answers_with_indefinite_error_and_ignores_late_reply() -> None:
+    cluster = Cluster()
+    node = cluster.nodes["node0"]
+    key = next(k for k in (f"k{i}".encode() for i in range(100)) if owner_of(cluster, k) != "node0")
+    effects = node.on_client_request(cluster.now_ms, 99, Put("default", key, b"x"))
+    assert len(effects) == 1 and isinstance(effects[0], Send)
+    timeouts = node.on_tick(cluster.now_ms + node.limits.forward_timeout_ms)
+    replies = [effect for effect in timeouts if isinstance(effect, Reply)]
+    assert len(replies) == 1 and replies[0].outcome.error is ErrorCode.TIMEOUT
+    assert not ErrorCode.TIMEOUT.definite
+    owner_effects = cluster.nodes[effects[0].destination].on_message(
+        cluster.now_ms, "node0", effects[0].message
+    )
+    late = [e for e in owner_effects if isinstance(e, Send)][0].message
+    assert node.on_message(cluster.now_ms, effects[0].destination, late) == []
+
+
+def test_unreachable_peer_fails_pending_forwards() -> None:
+    cluster = Cluster()
+    node = cluster.nodes["node0"]
+    key = next(k for k in (f"k{i}".encode() for i in range(100)) if owner_of(cluster, k) != "node0")
+    effects = node.on_client_request(cluster.now_ms, 5, Get("default", key))
+    failed = node.on_peer_unreachable(cluster.now_ms, effects[0].destination)
+    assert [(r.request_id, r.outcome.error) for r in failed] == [(5, ErrorCode.UNAVAILABLE)]
