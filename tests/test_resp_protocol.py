@@ -50,10 +50,12 @@ def parse_error(data: bytes, limits: RespLimits | None = None) -> str:
     return str(caught.value)
 
 
-def outcome(chunks: list[bytes]) -> tuple[list[list[bytes]], bool]:
+def outcome(
+    chunks: list[bytes], limits: RespLimits | None = None
+) -> tuple[list[list[bytes]], bool]:
     """Commands produced by feeding `chunks` one after another (draining after each), and
     whether the stream failed; only RespProtocolError may escape the parser."""
-    parser = RespRequestParser()
+    parser = RespRequestParser(limits)
     commands: list[list[bytes]] = []
     try:
         for chunk in chunks:
@@ -193,7 +195,6 @@ def test_split_inline_quoting(line: bytes, arguments: list[bytes] | None) -> Non
         (b"~1\r\n$1\r\na\r\n", "expected '*', got '~'"),
         (b"*-1\r\n", "invalid multibulk length"),
         (b"*x\r\n", "invalid multibulk length"),
-        (b"*1 \r\n$1\r\na\r\n", "invalid multibulk length"),
         (b"*1\n$1\r\na\r\n", "invalid multibulk length"),
         (b"*1\r\n$-1\r\n", "invalid bulk length"),
         (b"*1\r\n$x\r\n", "invalid bulk length"),
@@ -203,6 +204,8 @@ def test_split_inline_quoting(line: bytes, arguments: list[bytes] | None) -> Non
         (b"*2\r\n$3\r\nGET\r\n:1\r\n", "expected '$', got ':'"),
         (b"*1\r\n$01\r\na\r\n", "bad bulk string length"),  # found by hiredis
         (b"*01\r\n$1\r\na\r\n", "bad multi-bulk length"),  # found by hiredis
+        (b"*1 \r\n$1\r\na\r\n", "bad multi-bulk length"),  # found by hiredis
+        (b"*1\r\n$ 1\r\na\r\n", "bad bulk string length"),  # found by hiredis
         (b"*1\r\n$" + b"1" * 30 + b"\r\n", "invalid bulk length"),
         (b"*1\r\n$" + b"1" * 30, "too big count string"),
         (b"*" + b"1" * 30, "too big count string"),
@@ -263,6 +266,13 @@ def test_declared_request_size_counts_all_arguments() -> None:
     # One more byte of declared payload is refused as soon as its header is seen.
     header_only = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$74\r\n"
     assert "request too large" in parse_error(header_only, limits)
+    # The same, wherever the feeds split the request.
+    for split in range(len(exact) + 1):
+        chunks = [exact[:split], exact[split:]]
+        assert outcome(chunks, limits) == ([[b"SET", b"k", value]], False), split
+    for split in range(len(header_only) + 1):
+        chunks = [header_only[:split], header_only[split:]]
+        assert outcome(chunks, limits) == ([], True), split
 
 
 def test_too_many_arguments_fails_at_the_header() -> None:
@@ -351,8 +361,10 @@ def test_multibulk_round_trip_independent_of_chunking(
 
 
 inline_word = st.binary(min_size=1, max_size=8).filter(
-    lambda word: not any(byte in b" \t\r\n\x0b\x0c\"'" for byte in word)
-    and word[0] not in b"$+-:_,#!=(%~>|*"
+    lambda word: (
+        not any(byte in b" \t\r\n\x0b\x0c\"'" for byte in word)
+        and word[0] not in b"$+-:_,#!=(%~>|*"
+    )
 )
 mixed_command = st.one_of(
     arguments_strategy.map(lambda arguments: (arguments, multibulk(*arguments))),

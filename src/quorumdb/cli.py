@@ -336,7 +336,13 @@ def main(argv: list[str] | None = None) -> int:
         result: int = args.handler(args)
     except KeyboardInterrupt:
         return 130
-    except ConnectionError as error:
+    except Exception as error:
+        # The data verbs talk RESP through redis-py, whose errors (a node that cannot be
+        # reached, an unknown keyspace) are not builtin ConnectionErrors.
+        from redis.exceptions import RedisError
+
+        if not isinstance(error, ConnectionError | RedisError):
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 1
     return result

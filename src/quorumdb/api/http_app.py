@@ -193,6 +193,8 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
         expire_at_ms = None
         if body.expire_ms is not None:
             expire_at_ms = time.time_ns() // 1_000_000 + body.expire_ms
+            if expire_at_ms >= 2**63:  # stored as a signed 64-bit integer, as in Redis
+                raise ApiError(400, "invalid-argument", "expire_ms is too large")
         operation = Put(
             keyspace,
             _decode(key, key_encoding, "key"),

@@ -35,8 +35,14 @@ def wrong_arity(command: str) -> str:
 
 
 def unknown_command(name: bytes, arguments: list[bytes]) -> str:
-    shown = " ".join(f"'{argument[:64].decode('utf-8', 'replace')}'" for argument in arguments[:4])
+    """Redis's exact text: each argument quoted and followed by a space, about 128 bytes
+    of arguments at most, e.g. "ERR unknown command 'foo', with args beginning with: 'x' "."""
+    shown = ""
+    for argument in arguments:
+        if len(shown) >= 128:
+            break
+        shown += f"'{argument[: 128 - len(shown)].decode('utf-8', 'replace')}' "
     return (
-        f"ERR unknown command '{name[:64].decode('utf-8', 'replace')}', "
+        f"ERR unknown command '{name[:128].decode('utf-8', 'replace')}', "
         f"with args beginning with: {shown}"
     )

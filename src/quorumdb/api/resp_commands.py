@@ -39,6 +39,7 @@ from quorumdb.core.messages import (
     ScanPage,
     ScanPartition,
 )
+from quorumdb.core.node import NOT_LOCAL
 
 if TYPE_CHECKING:
     from quorumdb.api.resp_server import RespServer
@@ -65,6 +66,8 @@ class CommandContext:
         self, operation: Operation, render: Callable[[Outcome], bytes], name: str
     ) -> None: ...
 
+    def reply_when_durable(self, data: bytes, operation_index: int) -> None: ...
+
     def deferred(self) -> Callable[[bytes], None]: ...
 
     def close_after_reply(self) -> None: ...
@@ -74,14 +77,52 @@ Handler = Callable[[CommandContext, list[bytes]], None]
 COMMANDS: dict[bytes, Handler] = {}
 # name -> (arity in Redis's convention: negative means "at least"), flags, first key, last key, step
 COMMAND_TABLE: dict[str, tuple[int, list[str], int, int, int]] = {}
+# For COMMAND DOCS (Redis's own summaries; commands missing here get a generic one).
+COMMAND_SUMMARIES = {
+    "ping": "Returns the server's liveliness response.",
+    "echo": "Returns the given string.",
+    "quit": "Closes the connection.",
+    "select": "Changes the selected database (only 0 exists).",
+    "hello": "Handshakes with the server.",
+    "client": "Connection management: SETNAME, GETNAME, ID, INFO, LIST.",
+    "config": "Returns the effective values of configuration parameters.",
+    "command": "Returns detailed information about commands.",
+    "get": "Returns the string value of a key.",
+    "set": "Sets the string value of a key, ignoring its type.",
+    "strlen": "Returns the length of a string value.",
+    "append": "Appends a string to the value of a key. Creates the key if it doesn't exist.",
+    "incr": "Increments the integer value of a key by one.",
+    "decr": "Decrements the integer value of a key by one.",
+    "incrby": "Increments the integer value of a key by a number.",
+    "decrby": "Decrements a number from the integer value of a key.",
+    "mget": "Atomically returns the string values of one or more keys.",
+    "mset": "Sets the string values of one or more keys (atomic per key, not across keys).",
+    "del": "Deletes one or more keys.",
+    "unlink": "Deletes one or more keys.",
+    "exists": "Determines whether one or more keys exist.",
+    "dbsize": "Returns the number of keys in the keyspace, over the whole cluster.",
+    "scan": "Iterates over the key names in the keyspace, over the whole cluster.",
+    "info": "Returns information and statistics about the server.",
+}
+
+# Operations answered on the fast path are counted per connection by index, cheaply.
+FAST_OPERATIONS = ("get", "set")
+FAST_GET = 0
+FAST_SET = 1
 
 SYNTAX_ERROR = encode_error("ERR syntax error")
 NOT_INTEGER = encode_error("ERR value is not an integer or out of range")
 
 
 def command(
-    name: str, arity: int, flags: list[str], keys: tuple[int, int, int] = (0, 0, 0)
+    name: str,
+    arity: int,
+    flags: list[str],
+    keys: tuple[int, int, int] = (0, 0, 0),
+    checks_arity: bool = False,
 ) -> Callable[[Handler], Handler]:
+    """Register a handler; `checks_arity` handlers (the hot ones) check arity themselves."""
+
     def register(handler: Handler) -> Handler:
         def checked(context: CommandContext, arguments: list[bytes]) -> None:
             count = len(arguments)
@@ -90,7 +131,7 @@ def command(
                 return
             handler(context, arguments)
 
-        COMMANDS[name.encode()] = checked
+        COMMANDS[name.encode()] = handler if checks_arity else checked
         COMMAND_TABLE[name] = (arity, flags, *keys)
         return handler
 
@@ -141,9 +182,17 @@ class Gather:
     """Collects the outcomes of several operations issued for one command."""
 
     def __init__(
-        self, context: CommandContext, count: int, finish: Callable[[list[Outcome]], bytes]
+        self,
+        context: CommandContext,
+        count: int,
+        finish: Callable[[list[Outcome]], bytes],
+        name: str | None = None,
     ) -> None:
-        self.fill = context.deferred()
+        fill = context.deferred()
+        if name is None:
+            self.fill = fill
+        else:  # counted in the request metrics like single-key commands
+            self.fill = _recording(context, name, fill)
         self.outcomes: list[Outcome | None] = [None] * count
         self.remaining = count
         self.finish = finish
@@ -158,6 +207,20 @@ class Gather:
                 self.fill(self.finish(self.outcomes))  # type: ignore[arg-type]
 
         context.runtime.submit(operation, done)
+
+
+def _recording(
+    context: CommandContext, name: str, fill: Callable[[bytes], None]
+) -> Callable[[bytes], None]:
+    """Wrap a deferred reply so that filling it records the command's latency and outcome."""
+    metrics = context.runtime.metrics
+    started_ns = time.perf_counter_ns()
+
+    def record_and_fill(data: bytes) -> None:
+        metrics.record(name, time.perf_counter_ns() - started_ns, data.startswith(b"-"))
+        fill(data)
+
+    return record_and_fill
 
 
 def _first_error(outcomes: list[Outcome]) -> bytes | None:
@@ -311,7 +374,7 @@ def command_info(context: CommandContext, arguments: list[bytes]) -> None:
         context.reply(encode_integer(len(COMMAND_TABLE)))
         return
     if sub == b"docs":
-        context.reply(encode_array([]))
+        _command_docs(context, arguments[2:])
         return
     names = sorted(COMMAND_TABLE)
     if sub == b"info":
@@ -327,8 +390,56 @@ def command_info(context: CommandContext, arguments: list[bytes]) -> None:
             rows.append(None)
             continue
         arity, flags, first, last, step = entry
-        rows.append([name.encode(), arity, [flag.encode() for flag in flags], first, last, step])
+        # Redis 7's shape: name, arity, flags, first/last key, step, ACL categories, tips,
+        # key specs, subcommands (redis-py's RESP3 parser needs all ten).
+        flag_list = [flag.encode() for flag in flags]
+        rows.append(
+            [name.encode(), arity, flag_list, first, last, step, _categories(entry), [], [], []]
+        )
     context.reply(encode_array(rows))
+
+
+def _categories(entry: tuple[int, list[str], int, int, int]) -> list[Any]:
+    flags = entry[1]
+    categories = [b"@keyspace" if entry[2] else b"@connection"]
+    if "write" in flags:
+        categories.append(b"@write")
+    elif "readonly" in flags:
+        categories.append(b"@read")
+    categories.append(b"@fast" if "fast" in flags else b"@slow")
+    return categories
+
+
+def _command_docs(context: CommandContext, wanted: list[bytes]) -> None:
+    """COMMAND DOCS: a summary and group per command (a map under RESP3, flat under RESP2)."""
+    names = [w.decode("utf-8", "replace").lower() for w in wanted] or sorted(COMMAND_TABLE)
+    flat: list[Any] = []
+    for name in names:
+        entry = COMMAND_TABLE.get(name)
+        if entry is None:
+            continue
+        doc = [
+            b"summary",
+            COMMAND_SUMMARIES.get(name, f"The {name.upper()} command").encode(),
+            b"since",
+            b"1.0.0",
+            b"group",
+            b"generic" if entry[2] == 0 else b"string",
+        ]
+        flat.extend([name.encode(), encode_map(doc) if context.protocol == 3 else doc])
+    if context.protocol == 3:
+        context.reply(_encode_map_raw(flat))
+    else:
+        context.reply(encode_array(flat))
+
+
+def _encode_map_raw(flat: list[Any]) -> bytes:
+    """A RESP3 map whose values may be pre-encoded replies (bytes that start a RESP type)."""
+    parts = [b"%" + str(len(flat) // 2).encode() + b"\r\n"]
+    for key, value in zip(flat[::2], flat[1::2], strict=True):
+        parts.append(encode_bulk(key))
+        parts.append(value)
+    return b"".join(parts)
 
 
 @command("quorumdb.map", 1, ["fast"])
@@ -355,9 +466,16 @@ def use_keyspace(context: CommandContext, arguments: list[bytes]) -> None:
 # --- single-key data commands ------------------------------------------------------------
 
 
-@command("get", 2, ["readonly", "fast"], (1, 1, 1))
+@command("get", 2, ["readonly", "fast"], (1, 1, 1), checks_arity=True)
 def get(context: CommandContext, arguments: list[bytes]) -> None:
-    context.submit(Get(context.keyspace, arguments[1]), render_bulk, "get")
+    if len(arguments) != 2:
+        context.reply(encode_error(wrong_arity("get")))
+        return
+    value = context.runtime.read_local(context.keyspace, arguments[1])
+    if value is NOT_LOCAL:
+        context.submit(Get(context.keyspace, arguments[1]), render_bulk, "get")
+    else:
+        context.reply_when_durable(encode_bulk(value), FAST_GET)  # type: ignore[arg-type]
 
 
 @command("strlen", 2, ["readonly", "fast"], (1, 1, 1))
@@ -365,11 +483,17 @@ def strlen(context: CommandContext, arguments: list[bytes]) -> None:
     context.submit(Get(context.keyspace, arguments[1]), render_length, "strlen")
 
 
-@command("set", -3, ["write", "denyoom"], (1, 1, 1))
+@command("set", -3, ["write", "denyoom"], (1, 1, 1), checks_arity=True)
 def set_(context: CommandContext, arguments: list[bytes]) -> None:
+    if len(arguments) < 3:
+        context.reply(encode_error(wrong_arity("set")))
+        return
     if len(arguments) == 3:
-        operation = Put(context.keyspace, arguments[1], arguments[2])
-        context.submit(operation, render_set, "set")
+        if context.runtime.write_local(context.keyspace, arguments[1], arguments[2]):
+            context.reply_when_durable(OK, FAST_SET)
+        else:
+            operation = Put(context.keyspace, arguments[1], arguments[2])
+            context.submit(operation, render_set, "set")
         return
     condition = PutCondition.ALWAYS
     expire_at_ms: int | None = None
@@ -418,16 +542,20 @@ def set_(context: CommandContext, arguments: list[bytes]) -> None:
 
 
 def _expiry(option: bytes, amount: int) -> int | None:
+    """The absolute expiry in ms, or None when invalid (not positive, or past int64 as in
+    Redis: the stored record keeps the expiry as a signed 64-bit integer)."""
     if amount <= 0:
         return None
     now_ms = time.time_ns() // 1_000_000
     if option == b"EX":
-        return now_ms + amount * 1000 if amount < 2**40 else None
-    if option == b"PX":
-        return now_ms + amount
-    if option == b"EXAT":
-        return amount * 1000 if amount < 2**40 else None
-    return amount
+        expire_at_ms = now_ms + amount * 1000
+    elif option == b"PX":
+        expire_at_ms = now_ms + amount
+    elif option == b"EXAT":
+        expire_at_ms = amount * 1000
+    else:
+        expire_at_ms = amount
+    return expire_at_ms if expire_at_ms < 2**63 else None
 
 
 @command("append", 3, ["write", "denyoom"], (1, 1, 1))
@@ -461,8 +589,10 @@ def incrby(context: CommandContext, arguments: list[bytes]) -> None:
 @command("decrby", 3, ["write", "denyoom", "fast"], (1, 1, 1))
 def decrby(context: CommandContext, arguments: list[bytes]) -> None:
     delta = parse_integer(arguments[2])
-    if delta is None or delta == -(2**63):
+    if delta is None:
         context.reply(NOT_INTEGER)
+    elif delta == -(2**63):  # its negation does not fit in 64 bits; Redis's own text
+        context.reply(encode_error("ERR decrement would overflow"))
     else:
         _increment(context, arguments[1], -delta)
 
@@ -478,7 +608,7 @@ def mget(context: CommandContext, arguments: list[bytes]) -> None:
         # Like Redis, a key that cannot be read as a string shows as nil in MGET.
         return encode_array([o.value if o.error is None else None for o in outcomes])  # type: ignore[misc]
 
-    gather = Gather(context, len(keys), finish)
+    gather = Gather(context, len(keys), finish, "mget")
     for index, key in enumerate(keys):
         gather.run(context, index, Get(context.keyspace, key))
 
@@ -493,7 +623,7 @@ def mset(context: CommandContext, arguments: list[bytes]) -> None:
     def finish(outcomes: list[Outcome]) -> bytes:
         return _first_error(outcomes) or OK
 
-    gather = Gather(context, len(pairs), finish)
+    gather = Gather(context, len(pairs), finish, "mset")
     for index, (key, value) in enumerate(pairs):
         gather.run(context, index, Put(context.keyspace, key, value))
 
@@ -505,12 +635,15 @@ def _count_true(outcomes: list[Outcome]) -> bytes:
 @command("del", -2, ["write"], (1, -1, 1))
 def delete(context: CommandContext, arguments: list[bytes]) -> None:
     keys = arguments[1:]
-    gather = Gather(context, len(keys), _count_true)
+    gather = Gather(context, len(keys), _count_true, "del")
     for index, key in enumerate(keys):
         gather.run(context, index, Delete(context.keyspace, key))
 
 
-COMMANDS[b"unlink"] = COMMANDS[b"del"]
+@command("unlink", -2, ["write", "fast"], (1, -1, 1))
+def unlink(context: CommandContext, arguments: list[bytes]) -> None:
+    """The same as DEL here: values are freed right away."""
+    delete(context, arguments)
 
 
 @command("exists", -2, ["readonly", "fast"], (1, -1, 1))
@@ -521,7 +654,7 @@ def exists(context: CommandContext, arguments: list[bytes]) -> None:
         error = _first_error(outcomes)
         return error or encode_integer(sum(1 for o in outcomes if o.value is not None))
 
-    gather = Gather(context, len(keys), finish)
+    gather = Gather(context, len(keys), finish, "exists")
     for index, key in enumerate(keys):
         gather.run(context, index, Get(context.keyspace, key))
 
@@ -534,20 +667,22 @@ def _partition_count(context: CommandContext) -> int:
     return 0 if placement is None else placement.config.partition_count
 
 
-def _count_keys(context: CommandContext, finish: Callable[[int], bytes]) -> None:
+def _count_keys(
+    context: CommandContext, finish: Callable[[int], bytes], name: str | None = None
+) -> None:
     partition_count = _partition_count(context)
 
     def total(outcomes: list[Outcome]) -> bytes:
         return _first_error(outcomes) or finish(sum(int(o.value) for o in outcomes))  # type: ignore[call-overload]
 
-    gather = Gather(context, partition_count, total)
+    gather = Gather(context, partition_count, total, name)
     for partition in range(partition_count):
         gather.run(context, partition, CountPartition(context.keyspace, partition))
 
 
 @command("dbsize", 1, ["readonly", "fast"])
 def dbsize(context: CommandContext, arguments: list[bytes]) -> None:
-    _count_keys(context, encode_integer)
+    _count_keys(context, encode_integer, "dbsize")
 
 
 @command("scan", -2, ["readonly"])
@@ -589,7 +724,7 @@ def scan(context: CommandContext, arguments: list[bytes]) -> None:
     if partition >= partition_count:
         context.reply(encode_array([b"0", []]))
         return
-    fill = context.deferred()
+    fill = _recording(context, "scan", context.deferred())
 
     def finished(outcome: Outcome) -> None:
         if outcome.error is not None:
@@ -688,3 +823,9 @@ def _info_text(context: CommandContext, sections: set[str], key_count: int) -> s
     if "keyspace" in sections:
         blocks.append(f"# Keyspace\r\ndb0:keys={key_count}\r\n")
     return "\r\n".join(blocks)
+
+
+# Clients send command names in any case; the usual upper and lower case hit the table
+# directly, anything else is lowered by the server before a second lookup.
+for _name in list(COMMANDS):
+    COMMANDS[_name.upper()] = COMMANDS[_name]

@@ -25,8 +25,8 @@ BUFFER_SLACK_BYTES = 16 * MEBIBYTE
 """Default headroom of `max_buffered_bytes` over one maximal request: room for the reads that
 complete a large request together with the start of the next commands."""
 
-HEADER_DIGITS_LIMIT = 19
-"""Digits allowed in a `*<n>` or `$<len>` header: enough for any 64-bit size."""
+HEADER_LINE_LIMIT = 20
+"""Bytes of a `*<n>` or `$<len>` line before its CRLF: room for any 64-bit size."""
 
 RESP_TYPE_BYTES = frozenset(b"$+-:_,#!=(%~>|")
 """First bytes of RESP2/RESP3 values other than arrays: never the start of an inline command."""
@@ -88,7 +88,8 @@ class RespRequestParser:
         "_inline",
         "_skip",
         "_arguments_left",
-        "_command_bytes",
+        "_in_command",
+        "_command_received",
         "_ready",
         "_queue",
         "_buffered",
@@ -112,7 +113,8 @@ class RespRequestParser:
         self._inline: bytearray | None = None
         self._skip = 0  # bytes of the current bulk payload (and its CRLF) still to come
         self._arguments_left = 0  # bulk headers of the current multibulk still to come
-        self._command_bytes = 0  # declared wire size of the current multibulk so far
+        self._in_command = False  # inside a multibulk, its header seen
+        self._command_received = 0  # bytes of the current multibulk in earlier feeds
         # Output order: `_ready` commands complete inside hiredis come first, then `_queue`,
         # whose entries are inline commands or counts of further hiredis commands.
         self._ready = 0
@@ -166,22 +168,18 @@ class RespRequestParser:
 
     def _next_after_ready(self) -> list[bytes] | None:
         queue = self._queue
-        while queue:
+        if queue:
             head = queue.popleft()
             if type(head) is not int:
                 return head  # type: ignore[return-value]
-            if head:
-                self._ready = head
-                return self.next_command()
+            self._ready = head
+            return self.next_command()
         if self._error is not None:
             raise self._error
         # Drained: what remains held is only the unfinished request.
         inline = self._inline
         self._buffered = (
-            self._command_bytes
-            - self._skip
-            + len(self._carry)
-            + (len(inline) if inline is not None else 0)
+            self._command_received + len(self._carry) + (len(inline) if inline is not None else 0)
         )
         return None
 
@@ -191,84 +189,78 @@ class RespRequestParser:
         if not queue:
             self._ready += count
         elif type(queue[-1]) is int:
-            queue[-1] += count  # type: ignore[operator]
+            queue[-1] += count
         else:
             queue.append(count)
 
     def _scan(self, data: bytes) -> None:
         """Validate the headers of `data`, hand multibulk bytes to hiredis and split off inline
-        commands. Local variables keep the per-header cost down; this is the hot path."""
+        commands. Local variables keep the per-header cost down: this is the hot path."""
         reader_feed = self._reader.feed
         find = data.find
         size = len(data)
         max_request_bytes = self._max_request_bytes
-        skip = self._skip
         arguments_left = self._arguments_left
-        command_bytes = self._command_bytes
-        position = 0
-        fed_from = 0  # data[fed_from:position] is multibulk input not yet given to hiredis
+        in_command = self._in_command
+        # Positions are relative to `data`: a command begun in an earlier feed starts before 0,
+        # and `position` lies past the end while a payload is still arriving.
+        command_start = -self._command_received
+        position = self._skip
+        fed_from = 0  # data[fed_from:] holds the multibulk input not yet given to hiredis
         completed_at = 0  # end of the last complete command
         ready = 0
         try:
             if self._inline is not None:
                 position = fed_from = completed_at = self._continue_inline(data)
-            elif skip:
-                if skip > size:
-                    self._skip = skip - size
-                    self._command_bytes = command_bytes
-                    reader_feed(data)
-                    return
-                position = skip
-                skip = 0
-                if not arguments_left:
-                    ready = 1
-                    command_bytes = 0
+            while True:
+                if in_command:
+                    while arguments_left and position < size:
+                        if data[position] != DOLLAR:
+                            raise RespProtocolError(
+                                f"ERR Protocol error: expected '$', got '{chr(data[position])}'"
+                            )
+                        end = find(CRLF, position)
+                        if end < 0:
+                            break
+                        if end - position > HEADER_LINE_LIMIT:
+                            raise RespProtocolError("ERR Protocol error: invalid bulk length")
+                        # int() tolerates forms hiredis rejects (" 1", "01"): those fail in
+                        # hiredis, once the command is complete.
+                        length = int(data[position + 1 : end])
+                        if length < 0:
+                            raise RespProtocolError("ERR Protocol error: invalid bulk length")
+                        position = end + length + 4
+                        if position - command_start > max_request_bytes:
+                            raise RespProtocolError("ERR Protocol error: request too large")
+                        arguments_left -= 1
+                    if arguments_left or position > size:
+                        break
+                    in_command = False
+                    ready += 1
                     completed_at = position
-            while position < size:
-                if arguments_left:
-                    if data[position] != DOLLAR:
-                        raise RespProtocolError(
-                            f"ERR Protocol error: expected '$', got '{chr(data[position])}'"
-                        )
-                    end = find(CRLF, position)
-                    if end < 0:
-                        break
-                    digits = data[position + 1 : end]
-                    if end - position > HEADER_DIGITS_LIMIT or not digits.isdigit():
-                        raise RespProtocolError("ERR Protocol error: invalid bulk length")
-                    length = int(digits)
-                    command_bytes += end - position + length + 4
-                    if command_bytes > max_request_bytes:
-                        raise RespProtocolError("ERR Protocol error: request too large")
-                    arguments_left -= 1
-                    position = end + length + 4
-                    if position > size:
-                        skip = position - size
-                        position = size
-                        break
-                    if not arguments_left:
-                        ready += 1
-                        command_bytes = 0
-                        completed_at = position
-                    continue
+                if position >= size:
+                    break
                 first = data[position]
                 if first == ASTERISK:
                     end = find(CRLF, position)
                     if end < 0:
                         break
-                    digits = data[position + 1 : end]
-                    if end - position > HEADER_DIGITS_LIMIT or not digits.isdigit():
+                    if end - position > HEADER_LINE_LIMIT:
                         raise RespProtocolError("ERR Protocol error: invalid multibulk length")
-                    arguments_left = int(digits)
-                    if arguments_left > self._max_arguments:
-                        raise RespProtocolError("ERR Protocol error: invalid multibulk length")
-                    command_bytes = end + 2 - position
-                    if not arguments_left:
-                        # `*0`: Redis ignores it. Keep it from hiredis, which would return [].
+                    count = int(data[position + 1 : end])
+                    if count > 0:
+                        if count > self._max_arguments:
+                            raise RespProtocolError("ERR Protocol error: invalid multibulk length")
+                        in_command = True
+                        arguments_left = count
+                        command_start = position
+                    elif count == 0:
+                        # Redis ignores `*0`. Keep it from hiredis, which would return [].
                         if position > fed_from:
                             reader_feed(data, fed_from, position - fed_from)
-                        command_bytes = 0
                         fed_from = completed_at = end + 2
+                    else:  # `*-1`, a null array
+                        raise RespProtocolError("ERR Protocol error: invalid multibulk length")
                     position = end + 2
                     continue
                 if first in RESP_TYPE_BYTES:
@@ -283,11 +275,16 @@ class RespRequestParser:
                     ready = 0
                 position = fed_from = completed_at = self._start_inline(data, position)
             if position < size:
-                # An unfinished header line: keep it until its CRLF arrives.
-                if size - position > HEADER_DIGITS_LIMIT + 2:
+                # An unfinished header line: kept until its CRLF arrives.
+                if size - position > HEADER_LINE_LIMIT + 1:
                     raise RespProtocolError("ERR Protocol error: too big count string")
                 self._carry = data[position:]
-        except RespProtocolError as error:
+        except (RespProtocolError, ValueError) as failure:
+            if isinstance(failure, RespProtocolError):
+                error = failure
+            else:  # int() refused a header
+                kind = "bulk" if in_command else "multibulk"
+                error = RespProtocolError(f"ERR Protocol error: invalid {kind} length")
             # Deliver what was complete before the error, then the error.
             if completed_at > fed_from:
                 reader_feed(data, fed_from, completed_at - fed_from)
@@ -295,13 +292,15 @@ class RespRequestParser:
                 self._commit(ready)
             self._error = error
             return
-        if position > fed_from:
-            reader_feed(data, fed_from, position - fed_from)
+        fed_until = min(position, size)
+        if fed_until > fed_from:
+            reader_feed(data, fed_from, fed_until - fed_from)
         if ready:
             self._commit(ready)
-        self._skip = skip
+        self._skip = position - size if position > size else 0
         self._arguments_left = arguments_left
-        self._command_bytes = command_bytes
+        self._in_command = in_command
+        self._command_received = fed_until - command_start if in_command else 0
 
     def _start_inline(self, data: bytes, position: int) -> int:
         """Take the inline line starting at `position`; return where scanning resumes."""
@@ -462,7 +461,7 @@ def _encode_array_into(items: list[ArrayItem], parts: list[bytes]) -> None:
         elif isinstance(item, int):
             append(b":%d\r\n" % item)
         elif isinstance(item, list | tuple):
-            _encode_array_into(item, parts)  # type: ignore[arg-type]
+            _encode_array_into(item, parts)
         elif isinstance(item, bytearray | memoryview):
             append(b"$%d\r\n%b\r\n" % (len(item), item))
         else:

@@ -13,10 +13,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from quorumdb.api import resp_protocol
 from quorumdb.api.redis_errors import unknown_command
-from quorumdb.api.resp_commands import COMMANDS, CommandContext
+from quorumdb.api.resp_commands import COMMANDS, FAST_OPERATIONS, CommandContext
+from quorumdb.api.resp_fast_parser import FastRequestParser
 from quorumdb.core.messages import Operation, Outcome
 from quorumdb.runtime.node_runtime import NodeRuntime
 
@@ -52,7 +54,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
         self.server = server
         self.runtime = server.runtime
         self.metrics = server.runtime.metrics
-        self.parser = resp_protocol.RespRequestParser(server.limits)
+        self.parser = FastRequestParser(server.limits)
         self.transport: asyncio.Transport | None = None
         self.client_id = server.next_client_id
         server.next_client_id += 1
@@ -60,11 +62,16 @@ class RespConnection(asyncio.Protocol, CommandContext):
         self.keyspace = "default"
         self.protocol = 2
         self.created_at_ms = int(time.time() * 1000)
-        self._slots: deque[list[bytes | None]] = deque()
+        # Each slot is [reply or None, durable group it waits for (0: none)] plus, for
+        # replies timed on release, [arrival time, fast operation index].
+        self._slots: deque[list[Any]] = deque()
+        self._watching = False
         self._output: list[bytes] = []
         self._flush_scheduled = False
         self._paused = False
         self._closing_after_flush = False
+        self._chunk_started_ns = 0
+        self._fast_counts = [0] * len(FAST_OPERATIONS)
 
     # --- asyncio protocol ------------------------------------------------------------
 
@@ -87,45 +94,52 @@ class RespConnection(asyncio.Protocol, CommandContext):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        # Replies answered at once are timed together, from this chunk's arrival.
+        self._chunk_started_ns = time.perf_counter_ns()
         parser = self.parser
+        commands = COMMANDS
         try:
             parser.feed(data)
             while True:
                 command = parser.next_command()
                 if command is None:
                     break
-                self._dispatch(command)
+                handler = commands.get(command[0]) or commands.get(command[0].lower())
+                if handler is None:
+                    error = unknown_command(command[0], command[1:])
+                    self.reply(resp_protocol.encode_error(error))
+                else:
+                    handler(self, command)
                 if self._closing_after_flush:
                     break
         except resp_protocol.RespProtocolError as error:
             self.metrics.protocol_errors += 1
             self.reply(resp_protocol.encode_error(str(error)))
             self._closing_after_flush = True
+        counts = self._fast_counts
+        if counts[0] or counts[1]:
+            latency_ns = time.perf_counter_ns() - self._chunk_started_ns
+            for index, count in enumerate(counts):
+                if count:
+                    self.metrics.record_many(FAST_OPERATIONS[index], latency_ns, count)
+                    counts[index] = 0
         self._flush()
         if not self._paused and len(self._slots) > self.runtime.settings.max_pipeline_depth:
             self._paused = True
             if self.transport is not None:
                 self.transport.pause_reading()
 
-    def _dispatch(self, command: list[bytes]) -> None:
-        name = command[0].lower()
-        entry = COMMANDS.get(name)
-        if entry is None:
-            self.reply(resp_protocol.encode_error(unknown_command(command[0], command[1:])))
-            return
-        entry(self, command)
-
     # --- replies in order --------------------------------------------------------------
 
     def reply(self, data: bytes) -> None:
         """A reply known now; it still queues behind earlier unfinished replies."""
         if self._slots:
-            self._slots.append([data])
+            self._slots.append([data, 0])
         else:
             self._output.append(data)
 
     def submit(self, operation: Operation, render: Callable[[Outcome], bytes], name: str) -> None:
-        slot: list[bytes | None] = [None]
+        slot: list[Any] = [None, 0]
         self._slots.append(slot)
         started_ns = time.perf_counter_ns()
         metrics = self.metrics
@@ -137,9 +151,30 @@ class RespConnection(asyncio.Protocol, CommandContext):
 
         self.runtime.submit(operation, finished)
 
+    def reply_when_durable(self, data: bytes, operation_index: int) -> None:
+        """A reply that may reveal a write not yet synced waits for the covering fsync."""
+        commit = self.runtime.commit
+        if not commit.pending:
+            self._fast_counts[operation_index] += 1
+            if self._slots:
+                self._slots.append([data, 0])
+            else:
+                self._output.append(data)
+            return
+        target = commit.durable_target()
+        self._slots.append([data, target, self._chunk_started_ns, operation_index])
+        if not self._watching:
+            self._watching = True
+            commit.watch(self)
+
+    def on_durable(self) -> bool:
+        self._drain()
+        self._watching = bool(self._slots) and self.transport is not None
+        return self._watching
+
     def deferred(self) -> Callable[[bytes], None]:
         """A slot filled later by a multi-step command (MGET over many owners, INFO)."""
-        slot: list[bytes | None] = [None]
+        slot: list[Any] = [None, 0]
         self._slots.append(slot)
 
         def fill(data: bytes) -> None:
@@ -151,8 +186,16 @@ class RespConnection(asyncio.Protocol, CommandContext):
     def _drain(self) -> None:
         slots = self._slots
         output = self._output
-        while slots and slots[0][0] is not None:
-            output.append(slots.popleft()[0])  # type: ignore[arg-type]
+        durable = self.runtime.commit.durable_sequence
+        while slots:
+            head = slots[0]
+            if head[0] is None or head[1] > durable:
+                break
+            slots.popleft()
+            output.append(head[0])
+            if len(head) > 2:
+                latency_ns = time.perf_counter_ns() - head[2]
+                self.metrics.record(FAST_OPERATIONS[head[3]], latency_ns)
         if output and not self._flush_scheduled:
             self._flush_scheduled = True
             self.runtime.loop.call_soon(self._flush)

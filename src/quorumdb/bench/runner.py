@@ -83,7 +83,9 @@ class Endpoint:
 def parse_target(target: str) -> list[Endpoint]:
     """Endpoints of a target: `redis://host:port`, or several joined by commas (a cluster).
 
-    The `redis://` scheme may be omitted; the port defaults to 6379.
+    The `redis://` scheme may be omitted; the port defaults to 6379. `quorumdb://host:port`
+    means "route like the smart client": the node's partition map is fetched and every
+    request goes straight to its key's owner (see `_smart_routing`).
     """
     endpoints = []
     for part in target.split(","):
@@ -91,8 +93,10 @@ def parse_target(target: str) -> list[Endpoint]:
         if not part:
             continue
         url = urlsplit(part if "://" in part else f"redis://{part}")
-        if url.scheme != "redis":
-            raise ValueError(f"unsupported scheme {url.scheme!r} in {part!r} (use redis://)")
+        if url.scheme not in ("redis", "quorumdb"):
+            raise ValueError(
+                f"unsupported scheme {url.scheme!r} in {part!r} (use redis:// or quorumdb://)"
+            )
         if not url.hostname:
             raise ValueError(f"no host in target {part!r}")
         try:
@@ -280,10 +284,20 @@ class CommandTemplates:
 class _Client:
     """One connection's share of the load; callbacks are bound once to avoid per-request work."""
 
-    __slots__ = ("run", "connection", "start_times", "read_flags", "backlog", "on_reply", "alive")
+    __slots__ = (
+        "run",
+        "connection",
+        "start_times",
+        "read_flags",
+        "backlog",
+        "on_reply",
+        "alive",
+        "node_index",
+    )
 
-    def __init__(self, run: _TargetRun, connection: RespConnection) -> None:
+    def __init__(self, run: _TargetRun, connection: RespConnection, node_index: int = -1) -> None:
         self.run = run
+        self.node_index = node_index
         self.connection = connection
         self.start_times: deque[float] = deque()
         self.read_flags: deque[bool] = deque()
@@ -310,7 +324,7 @@ class _Client:
         run = self.run
         if now >= run.measure_start:
             run.measured_issued += 1
-        is_read, key_index = run.operations.next_operation()
+        is_read, key_index = run.next_operation(self.node_index)
         run.outstanding += 1
         self.transmit(now, is_read, key_index)
 
@@ -354,8 +368,14 @@ class _Client:
 class _TargetRun:
     """The state of measuring one target; all counters are touched from the event loop only."""
 
-    def __init__(self, config: BenchConfig, connections: Sequence[RespConnection]) -> None:
+    def __init__(
+        self,
+        config: BenchConfig,
+        connections: Sequence[RespConnection],
+        routing: _SmartRouting | None = None,
+    ) -> None:
         self.config = config
+        self.routing = routing
         self.closed_loop = config.mode == "closed"
         self.pipeline = config.pipeline
         self.request_limit = config.request_limit
@@ -388,7 +408,22 @@ class _TargetRun:
         self.interval_seconds = 1.0 / rate_per_second if rate_per_second else math.inf
         self._record_lag = self.lag_histogram.record_value
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.clients = [_Client(self, connection) for connection in connections]
+        self.clients = [
+            _Client(self, connection, index % routing.node_count if routing else -1)
+            for index, connection in enumerate(connections)
+        ]
+
+    def next_operation(self, node_index: int) -> tuple[bool, int]:
+        """The next operation; under smart routing, one whose key `node_index` owns."""
+        routing = self.routing
+        if routing is None or node_index < 0:
+            return self.operations.next_operation()
+        owners = routing.key_owners
+        for _ in range(ROUTING_DRAWS_MAX):
+            is_read, key_index = self.operations.next_operation()
+            if owners[key_index] == node_index:
+                return is_read, key_index
+        return is_read, key_index
 
     def complete(self, start_time: float, is_read: bool, reply: object, now: float) -> None:
         """Account for one finished request (reply, error reply, or failure)."""
@@ -475,8 +510,9 @@ class _TargetRun:
                 self.measured_issued += 1
                 lag_microseconds = int((now - intended_start) * 1_000_000)
                 self._record_lag(min(lag_microseconds, HIGHEST_LATENCY_MICROSECONDS))
-            is_read, key_index = self.operations.next_operation()
-            clients[schedule_index % client_count].submit(intended_start, is_read, key_index)
+            client = clients[schedule_index % client_count]
+            is_read, key_index = self.next_operation(client.node_index)
+            client.submit(intended_start, is_read, key_index)
             schedule_index += 1
             intended_start = self.start_time + schedule_index * self.interval_seconds
         self.schedule_index = schedule_index
@@ -538,6 +574,56 @@ class _TargetRun:
         )
 
 
+ROUTING_DRAWS_MAX = 256
+"""Draws per operation before a smart client gives up finding a key its node owns."""
+
+
+@dataclass(frozen=True, slots=True)
+class _SmartRouting:
+    """Which node owns each workload key, from a quorumdb node's partition map.
+
+    Client i is bound to node i mod N and draws only keys that node owns (rejection
+    sampling keeps the workload's distribution within each node's keys), so every request
+    reaches its owner directly, as `quorumdb.client.Client` does.
+    """
+
+    endpoints: tuple[Endpoint, ...]
+    key_owners: list[int]
+
+    @property
+    def node_count(self) -> int:
+        return len(self.endpoints)
+
+
+async def _smart_routing(endpoint: Endpoint, config: BenchConfig) -> _SmartRouting:
+    from quorumdb.client._routing import ClientMap
+    from quorumdb.core.partitioning import partition_of
+
+    connection = await RespConnection.open(
+        endpoint.host, endpoint.port, config.connect_timeout_seconds
+    )
+    try:
+        document = await connection.execute("QUORUMDB.MAP")
+    finally:
+        connection.close()
+    if not isinstance(document, bytes):
+        raise ValueError(f"{endpoint} did not return a partition map: {document!r}")
+    partition_map = ClientMap.parse(document)
+    node_ids = sorted(partition_map.nodes)
+    endpoints = tuple(
+        Endpoint(partition_map.nodes[node_id].host, partition_map.nodes[node_id].port)
+        for node_id in node_ids
+    )
+    position = {node_id: index for index, node_id in enumerate(node_ids)}
+    count = partition_map.partition_counts["default"]
+    owners = partition_map.owners["default"]
+    key_owners = [
+        position[owners[partition_of((KEY_FORMAT % index).encode(), count)]]
+        for index in range(config.workload.key_count)
+    ]
+    return _SmartRouting(endpoints, key_owners)
+
+
 async def _open_connections(
     endpoints: Sequence[Endpoint], count: int, timeout_seconds: float
 ) -> list[RespConnection]:
@@ -590,6 +676,13 @@ async def _run_target(
     config: BenchConfig, target: str, progress: ProgressListener | None
 ) -> BenchReport:
     endpoints = parse_target(target)
+    routing: _SmartRouting | None = None
+    if target.strip().startswith("quorumdb://"):
+        try:
+            routing = await _smart_routing(endpoints[0], config)
+        except (OSError, TimeoutError, RespConnectionError, ValueError, KeyError) as error:
+            return BenchReport.failed(target, f"cannot fetch the partition map: {error!r}")
+        endpoints = list(routing.endpoints)
     try:
         connections = await _open_connections(
             endpoints, config.clients, config.connect_timeout_seconds
@@ -605,7 +698,7 @@ async def _run_target(
                 )
             except (RespConnectionError, TimeoutError) as error:
                 return BenchReport.failed(target, f"preload failed: {error!r}")
-        run = _TargetRun(config, connections)
+        run = _TargetRun(config, connections, routing)
         if progress is not None:
             progress.target_started(target, *_planned_work(config))
         try:

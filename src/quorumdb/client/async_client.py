@@ -19,10 +19,11 @@ class _KeyspaceConnection(aioredis.Connection):
         super().__init__(*args, **kwargs)
         self.keyspace = keyspace
 
-    async def on_connect(self) -> None:
-        await super().on_connect()
+    # redis-py 8 calls on_connect_check_health() itself on connect, never on_connect().
+    async def on_connect_check_health(self, check_health: bool = True) -> None:
+        await super().on_connect_check_health(check_health=check_health)
         if self.keyspace != "default":
-            await self.send_command("QUORUMDB.KEYSPACE", self.keyspace)
+            await self.send_command("QUORUMDB.KEYSPACE", self.keyspace, check_health=False)
             await self.read_response()
 
 
@@ -95,7 +96,13 @@ class AsyncClient:
             except RedisConnectionError as error:
                 last_error = error
             except ResponseError as error:
-                if not str(error).startswith("MOVED"):
+                message = str(error)
+                if message.startswith("UNAVAILABLE"):
+                    # The node answered but could not reach the owner: try the others,
+                    # and report a connection error if none can.
+                    last_error = error
+                    continue
+                if not message.startswith("MOVED"):
                     raise
                 last_error = error
                 await self.refresh_map()

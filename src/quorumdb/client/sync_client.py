@@ -24,10 +24,11 @@ class _KeyspaceConnection(redis.Connection):
         super().__init__(*args, **kwargs)
         self.keyspace = keyspace
 
-    def on_connect(self) -> None:
-        super().on_connect()
+    # redis-py 8 calls on_connect_check_health() itself on connect, never on_connect().
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        super().on_connect_check_health(check_health=check_health)
         if self.keyspace != "default":
-            self.send_command("QUORUMDB.KEYSPACE", self.keyspace)
+            self.send_command("QUORUMDB.KEYSPACE", self.keyspace, check_health=False)
             self.read_response()
 
 
@@ -93,7 +94,13 @@ class Client:
             except redis.ConnectionError as error:
                 last_error = error
             except redis.ResponseError as error:
-                if not str(error).startswith("MOVED"):
+                message = str(error)
+                if message.startswith("UNAVAILABLE"):
+                    # The node answered but could not reach the owner: try the others,
+                    # and report a connection error if none can.
+                    last_error = error
+                    continue
+                if not message.startswith("MOVED"):
                     raise
                 last_error = error
                 self.refresh_map()

@@ -39,7 +39,9 @@ from quorumdb.storage.interface import StorageReader, Write
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
-DEFAULT_MAX_KEY_BYTES = 64 * 1024
+_PARTITION_OPERATIONS = (ScanPartition, CountPartition)
+NOT_LOCAL = object()  # sentinel of the fast paths: "take the general path instead"
+DEFAULT_MAX_KEY_BYTES = 511  # LMDB's compiled-in key size limit
 DEFAULT_MAX_VALUE_BYTES = 64 * 1024 * 1024
 
 
@@ -55,6 +57,8 @@ class NodeLimits:
         for name in ("max_key_bytes", "max_value_bytes", "max_scan_limit", "forward_timeout_ms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        if self.max_key_bytes > DEFAULT_MAX_KEY_BYTES:
+            raise ValueError(f"max_key_bytes cannot exceed {DEFAULT_MAX_KEY_BYTES} (LMDB's limit)")
 
 
 @dataclass(slots=True)
@@ -151,6 +155,39 @@ class Node:
             for forward_id in failed
         ]
 
+    # --- fast paths: plain reads and writes of keys this node owns ----------------------
+    #
+    # The general path (`on_client_request`) builds an operation and effects for every
+    # request. These two return the answer directly when the key is local and the request
+    # is a plain GET or SET, which is most traffic; anything else returns NOT_LOCAL and the
+    # caller takes the general path, which produces the same result (tested side by side).
+
+    def read_local(self, now_ms: int, keyspace: str, key: bytes) -> object:
+        """The live value (or None) of a key this node owns, else NOT_LOCAL."""
+        placement = self.partition_map.keyspaces.get(keyspace)
+        if placement is None or not key or len(key) > self.limits.max_key_bytes:
+            return NOT_LOCAL
+        partition = placement.strategy.locate(key)
+        if placement.owners[partition] != self.node_id:
+            return NOT_LOCAL
+        return live_value(self.storage.get(keyspace, partition, key), now_ms)
+
+    def write_local(self, keyspace: str, key: bytes, value: bytes) -> Write | None:
+        """The write for an unconditional put of a key this node owns, else None."""
+        placement = self.partition_map.keyspaces.get(keyspace)
+        limits = self.limits
+        if (
+            placement is None
+            or not key
+            or len(key) > limits.max_key_bytes
+            or len(value) > limits.max_value_bytes
+        ):
+            return None
+        partition = placement.strategy.locate(key)
+        if placement.owners[partition] != self.node_id:
+            return None
+        return Write(keyspace, partition, key, encode_record(value))
+
     # --- routing ---------------------------------------------------------------------
 
     def _owner_of(self, operation: Operation) -> str | Outcome:
@@ -159,7 +196,7 @@ class Node:
         placement = self.partition_map.keyspaces.get(operation.keyspace)
         if placement is None:
             return failure(ErrorCode.UNKNOWN_KEYSPACE, f"unknown keyspace '{operation.keyspace}'")
-        if isinstance(operation, ScanPartition | CountPartition):
+        if isinstance(operation, _PARTITION_OPERATIONS):
             if not 0 <= operation.partition < placement.config.partition_count:
                 return failure(ErrorCode.INVALID_ARGUMENT, "partition out of range")
             return placement.owners[operation.partition]
@@ -212,6 +249,8 @@ class Node:
         return self.partition_map.keyspaces[keyspace].strategy.locate(key)
 
     def _check_key(self, key: bytes) -> Outcome | None:
+        if not key:
+            return failure(ErrorCode.INVALID_ARGUMENT, "empty keys are not supported")
         if len(key) > self.limits.max_key_bytes:
             return failure(
                 ErrorCode.TOO_LARGE, f"key is {len(key)} bytes, limit {self.limits.max_key_bytes}"

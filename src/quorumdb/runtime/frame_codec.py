@@ -41,17 +41,17 @@ class _ThreadPacker(threading.local):
 _packer = _ThreadPacker()
 
 
-def encode_frame(obj: object, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
-    """One frame holding `obj`. Raises FrameError if the payload exceeds `max_frame_bytes`,
-    so the sender learns about it instead of the receiver dropping the connection, and
-    TypeError if msgpack cannot encode `obj`."""
-    payload = _packer.pack(obj)
+def encode_frame(obj: object, max_frame_bytes: int = MAX_LENGTH_FIELD) -> bytes:
+    """One frame holding `obj`. Raises FrameError if the payload exceeds `max_frame_bytes`
+    (pass the receiver's limit to fail at the sender rather than have the receiver drop the
+    connection), and TypeError if msgpack cannot encode `obj`."""
+    payload: bytes = _packer.pack(obj)
     if len(payload) > max_frame_bytes:
-        raise FrameError(f"frame payload of {len(payload)} bytes exceeds {max_frame_bytes}")
+        raise _too_large(len(payload), max_frame_bytes)
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def encode_frames(objects: Iterable[object], max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
+def encode_frames(objects: Iterable[object], max_frame_bytes: int = MAX_LENGTH_FIELD) -> bytes:
     """Several frames concatenated, so that many messages to one peer cost a single write."""
     pack = _packer.pack
     pack_header = HEADER.pack
@@ -59,12 +59,16 @@ def encode_frames(objects: Iterable[object], max_frame_bytes: int = DEFAULT_MAX_
     parts: list[bytes] = []
     append = parts.append
     for obj in objects:
-        payload = pack(obj)
+        payload: bytes = pack(obj)
         if len(payload) > max_frame_bytes:
-            raise FrameError(f"frame payload of {len(payload)} bytes exceeds {max_frame_bytes}")
+            raise _too_large(len(payload), max_frame_bytes)
         append(pack_header(len(payload), crc32(payload)))
         append(payload)
     return b"".join(parts)
+
+
+def _too_large(length: int, maximum: int) -> FrameError:
+    return FrameError(f"frame payload of {length} bytes exceeds {maximum}")
 
 
 class FrameDecoder:
@@ -101,11 +105,8 @@ class FrameDecoder:
             if buffer:
                 buffer += data
                 offset = self._decode(buffer, self._offset, objects)
-                remaining = len(buffer) - offset
-                if not remaining:
-                    buffer.clear()
-                    offset = 0
-                elif offset >= remaining:
+                if offset >= len(buffer) - offset:
+                    # Copy what remains only when at most as much was consumed: linear overall.
                     del buffer[:offset]
                     offset = 0
                 self._offset = offset

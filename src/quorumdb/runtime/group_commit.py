@@ -15,11 +15,17 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
+from typing import Protocol
 
 from quorumdb.storage.interface import Storage, Write
 
 LOG = logging.getLogger(__name__)
-_MISSING = object()
+
+
+class DurabilityWatcher(Protocol):
+    def on_durable(self) -> bool:
+        """Called when more writes became durable; return False to stop watching."""
+        ...
 
 
 class FsyncPolicy(Enum):
@@ -42,12 +48,13 @@ class GroupCommit:
         self.storage = storage
         self.policy = policy
         self.loop = loop
-        self._overlay: dict[tuple[str, int, bytes], bytes | None] = {}
+        self._overlay: dict[tuple[str, int, bytes], Write] = {}
         self._flush_scheduled = False
         self._applied_sequence = 0  # groups handed to storage.apply
         self._durable_sequence = 0  # groups covered by a finished sync
         self._sync_running = False
         self._waiting: deque[tuple[int, Callable[[], None]]] = deque()
+        self._watchers: set[DurabilityWatcher] = set()
         self.group_count = 0
         self.sync_count = 0
         self.write_count = 0
@@ -57,9 +64,9 @@ class GroupCommit:
 
     def get(self, keyspace: str, partition: int, key: bytes) -> bytes | None:
         if self._overlay:
-            value = self._overlay.get((keyspace, partition, key), _MISSING)
-            if value is not _MISSING:
-                return value  # type: ignore[return-value]
+            write = self._overlay.get((keyspace, partition, key))
+            if write is not None:
+                return write.value
         return self.storage.get(keyspace, partition, key)
 
     def scan(
@@ -75,8 +82,9 @@ class GroupCommit:
     # --- writes and gating -------------------------------------------------------------
 
     def add(self, writes: tuple[Write, ...]) -> None:
+        overlay = self._overlay
         for write in writes:
-            self._overlay[(write.keyspace, write.partition, write.key)] = write.value
+            overlay[(write.keyspace, write.partition, write.key)] = write
         self.write_count += len(writes)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -86,6 +94,18 @@ class GroupCommit:
     def pending(self) -> bool:
         """True while some write is not yet durable, so releases must wait."""
         return bool(self._overlay) or self._durable_sequence < self._applied_sequence
+
+    @property
+    def durable_sequence(self) -> int:
+        return self._durable_sequence
+
+    def durable_target(self) -> int:
+        """The group sequence that must be durable before anything added so far is."""
+        return self._applied_sequence + (1 if self._overlay else 0)
+
+    def watch(self, watcher: DurabilityWatcher) -> None:
+        """Cheaper than a callback per reply: one call per watcher per durable group."""
+        self._watchers.add(watcher)
 
     def release_after_pending(self, release: Callable[[], None]) -> None:
         """Run `release` once every write added so far is durable (now, if it already is)."""
@@ -107,10 +127,7 @@ class GroupCommit:
     def _apply_overlay(self) -> None:
         if not self._overlay:
             return
-        writes = [
-            Write(keyspace, partition, key, value)
-            for (keyspace, partition, key), value in self._overlay.items()
-        ]
+        writes = list(self._overlay.values())
         self._overlay = {}
         self.storage.apply(writes)
         self._applied_sequence += 1
@@ -146,6 +163,15 @@ class GroupCommit:
                 release()
             except Exception:  # one broken client must not stop the others' replies
                 LOG.exception("releasing a reply failed")
+        if self._watchers:
+            for watcher in list(self._watchers):
+                try:
+                    still_waiting = watcher.on_durable()
+                except Exception:
+                    LOG.exception("releasing replies failed")
+                    still_waiting = False
+                if not still_waiting:
+                    self._watchers.discard(watcher)
 
     def sync_now(self) -> None:
         """Blocking sync of everything applied, for the everysec timer and shutdown."""

@@ -38,10 +38,10 @@ class LatencyHistogram:
     sum_ns: int = 0
     count: int = 0
 
-    def record_ns(self, latency_ns: int) -> None:
-        self.bucket_counts[bisect.bisect_left(_BUCKET_BOUNDS_NS, latency_ns)] += 1
-        self.sum_ns += latency_ns
-        self.count += 1
+    def record_ns(self, latency_ns: int, count: int = 1) -> None:
+        self.bucket_counts[bisect.bisect_left(_BUCKET_BOUNDS_NS, latency_ns)] += count
+        self.sum_ns += latency_ns * count
+        self.count += count
 
 
 @dataclass(slots=True)
@@ -64,6 +64,16 @@ class NodeMetrics:
         self.requests_by_operation[operation] += 1
         if failed:
             self.errors_by_operation[operation] += 1
+
+    def record_many(self, operation: str, latency_ns: int, count: int) -> None:
+        """`count` requests of one operation that all finished `latency_ns` after arriving."""
+        histogram = self.latency_by_operation.get(operation)
+        if histogram is None:
+            histogram = self.latency_by_operation[operation] = LatencyHistogram()
+            self.requests_by_operation[operation] = 0
+            self.errors_by_operation[operation] = 0
+        histogram.record_ns(latency_ns, count)
+        self.requests_by_operation[operation] += count
 
     def total_requests(self) -> int:
         return sum(self.requests_by_operation.values())

@@ -105,6 +105,22 @@ class NodeRuntime:
         self._callbacks[request_id] = callback
         self.execute(self.node.on_client_request(now_ms(), request_id, operation))
 
+    def read_local(self, keyspace: str, key: bytes) -> object:
+        """Fast path for a plain GET of a local key: the value, None, or NOT_LOCAL."""
+        return self.node.read_local(time.time_ns() // 1_000_000, keyspace, key)
+
+    def write_local(self, keyspace: str, key: bytes, value: bytes) -> bool:
+        """Fast path for a plain SET of a local key; False means take the general path.
+
+        The caller must release its reply through `commit.release_after_pending`."""
+        if self.commit.failed:
+            return False
+        write = self.node.write_local(keyspace, key, value)
+        if write is None:
+            return False
+        self.commit.add((write,))
+        return True
+
     async def call(self, operation: Operation) -> Outcome:
         future: asyncio.Future[Outcome] = self.loop.create_future()
 

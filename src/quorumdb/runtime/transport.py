@@ -3,14 +3,19 @@
 Every message to one peer issued during an event-loop turn goes out in one write.
 A peer that sends garbage (bad checksum, oversized frame, undecodable message) is
 disconnected and logged; the node keeps serving everyone else.
+
+An outbound connection is only ever written to, so a task watches its read side: the
+peer closing it (a crash or a restart) is noticed at once and reported through
+`on_unreachable`, instead of the next batch vanishing into a half-closed socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from quorumdb.core.cluster import Member
 from quorumdb.runtime.frame_codec import FrameDecoder, FrameError, encode_frames
@@ -35,6 +40,7 @@ class _Inbound(asyncio.Protocol):
         self.decoder = FrameDecoder(owner.limits.max_frame_bytes)
         self.peer: str | None = None
         self.transport: asyncio.Transport | None = None
+        self.rejected = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -44,20 +50,32 @@ class _Inbound(asyncio.Protocol):
         self.owner.inbound.discard(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.rejected:
+            return
         try:
             frames = self.decoder.feed(data)
             for frame in frames:
                 self._on_frame(frame)
         except (FrameError, WireError, TypeError, ValueError) as error:
             self._reject(f"malformed traffic: {error}")
+        except Exception as error:
+            # A well-framed message whose fields make the node fail (a record of the right
+            # type holding values of the wrong types): still the peer's traffic, and it must
+            # not escape into the event loop, which would drop the connection uncounted.
+            LOG.exception("handling a message from peer %s failed", self.peer)
+            self._reject(f"message could not be handled: {error!r:.200}")
 
     def _on_frame(self, frame: object) -> None:
+        if self.rejected:
+            return
         if self.peer is None:
             if (
                 not isinstance(frame, list | tuple)
                 or len(frame) != 2
                 or frame[0] != HELLO
+                or not isinstance(frame[1], str)
                 or frame[1] not in self.owner.members
+                or frame[1] == self.owner.node_id
             ):
                 raise ValueError(f"bad hello {frame!r:.80}")
             self.peer = frame[1]
@@ -67,6 +85,9 @@ class _Inbound(asyncio.Protocol):
         self.owner.deliver(self.peer, unpack_message(frame))
 
     def _reject(self, reason: str) -> None:
+        if self.rejected:
+            return
+        self.rejected = True
         peername = self.transport.get_extra_info("peername") if self.transport else None
         LOG.warning("disconnecting peer %s (%s): %s", self.peer, peername, reason)
         self.owner.rejected_connection_count += 1
@@ -95,20 +116,23 @@ class _Outbound:
             LOG.warning("queue to %s is full; dropping a message", self.member.node_id)
             return
         self.queue.append(payload)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.owner.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self.flush_scheduled = False
-        if not self.queue:
+        if not self.queue or self.owner.closed:
             return
         writer = self.writer
         if writer is None or writer.is_closing():
             self.writer = None
             if not self.connecting:
                 self.connecting = True
-                self.owner.loop.create_task(self._connect())
+                self.owner.spawn(self._connect())
             return
         batch, self.queue = self.queue, []
         writer.write(encode_frames(batch, self.owner.limits.max_frame_bytes))
@@ -117,7 +141,7 @@ class _Outbound:
         limits = self.owner.limits
         try:
             connection = asyncio.open_connection(self.member.host, self.member.peer_port)
-            _, writer = await asyncio.wait_for(connection, limits.connect_timeout_ms / 1000)
+            reader, writer = await asyncio.wait_for(connection, limits.connect_timeout_ms / 1000)
         except (TimeoutError, OSError) as error:
             LOG.debug("cannot reach %s: %s", self.member.node_id, error)
             self.queue = []
@@ -125,18 +149,45 @@ class _Outbound:
             self.owner.unreachable(self.member.node_id)
             # Stay in `connecting` through the backoff: messages sent meanwhile fail
             # fast (see enqueue) instead of each starting a new connection attempt.
-            await asyncio.sleep(self.backoff_ms / 1000)
-            self.backoff_ms = min(self.backoff_ms * 2, limits.backoff_max_ms)
-            self.connecting = False
-            self.backing_off = False
+            try:
+                await asyncio.sleep(self.backoff_ms / 1000)
+            finally:
+                self.backoff_ms = min(self.backoff_ms * 2, limits.backoff_max_ms)
+                self.connecting = False
+                self.backing_off = False
             return
         self.connecting = False
+        if self.owner.closed:
+            writer.close()
+            return
         self.backoff_ms = limits.backoff_initial_ms
         writer.write(encode_frames([[HELLO, self.owner.node_id]]))
         self.writer = writer
+        self.owner.spawn(self._watch(reader, writer))
         self.flush()
 
+    async def _watch(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Wait for the end of the connection: peers never write on it, so any end of
+        the read side (EOF, reset, or a write error that closed the transport) means the
+        peer is gone and whatever was written since it went may be lost."""
+        try:
+            while await reader.read(64 * 1024):
+                pass
+        except Exception as error:  # a reset or a broken pipe: the connection is over
+            LOG.debug("connection to %s broke: %r", self.member.node_id, error)
+        if self.writer is not writer:
+            return  # closed by us, or already replaced by a newer connection
+        self.writer = None
+        writer.close()
+        if self.owner.closed:
+            return
+        LOG.info("connection to peer %s lost", self.member.node_id)
+        self.owner.unreachable(self.member.node_id)
+        if self.queue:
+            self._schedule_flush()  # reconnect for what was queued meanwhile
+
     def close(self) -> None:
+        self.queue = []
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -165,6 +216,8 @@ class PeerTransport:
             if member.node_id != node_id
         }
         self.server: asyncio.AbstractServer | None = None
+        self.closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self.sent_message_count = 0
         self.received_message_count = 0
         self.rejected_connection_count = 0
@@ -176,8 +229,16 @@ class PeerTransport:
         )
 
     def send(self, destination: str, message: object) -> None:
+        if self.closed:
+            return  # e.g. a reply released by the final fsync while the node stops
         self.sent_message_count += 1
         self.outbound[destination].enqueue(pack_message(message))
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run a connection task, kept so that `close()` can cancel it."""
+        task = self.loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def deliver(self, source: str, message: object) -> None:
         self.received_message_count += 1
@@ -185,9 +246,16 @@ class PeerTransport:
 
     def unreachable(self, peer: str) -> None:
         """Reported on a later turn so the node is never re-entered mid-effects."""
-        self.loop.call_soon(self.on_unreachable, peer)
+        self.loop.call_soon(self._report_unreachable, peer)
+
+    def _report_unreachable(self, peer: str) -> None:
+        if not self.closed:
+            self.on_unreachable(peer)
 
     def close(self) -> None:
+        self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
         if self.server is not None:
             self.server.close()
         for outbound in self.outbound.values():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -112,6 +112,9 @@ class SimCluster:
             sim_node.node = self._new_node(member.node_id, sim_node.disk)
             self.nodes[member.node_id] = sim_node
         self._listener: ClientListener | None = None
+        # Told (node id, fsync delay) whenever a sync is scheduled: lets the nemesis aim
+        # a crash into the window where writes are applied but not yet durable.
+        self.on_sync_scheduled: Callable[[str, int], None] | None = None
         network.attach(self._on_delivery)
 
     def attach(self, listener: ClientListener) -> None:
@@ -150,9 +153,7 @@ class SimCluster:
         self.trace.record(
             self.queue.now_ms, f"request {node_id} req#{request_id} {describe_operation(operation)}"
         )
-        effects = sim_node.node.on_client_request(
-            self.local_ms(node_id), request_id, operation
-        )
+        effects = sim_node.node.on_client_request(self.local_ms(node_id), request_id, operation)
         self._carry_out(sim_node, effects)
         return True
 
@@ -206,6 +207,8 @@ class SimCluster:
             delay_ms = self.rng.randint(*self.fsync_ms_range)
             incarnation = sim_node.incarnation
             self.queue.schedule_in(delay_ms, lambda: self._sync(sim_node, incarnation))
+            if self.on_sync_scheduled is not None:
+                self.on_sync_scheduled(sim_node.node_id, delay_ms)
 
     def _sync(self, sim_node: SimNode, incarnation: int) -> None:
         if sim_node.incarnation != incarnation:
@@ -224,7 +227,11 @@ class SimCluster:
 
     def _release(self, sim_node: SimNode, effect: Send | Reply) -> None:
         assert sim_node.node is not None
-        assert sim_node.applied_count == sim_node.synced_count
+        assert sim_node.applied_count == sim_node.synced_count, "persist-before-send"
+        self._emit(sim_node, effect)
+
+    def _emit(self, sim_node: SimNode, effect: Send | Reply) -> None:
+        """Put one output on its way: to the network, or to the waiting client."""
         if isinstance(effect, Reply):
             self.stats.replies += 1
             self.trace.record(

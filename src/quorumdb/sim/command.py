@@ -14,6 +14,7 @@ from pathlib import Path
 
 from quorumdb.check.history import save_history
 from quorumdb.sim.faults import (
+    FAULT_KINDS,
     FaultListError,
     ParameterOverrides,
     draw_parameters,
@@ -85,7 +86,8 @@ def replay_command(seed: int, args: argparse.Namespace) -> str:
     if args.nodes is not None:
         parts += ["--nodes", str(args.nodes)]
     if args.faults is not None:
-        parts += ["--faults", ",".join(args.faults) or "none"]
+        faults = "all" if tuple(args.faults) == FAULT_KINDS else ",".join(args.faults) or "none"
+        parts += ["--faults", faults]
     if args.operations is not None:
         parts += ["--operations", str(args.operations)]
     parts += ["--check", "--trace"]

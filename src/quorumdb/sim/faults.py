@@ -224,6 +224,8 @@ class Nemesis:
         self.parameters = parameters
         self.active = False
         self.stats = NemesisStats()
+        self._armed_node_id: str | None = None
+        cluster.on_sync_scheduled = self._on_sync_scheduled
 
     def start(self) -> None:
         self.active = True
@@ -239,6 +241,7 @@ class Nemesis:
     def heal(self) -> None:
         """End the safety phase: no more faults, every link whole, every node up."""
         self.active = False
+        self._armed_node_id = None
         self.network.heal_all()
         self.network.set_rates(0.0, 0.0)
         for node_id in self.cluster.down_node_ids():
@@ -276,10 +279,32 @@ class Nemesis:
         self.queue.schedule_in(duration_ms, functools.partial(self.network.heal, cut_id))
 
     def _crash(self) -> None:
+        """Crash a node now, or (half the time) inside its next unsynced-write window."""
         up_node_ids = self.cluster.up_node_ids()
         if not up_node_ids:
             return
         node_id = self.rng.choice(up_node_ids)
+        if self.rng.random() < 0.5:
+            self._armed_node_id = node_id
+            return
+        self._crash_now(node_id)
+
+    def _on_sync_scheduled(self, node_id: str, delay_ms: int) -> None:
+        if node_id != self._armed_node_id or delay_ms < 1:
+            return
+        self._armed_node_id = None
+        incarnation = self.cluster.nodes[node_id].incarnation
+        crash_in_ms = self.rng.randint(0, delay_ms - 1)
+        self.queue.schedule_in(
+            crash_in_ms, functools.partial(self._crash_if_alive, node_id, incarnation)
+        )
+
+    def _crash_if_alive(self, node_id: str, incarnation: int) -> None:
+        sim_node = self.cluster.nodes[node_id]
+        if self.active and sim_node.up and sim_node.incarnation == incarnation:
+            self._crash_now(node_id)
+
+    def _crash_now(self, node_id: str) -> None:
         self.cluster.crash(node_id)
         self.stats.crashes += 1
         incarnation = self.cluster.nodes[node_id].incarnation

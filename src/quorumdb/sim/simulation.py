@@ -109,9 +109,7 @@ class Simulation:
         self.cluster.start_ticks()
         self.workload.start()
         self.nemesis.start()
-        safety_done = self.queue.run_until(
-            SAFETY_TIME_MS_MAX, stop=lambda: self.workload.finished
-        )
+        safety_done = self.queue.run_until(SAFETY_TIME_MS_MAX, stop=lambda: self.workload.finished)
         safety_end_ms = self.queue.now_ms
         if not safety_done:
             self.problems.append(f"safety phase did not finish in {SAFETY_TIME_MS_MAX} ms")
@@ -152,8 +150,8 @@ class Simulation:
             f" fail={counts['fail']} info={counts['info']} (counts include final reads)",
             f"messages: sent={network.sent} delivered={network.delivered}"
             f" dropped={network.dropped} (loss={network.dropped_by_loss}"
-            f" cut={network.dropped_by_cut} at-down-node={cluster.dropped_at_down_node})"
-            f" duplicated={network.duplicated} refused={cluster.refused}",
+            f" cut={network.dropped_by_cut}) duplicated={network.duplicated}"
+            f" lost-at-down-node={cluster.dropped_at_down_node} refused={cluster.refused}",
             f"faults: partitions={nemesis.partitions} one-way={nemesis.one_way_partitions}"
             f" crashes={cluster.crashes} restarts={cluster.restarts}"
             f" lost-unsynced-batches={cluster.writes_lost}",

@@ -105,7 +105,8 @@ class Workload:
         return counters + [f"log-{index}" for index in range(count)]
 
     def all_keys(self) -> list[str]:
-        keys = [key for process in range(self.shape.client_count) for key in self.writer_keys(process)]
+        processes = range(self.shape.client_count)
+        keys = [key for process in processes for key in self.writer_keys(process)]
         return keys + self.shared_keys()
 
     # --- the safety phase -----------------------------------------------------------------

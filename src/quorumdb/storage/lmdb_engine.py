@@ -164,7 +164,7 @@ class LmdbStorage:
                 return pairs
             for key_view, record in cursor.iternext():
                 key = bytes(key_view)
-                if end is not None and key >= end:
+                if end is not None and key > end:
                     break
                 pairs.append((key, _unseal(record, keyspace, partition, key)))
                 if len(pairs) >= limit:
@@ -266,7 +266,6 @@ class LmdbStorage:
                     name = _database_name(write.keyspace, write.partition)
                     database = environment.open_db(name, txn=transaction)
                     opened[location] = database
-                    databases[location] = database
                 if write.value is None:
                     transaction.delete(write.key, db=database)
                 else:

@@ -1,0 +1,136 @@
+"""Start and stop real quorumdb node processes on loopback for tests.
+
+Processes are stopped by PID (SIGTERM, then SIGKILL); nothing is killed by name.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quorumdb.core.cluster import Member, local_members
+
+PORT_SPAN = 300  # the local layout uses base .. base+200+N
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base_port(node_count: int) -> int:
+    """A base port whose RESP, HTTP and peer ports are all free right now."""
+    chooser = random.Random()  # port choice is not part of any replayed behaviour
+    for _ in range(200):
+        base = chooser.randrange(20_000, 60_000 - PORT_SPAN, 10)
+        ports = [base + offset + index for offset in (0, 100, 200) for index in range(node_count)]
+        if all(_port_free(port) for port in ports):
+            return base
+    raise RuntimeError("no free port range found")
+
+
+def wait_for_port(host: str, port: int, timeout_seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} did not open within {timeout_seconds} s")
+
+
+@dataclass
+class LocalTestCluster:
+    node_count: int
+    data_dir: Path
+    fsync: str = "always"
+    base_port: int = 0
+    extra_arguments: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.base_port:
+            self.base_port = free_base_port(self.node_count)
+        self.members: tuple[Member, ...] = local_members(self.node_count, self.base_port)
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.log_paths = {i: self.data_dir / f"node{i}.log" for i in range(self.node_count)}
+
+    def command(self, index: int) -> list[str]:
+        return [
+            sys.executable, "-m", "quorumdb", "node",
+            "--index", str(index), "--nodes", str(self.node_count),
+            "--port", str(self.base_port), "--data-dir", str(self.data_dir),
+            "--fsync", self.fsync, *self.extra_arguments,
+        ]  # fmt: skip
+
+    def start_node(self, index: int, wait: bool = True) -> subprocess.Popen[bytes]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_paths[index], "ab")  # noqa: SIM115 - owned by the process
+        process = subprocess.Popen(self.command(index), stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.processes[index] = process
+        if wait:
+            member = self.members[index]
+            wait_for_port(member.host, member.resp_port)
+            wait_for_port(member.host, member.http_port)
+        return process
+
+    def start(self) -> LocalTestCluster:
+        for index in range(self.node_count):
+            self.start_node(index, wait=False)
+        for index in range(self.node_count):
+            member = self.members[index]
+            wait_for_port(member.host, member.resp_port)
+            wait_for_port(member.host, member.http_port)
+        return self
+
+    def kill_node(self, index: int) -> None:
+        """SIGKILL: a crash, nothing flushed."""
+        process = self.processes.pop(index)
+        process.kill()
+        process.wait(10)
+
+    def stop_node(self, index: int, timeout_seconds: float = 10.0) -> int:
+        process = self.processes.pop(index)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_seconds)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        return process.returncode
+
+    def stop(self) -> None:
+        for index in list(self.processes):
+            self.stop_node(index)
+
+    def resp_port(self, index: int = 0) -> int:
+        return self.members[index].resp_port
+
+    def http_url(self, index: int = 0) -> str:
+        return f"http://127.0.0.1:{self.members[index].http_port}"
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- node{i} ---\n{path.read_text(errors='replace')[-4000:]}"
+            for i, path in self.log_paths.items()
+            if path.exists()
+        )
+
+    def __enter__(self) -> LocalTestCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

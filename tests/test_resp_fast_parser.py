@@ -1,0 +1,117 @@
+"""The server's parser (hiredis first, checks after) against the exact header-checking one."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quorumdb.api.resp_fast_parser import FastRequestParser
+from quorumdb.api.resp_protocol import RespLimits, RespProtocolError, RespRequestParser
+
+
+def multibulk(*arguments: bytes) -> bytes:
+    parts = [b"*%d\r\n" % len(arguments)]
+    for argument in arguments:
+        parts.append(b"$%d\r\n%b\r\n" % (len(argument), argument))
+    return b"".join(parts)
+
+
+def run(parser: FastRequestParser | RespRequestParser, chunks: list[bytes]):
+    """Commands produced, and whether the stream failed (only RespProtocolError may escape)."""
+    commands: list[list[bytes]] = []
+    try:
+        for chunk in chunks:
+            parser.feed(chunk)
+            while (command := parser.next_command()) is not None:
+                commands.append(command)
+    except RespProtocolError:
+        return commands, True
+    return commands, False
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({cut % (len(data) + 1) for cut in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in zip(points, points[1:], strict=False)] or [b""]
+
+
+commands_strategy = st.lists(
+    st.lists(st.binary(max_size=40), min_size=1, max_size=5), min_size=1, max_size=12
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(commands=commands_strategy, cuts=st.lists(st.integers(min_value=0), max_size=20))
+def test_multibulk_streams_parse_like_the_exact_parser(commands, cuts) -> None:
+    stream = b"".join(multibulk(*command) for command in commands)
+    chunks = split(stream, cuts)
+    assert run(FastRequestParser(), chunks) == (commands, False)
+    assert run(FastRequestParser(), chunks) == run(RespRequestParser(), chunks)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=200), cuts=st.lists(st.integers(min_value=0), max_size=10))
+def test_garbage_only_raises_the_declared_error(data, cuts) -> None:
+    commands, _ = run(FastRequestParser(), split(data, cuts))
+    assert all(isinstance(command, list) for command in commands)
+    assert all(type(argument) is bytes for command in commands for argument in command)
+
+
+@settings(max_examples=200, deadline=None)
+@given(commands=commands_strategy)
+def test_one_byte_at_a_time(commands) -> None:
+    stream = b"".join(multibulk(*command) for command in commands)
+    chunks = [stream[index : index + 1] for index in range(len(stream))]
+    assert run(FastRequestParser(), chunks) == (commands, False)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"*1\r\n:1\r\n",  # an integer where a bulk string belongs
+        b"*2\r\n$3\r\nGET\r\n*1\r\n$1\r\na\r\n",  # nested array
+        b"*1\r\n$-1\r\n",  # null bulk
+        b"*-1\r\n",  # null array
+        b"*2\r\n$3\r\nGET\r\n$x\r\n",  # malformed length
+        b"*1\r\n-ERR x\r\n",  # an error reply inside a request
+    ],
+)
+def test_invalid_requests_fail_and_poison(data: bytes) -> None:
+    parser = FastRequestParser()
+    assert run(parser, [multibulk(b"PING") + data]) == ([[b"PING"]], True)
+    with pytest.raises(RespProtocolError):
+        parser.feed(multibulk(b"PING"))
+
+
+def test_inline_commands_switch_to_the_exact_parser() -> None:
+    parser = FastRequestParser()
+    commands, failed = run(parser, [b"PING\r\n", b'SET a "b c"\r\n', multibulk(b"GET", b"a")])
+    assert not failed and parser.exact
+    assert commands == [[b"PING"], [b"SET", b"a", b"b c"], [b"GET", b"a"]]
+
+
+def test_empty_multibulk_is_skipped() -> None:
+    assert run(FastRequestParser(), [b"*0\r\n" + multibulk(b"PING")]) == ([[b"PING"]], False)
+
+
+def test_an_incomplete_request_larger_than_the_limit_fails() -> None:
+    limits = RespLimits(max_request_bytes=1024)
+    parser = FastRequestParser(limits)
+    header = b"*2\r\n$3\r\nSET\r\n$5000\r\n"
+    commands, failed = run(parser, [header, b"x" * 600, b"x" * 600])
+    assert commands == [] and failed
+
+
+def test_a_request_within_the_limit_passes() -> None:
+    limits = RespLimits(max_request_bytes=4096)
+    request = multibulk(b"SET", b"k", b"v" * 3000)
+    assert run(FastRequestParser(limits), [request[:100], request[100:]]) == (
+        [[b"SET", b"k", b"v" * 3000]],
+        False,
+    )
+
+
+def test_too_many_arguments_fail() -> None:
+    limits = RespLimits(max_arguments=3)
+    commands, failed = run(FastRequestParser(limits), [multibulk(b"MGET", b"a", b"b", b"c")])
+    assert commands == [] and failed
