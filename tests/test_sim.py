@@ -272,13 +272,12 @@ def key_owned_by(owner_index: int, node_count: int) -> bytes:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: forward ids restart at 1 after a restart")
 def test_a_reply_to_a_previous_life_does_not_answer_a_new_request() -> None:
     """node0 forwards a put to node1, crashes and restarts, then forwards a get to node2.
 
     node1's late answer to the old forward#1 reaches the new node0, whose fresh
-    forward#1 is the get: `Node` matches replies by forward id alone, so the get is
-    answered with the put's `True`. Seen first as a `mismatched-reply` in the swarm.
+    forward#1 is the get; the reply carries the old incarnation, so it must be ignored.
+    Seen first as a `mismatched-reply` in the swarm.
     """
     slow = (("node1", "node0"), ("node2", "node0"))
     queue, cluster, client = make_cluster(node_count=3, slow_links=slow)

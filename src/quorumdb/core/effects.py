@@ -1,8 +1,9 @@
 """What the core asks its driver to do, carried out in order: persist, then send and reply.
 
-A driver must make every `Persist` of a batch durable before releasing any `Send` or
-`Reply` that follows it (persist-before-send). Drivers may merge the persists of
-many batches into one transaction and one sync (group commit).
+A driver must make every `Persist` durable before releasing any `Send` or `Reply`
+issued after it, in this batch or a later one (persist-before-send): the core reads
+writes that are applied but not yet synced, so a later reply may reveal them. Drivers
+may merge the persists of many batches into one transaction and one sync (group commit).
 """
 
 from __future__ import annotations

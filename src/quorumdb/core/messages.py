@@ -123,17 +123,23 @@ def failure(error: ErrorCode, message: str) -> Outcome:
 
 @dataclass(frozen=True, slots=True)
 class ForwardRequest:
-    """Run `operation` on the owner; `map_version` lets the owner detect stale routing."""
+    """Run `operation` on the owner; `map_version` lets the owner detect stale routing.
+
+    `(incarnation, forward_id)` names the request uniquely across the sender's restarts,
+    so a late reply to a previous life is ignored and a duplicated request runs once.
+    """
 
     forward_id: int
     map_version: int
     operation: Operation
+    incarnation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class ForwardReply:
     forward_id: int
     outcome: Outcome
+    incarnation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ and carries out the returned effects (persist, then send and reply).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quorumdb.core import catalog
 from quorumdb.core.cluster import Member, PartitionMap
@@ -61,6 +61,30 @@ class NodeLimits:
             raise ValueError(f"max_key_bytes cannot exceed {DEFAULT_MAX_KEY_BYTES} (LMDB's limit)")
 
 
+FORWARD_WINDOW = 4096  # forward ids remembered per sender incarnation, for duplicates
+
+
+@dataclass(slots=True)
+class _SeenForwards:
+    """Forward ids already executed for one sender incarnation.
+
+    Ids at or below `floor` count as seen: a request delayed beyond the window is refused
+    (definitely not run) rather than risking a second execution."""
+
+    floor: int = 0
+    ids: set[int] = field(default_factory=set)
+
+    def first_time(self, forward_id: int) -> bool:
+        if forward_id <= self.floor or forward_id in self.ids:
+            return False
+        self.ids.add(forward_id)
+        if len(self.ids) > 2 * FORWARD_WINDOW:
+            ordered = sorted(self.ids)
+            self.floor = ordered[-FORWARD_WINDOW - 1]
+            self.ids = set(ordered[-FORWARD_WINDOW:])
+        return True
+
+
 @dataclass(slots=True)
 class _PendingForward:
     request_id: int
@@ -75,8 +99,11 @@ class Node:
         members: tuple[Member, ...],
         storage: StorageReader,
         limits: NodeLimits | None = None,
+        incarnation: int = 0,
     ) -> None:
+        """`incarnation` must grow with every start of this node (boot time or a counter)."""
         self.node_id = node_id
+        self.incarnation = incarnation
         self.storage = storage
         self.limits = limits or NodeLimits()
         self.limits.validate()
@@ -87,6 +114,7 @@ class Node:
         version, configs = catalog.load_catalog(storage)
         self.partition_map = PartitionMap.build(version, members, configs)
         self._pending_forwards: dict[int, _PendingForward] = {}
+        self._seen_forwards: dict[str, tuple[int, _SeenForwards]] = {}
         self._next_forward_id = 1
         self._next_catalog_poll_ms = 0
 
@@ -103,16 +131,23 @@ class Node:
         self._pending_forwards[forward_id] = _PendingForward(
             request_id, now_ms + self.limits.forward_timeout_ms, owner
         )
-        request = ForwardRequest(forward_id, self.partition_map.version, operation)
+        request = ForwardRequest(
+            forward_id, self.partition_map.version, operation, self.incarnation
+        )
         return [Send(owner, request)]
 
     def on_message(self, now_ms: int, source: str, message: Message) -> list[Effect]:
         if isinstance(message, ForwardRequest):
             return self._on_forward_request(now_ms, source, message)
         if isinstance(message, ForwardReply):
-            pending = self._pending_forwards.pop(message.forward_id, None)
-            if pending is None:
-                return []  # late reply after a timeout: the client was already answered
+            pending = self._pending_forwards.get(message.forward_id)
+            if (
+                pending is None  # late reply after a timeout: the client was answered
+                or message.incarnation != self.incarnation  # meant for a previous life
+                or pending.destination != source
+            ):
+                return []
+            del self._pending_forwards[message.forward_id]
             return [Reply(pending.request_id, message.outcome)]
         if isinstance(message, CatalogRequest):
             if message.known_version >= self.partition_map.version:
@@ -206,9 +241,12 @@ class Node:
         self, now_ms: int, source: str, request: ForwardRequest
     ) -> list[Effect]:
         forward_id = request.forward_id
+        incarnation = request.incarnation
+        if not self._first_time(source, incarnation, forward_id):
+            return []  # a duplicate: the first copy's reply answers the sender
 
         def reply(outcome: Outcome) -> Effect:
-            return Send(source, ForwardReply(forward_id, outcome))
+            return Send(source, ForwardReply(forward_id, outcome, incarnation))
 
         owner = self._owner_of(request.operation)
         if isinstance(owner, Outcome):
@@ -217,6 +255,15 @@ class Node:
             moved = f"map version {self.partition_map.version}: owner is {owner}"
             return [reply(failure(ErrorCode.MOVED, moved))]
         return self._execute(now_ms, request.operation, reply)
+
+    def _first_time(self, source: str, incarnation: int, forward_id: int) -> bool:
+        known = self._seen_forwards.get(source)
+        if known is None or known[0] < incarnation:
+            known = (incarnation, _SeenForwards())
+            self._seen_forwards[source] = known  # a newer life: forget the old one's ids
+        elif known[0] > incarnation:
+            return False  # from a life of the sender that has since restarted
+        return known[1].first_time(forward_id)
 
     # --- execution on the owner ------------------------------------------------------
 

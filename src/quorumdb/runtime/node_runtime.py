@@ -61,7 +61,11 @@ class NodeRuntime:
         os.makedirs(path, exist_ok=True)
         self.storage = LmdbStorage(path)
         self.commit = GroupCommit(self.storage, settings.fsync, loop)
-        self.node = Node(settings.node_id, settings.members, self.commit, settings.limits)
+        # Boot time in ms grows across restarts, so replies meant for a previous life of
+        # this node are recognised (the core compares incarnations, never clocks).
+        self.node = Node(
+            settings.node_id, settings.members, self.commit, settings.limits, now_ms()
+        )
         self.transport = PeerTransport(
             settings.node_id,
             settings.members,

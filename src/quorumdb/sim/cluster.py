@@ -106,6 +106,7 @@ class SimCluster:
         self.fsync_ms_range = fsync_ms_range
         self.limits = limits
         self.stats = ClusterStats()
+        self._starts = 0
         self.nodes: dict[str, SimNode] = {}
         for member, clock in zip(members, clocks, strict=True):
             sim_node = SimNode(member.node_id, SimDisk(), clock)
@@ -290,4 +291,5 @@ class SimCluster:
         self.trace.record(self.queue.now_ms, f"restart {node_id}")
 
     def _new_node(self, node_id: str, disk: SimDisk) -> Node:
-        return Node(node_id, self.members, disk, self.limits)
+        self._starts += 1  # every start of any node gets a larger incarnation
+        return Node(node_id, self.members, disk, self.limits, self._starts)

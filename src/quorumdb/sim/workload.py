@@ -3,8 +3,8 @@
 The history is the JSON Lines format of `quorumdb.check.history` (see its docstring
 and docs/history-format.md). Keys follow patterns the checkers can judge:
 
-- `w<p>-<j>`: written only by process p, with puts of unique values and deletes, so a
-  final read shows whether an acknowledged write was lost;
+- `w<p>-<j>`: written only by process p, with puts of unique values and deletes, so
+  reads show whether an acknowledged write was lost;
 - `counter-<i>` (increments) and `log-<i>` (appends): shared by every process.
 
 A request goes to a random live node, which forwards it to the key's owner. It ends

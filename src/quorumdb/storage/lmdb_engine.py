@@ -164,7 +164,7 @@ class LmdbStorage:
                 return pairs
             for key_view, record in cursor.iternext():
                 key = bytes(key_view)
-                if end is not None and key > end:
+                if end is not None and key >= end:
                     break
                 pairs.append((key, _unseal(record, keyspace, partition, key)))
                 if len(pairs) >= limit:
