@@ -40,9 +40,16 @@ def free_base_port(node_count: int) -> int:
     raise RuntimeError("no free port range found")
 
 
-def wait_for_port(host: str, port: int, timeout_seconds: float = 20.0) -> None:
+def wait_for_port(
+    host: str,
+    port: int,
+    timeout_seconds: float = 20.0,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process {process.pid} exited with {process.returncode}")
         try:
             with socket.create_connection((host, port), timeout=0.2):
                 return
@@ -81,18 +88,24 @@ class LocalTestCluster:
         log.close()
         self.processes[index] = process
         if wait:
-            member = self.members[index]
-            wait_for_port(member.host, member.resp_port)
-            wait_for_port(member.host, member.http_port)
+            self.wait_ready(index)
         return process
 
+    def wait_ready(self, index: int) -> None:
+        member = self.members[index]
+        process = self.processes[index]
+        wait_for_port(member.host, member.resp_port, process=process)
+        wait_for_port(member.host, member.http_port, process=process)
+
     def start(self) -> LocalTestCluster:
-        for index in range(self.node_count):
-            self.start_node(index, wait=False)
-        for index in range(self.node_count):
-            member = self.members[index]
-            wait_for_port(member.host, member.resp_port)
-            wait_for_port(member.host, member.http_port)
+        try:
+            for index in range(self.node_count):
+                self.start_node(index, wait=False)
+            for index in range(self.node_count):
+                self.wait_ready(index)
+        except BaseException:
+            self.stop()  # never leave half a cluster running
+            raise
         return self
 
     def kill_node(self, index: int) -> None:

@@ -228,3 +228,25 @@ def test_unreachable_peer_fails_pending_forwards() -> None:
     effects = node.on_client_request(cluster.now_ms, 5, Get("default", key))
     failed = node.on_peer_unreachable(cluster.now_ms, effects[0].destination)
     assert [(r.request_id, r.outcome.error) for r in failed] == [(5, ErrorCode.UNAVAILABLE)]
+
+
+def test_expiry_beyond_the_stored_range_is_refused_without_writing() -> None:
+    cluster = Cluster(1)
+    outcome = cluster.request("node0", Put("default", b"k", b"v", expire_at_ms=2**63))
+    assert outcome.error is ErrorCode.INVALID_ARGUMENT
+    assert cluster.request("node0", Get("default", b"k")).value is None
+
+
+def test_catalog_updates_are_taken_only_from_the_holder_and_only_when_valid() -> None:
+    from quorumdb.core.messages import CatalogUpdate
+
+    cluster = Cluster()
+    node = cluster.nodes["node2"]
+    forged = CatalogUpdate(9, (KeyspaceConfig("default"), KeyspaceConfig("extra")))
+    assert node.on_message(cluster.now_ms, "node1", forged) == []
+    invalid = CatalogUpdate(9, (KeyspaceConfig("default"), KeyspaceConfig("bad name!")))
+    assert node.on_message(cluster.now_ms, "node0", invalid) == []
+    assert node.partition_map.version == 1
+    valid = CatalogUpdate(9, (KeyspaceConfig("default"), KeyspaceConfig("extra")))
+    assert node.on_message(cluster.now_ms, "node0", valid) != []
+    assert "extra" in node.partition_map.keyspaces

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,9 @@ from redis.retry import Retry
 
 from cluster_harness import LocalTestCluster, wait_for_port
 from quorumdb.client._routing import ClientMap
+from quorumdb.runtime.group_commit import FsyncPolicy, GroupCommit
+from quorumdb.storage.interface import StorageError, Write
+from quorumdb.storage.lmdb_engine import LmdbStorage
 
 STORM_SECONDS = 1.5
 WRITER_COUNT = 4
@@ -379,3 +382,56 @@ def test_group_commit_batches_concurrent_writes_into_few_fsyncs(
     assert writes == acked
     assert acked >= client_count
     assert 0 < fsyncs < writes / 2, f"{fsyncs} fsyncs for {writes} writes: no batching"
+
+
+# --- a group whose storage transaction fails ---------------------------------------------
+
+
+class _StorageFailingOnPoison:
+    """LMDB storage whose `apply` fails for any group holding the key b"poison", as a real
+    engine does on a full disk or too many partitions (lmdb.DbsFullError)."""
+
+    def __init__(self, path: Path) -> None:
+        self.inner = LmdbStorage(str(path))
+
+    def apply(self, writes: Sequence[Write]) -> None:
+        if any(write.key == b"poison" for write in writes):
+            raise StorageError("simulated: the storage transaction failed")
+        self.inner.apply(writes)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_group_that_failed_to_apply_is_never_acknowledged(tmp_path: Path) -> None:
+    storage = _StorageFailingOnPoison(tmp_path / "lmdb")
+    released: list[str] = []
+    loop_errors: list[str] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: loop_errors.append(context["message"]))
+        commit = GroupCommit(storage, FsyncPolicy.ALWAYS, loop)  # type: ignore[arg-type]
+        # One turn: another client's good write lands in the same group as the bad one.
+        commit.add((Write("default", 0, b"good", b"1"), Write("default", 0, b"poison", b"x")))
+        commit.release_after_pending(lambda: released.append("first group"))
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        commit.add((Write("default", 0, b"later", b"2"),))
+        commit.release_after_pending(lambda: released.append("second group"))
+        deadline = time.monotonic() + 5
+        while "second group" not in released and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(scenario())
+        assert storage.get("default", 0, b"later") == b"2"
+        assert "second group" in released
+        # An acknowledged write must be stored: either the first group's replies were
+        # never released, or its writes are there.
+        if "first group" in released:
+            assert storage.get("default", 0, b"good") == b"1", (
+                f"acknowledged but lost; loop errors: {loop_errors}"
+            )
+    finally:
+        storage.close()

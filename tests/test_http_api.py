@@ -272,26 +272,34 @@ def sample_value(family, name: str, **labels: str) -> float:
 
 def test_metrics_exposition(nodes, cluster3) -> None:
     node = nodes[2]
+
+    def requests_of(families: dict[str, object], operation: str) -> float:
+        if "quorumdb_requests" not in families:
+            return 0.0
+        samples = families["quorumdb_requests"].samples  # type: ignore[attr-defined]
+        found = [s.value for s in samples if s.labels["operation"] == operation]
+        return found[0] if found else 0.0
+
     before = scrape(node)
-    gets_before = 0.0
-    if "quorumdb_requests" in before:
-        try:
-            gets_before = sample_value(
-                before["quorumdb_requests"], "quorumdb_requests_total", operation="get"
-            )
-        except AssertionError:
-            pass
     node.put(key_url("metric-key"), json={"value": "v"})
     for _ in range(30):
         assert node.get(key_url("metric-key")).status_code == 200
     with redis.Redis(port=cluster3.resp_port(2)) as client:
-        client.ping()  # one open RESP connection while scraping
-        families = scrape(node)
+        # Commands over several keys or partitions are counted too, one per command.
+        client.mset({"metric-a": "1", "metric-b": "2"})
+        client.mget("metric-a", "metric-b")
+        client.exists("metric-a")
+        client.delete("metric-a")
+        client.dbsize()
+        client.scan(0)
+        families = scrape(node)  # with this RESP connection open
+        for operation, at_least in (("get", 30), ("set", 1), ("mset", 1), ("mget", 1)):
+            assert requests_of(families, operation) >= requests_of(before, operation) + at_least
+        for operation in ("exists", "del", "count", "scan"):
+            assert requests_of(families, operation) >= requests_of(before, operation) + 1
         requests = families["quorumdb_requests"]
         assert requests.type == "counter"
-        gets = sample_value(requests, "quorumdb_requests_total", operation="get", node="node2")
-        assert gets >= gets_before + 30
-        assert sample_value(requests, "quorumdb_requests_total", operation="set") >= 1
+        assert sample_value(requests, "quorumdb_requests_total", operation="get", node="node2")
         latency = families["quorumdb_request_latency_seconds"]
         assert latency.type == "histogram"
         buckets = [

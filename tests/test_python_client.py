@@ -62,7 +62,7 @@ def test_sync_client_basic_operations(client, cluster3) -> None:
     assert client.get("basic-missing") is None
     assert client.put("basic", b"\x00\r\nthree", if_present=True) is True
     assert client.get(b"basic") == b"\x00\r\nthree"
-    assert client.append("basic", "!") == 7
+    assert client.append("basic", "!") == 9
     assert client.incr("basic-counter") == 1
     assert client.incr("basic-counter", 41) == 42
     with pytest.raises(redis.ResponseError, match="not an integer"):

@@ -115,3 +115,29 @@ def test_too_many_arguments_fail() -> None:
     limits = RespLimits(max_arguments=3)
     commands, failed = run(FastRequestParser(limits), [multibulk(b"MGET", b"a", b"b", b"c")])
     assert commands == [] and failed
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    commands=st.lists(st.lists(st.binary(max_size=20), min_size=1, max_size=3), max_size=4),
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+    declared=st.sampled_from([b"99999999999", b"68157440"]),
+)
+def test_an_absurd_declared_length_fails_as_soon_as_its_header_arrives(
+    commands, cuts, declared
+) -> None:
+    good = b"".join(multibulk(*command) for command in commands)
+    stream = good + b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$" + declared + b"\r\n"
+    limits = RespLimits(max_request_bytes=64 * 1024 * 1024)
+    parsed, failed = run(FastRequestParser(limits), split(stream, cuts))
+    assert (parsed, failed) == (commands, True)
+
+
+def test_a_value_that_looks_like_a_header_is_not_refused() -> None:
+    value = b"x" * 100 + b"$99999999999\r\n"
+    request = multibulk(b"SET", b"k", value)
+    cut = request.index(b"$99999999999") + len(b"$99999999999\r\n")
+    assert run(FastRequestParser(), [request[:cut], request[cut:]]) == (
+        [[b"SET", b"k", value]],
+        False,
+    )

@@ -5,28 +5,42 @@ costs more than everything else a GET does. Real clients (redis-py, redis-cli,
 redis-benchmark, every Redis library) only send multibulk requests, so this parser hands
 bytes straight to hiredis and checks each parsed command instead: an array of byte
 strings, within the argument limit, and no more than `max_request_bytes` held while a
-request is incomplete. A connection whose input starts a command with anything but `*`
-(an inline command typed into telnet or nc) switches, for good, to the exact parser.
+request is incomplete. A connection whose first byte is not `*` (an inline command typed
+into telnet or nc) switches, for good, to the exact parser.
+
+A request that ends a read with a header declaring a huge size (`$99999999999`) is
+handed to the exact parser, so it is refused at the header as Redis does. What this
+parser gives up: an inline command after multibulk ones on the same connection is a
+protocol error.
 """
 
 from __future__ import annotations
+
+import re
 
 import hiredis
 
 from quorumdb.api.resp_protocol import RespLimits, RespProtocolError, RespRequestParser
 
 _ASTERISK = 42
+RECENT_BYTES = 4096
+CANDIDATE_STARTS_MAX = 64
+# A header at the very end of the input that declares 8 digits or more (>= 10 MB): cheap
+# to spot, and the only case where waiting for the bytes would hold a connection for long.
+_SUSPICIOUS_HEADER = re.compile(rb"[*$][0-9-]{8,}\r\n\Z")
 
 
 class FastRequestParser:
-    __slots__ = ("_reader", "_limits", "_exact", "_error", "_at_boundary")
+    __slots__ = ("_reader", "_limits", "_exact", "_error", "_fresh", "_recent")
 
     def __init__(self, limits: RespLimits | None = None) -> None:
         self._limits = limits if limits is not None else RespLimits()
         self._reader = hiredis.Reader()
         self._exact: RespRequestParser | None = None
         self._error: RespProtocolError | None = None
-        self._at_boundary = True
+        self._fresh = True  # nothing fed yet
+        # The last bytes received, to judge a huge declared length at the end of a read.
+        self._recent = b""
 
     @property
     def exact(self) -> bool:
@@ -41,12 +55,16 @@ class FastRequestParser:
             return
         if not data:
             return
-        if self._at_boundary and data[0] != _ASTERISK:
+        if self._fresh and data[0] != _ASTERISK:
             self._exact = RespRequestParser(self._limits)
             self._exact.feed(data)
             return
-        self._at_boundary = False
+        self._fresh = False
         self._reader.feed(data)
+        if len(data) >= RECENT_BYTES:
+            self._recent = data[-RECENT_BYTES:]
+        else:
+            self._recent = (self._recent + data)[-RECENT_BYTES:]
 
     def next_command(self) -> list[bytes] | None:
         if self._exact is not None:
@@ -58,12 +76,14 @@ class FastRequestParser:
             try:
                 command = reader.gets()
             except hiredis.ProtocolError as error:
-                raise self._fail(f"ERR Protocol error: {str(error).lower()}") from None
+                raise self._fail(_redis_wording(str(error))) from None
             if command is False:
-                held = reader.len()
-                if held > self._limits.max_request_bytes:
+                if reader.len() > self._limits.max_request_bytes:
                     raise self._fail("ERR Protocol error: request too large")
-                self._at_boundary = held == 0
+                if _SUSPICIOUS_HEADER.search(self._recent, len(self._recent) - 32):
+                    problem = _absurd_request(self._recent, self._limits)
+                    if problem is not None:
+                        raise self._fail(problem)
                 return None
             if type(command) is not list:
                 raise self._fail("ERR Protocol error: expected an array of bulk strings")
@@ -79,3 +99,55 @@ class FastRequestParser:
     def _fail(self, message: str) -> RespProtocolError:
         self._error = RespProtocolError(message)
         return self._error
+
+
+def _redis_wording(hiredis_message: str) -> str:
+    lowered = hiredis_message.lower()
+    if "multi-bulk" in lowered or "multibulk" in lowered:
+        return "ERR Protocol error: invalid multibulk length"
+    if "bulk" in lowered:
+        return "ERR Protocol error: invalid bulk length"
+    return f"ERR Protocol error: {lowered}"
+
+
+def _absurd_request(recent: bytes, limits: RespLimits) -> str | None:
+    """If the input ends inside a request whose headers declare more than the limits
+    allow, the error for it. hiredis does not say where the unfinished request begins, so
+    each `*` in the recent bytes, nearest first, is tried as its start; a start counts only
+    if everything after it reads as well-formed headers and payloads."""
+    start = len(recent)
+    for _ in range(CANDIDATE_STARTS_MAX):
+        start = recent.rfind(b"*", 0, start)
+        if start < 0:
+            return None
+        problem = _limit_problem(recent, start, limits)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _limit_problem(data: bytes, position: int, limits: RespLimits) -> str | None:
+    """The limit broken by the request prefix at `position`, or None (also when the
+    bytes there are not a well-formed request prefix at all)."""
+    end = data.find(b"\r\n", position)
+    count = data[position + 1 : end]
+    if end < 0 or not count.isdigit():
+        return None
+    if int(count) > limits.max_arguments:
+        return "ERR Protocol error: invalid multibulk length"
+    declared = 0
+    position = end + 2
+    for _ in range(int(count)):
+        if position == len(data):
+            return None
+        end = data.find(b"\r\n", position)
+        length = data[position + 1 : end]
+        if data[position] != 36 or end < 0 or not length.isdigit():  # 36: b"$"
+            return None
+        declared += int(length)
+        if int(length) > limits.max_request_bytes or declared > limits.max_request_bytes:
+            return "ERR Protocol error: invalid bulk length"
+        position = end + 2 + int(length) + 2
+        if position > len(data):
+            return None  # inside a payload: the header that matters is this one, and fine
+    return None

@@ -167,6 +167,15 @@ class RespConnection(asyncio.Protocol, CommandContext):
             self._watching = True
             commit.watch(self)
 
+    def on_lost(self, first_lost_sequence: int) -> None:
+        """Replies waiting for writes that will never be durable are never sent: the client
+        sees the connection drop, which it must treat as an unknown outcome."""
+        if any(slot[1] >= first_lost_sequence for slot in self._slots):
+            self._slots.clear()
+            self._watching = False
+            if self.transport is not None:
+                self.transport.abort()
+
     def on_durable(self) -> bool:
         self._drain()
         self._watching = bool(self._slots) and self.transport is not None

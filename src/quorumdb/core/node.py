@@ -41,6 +41,7 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 _PARTITION_OPERATIONS = (ScanPartition, CountPartition)
 NOT_LOCAL = object()  # sentinel of the fast paths: "take the general path instead"
+EXPIRY_MAX_MS = 2**63 - 1  # the stored field is a signed 64-bit integer
 DEFAULT_MAX_KEY_BYTES = 511  # LMDB's compiled-in key size limit
 DEFAULT_MAX_VALUE_BYTES = 64 * 1024 * 1024
 
@@ -154,7 +155,7 @@ class Node:
                 return []
             return [Send(source, self._catalog_update())]
         if isinstance(message, CatalogUpdate):
-            return self._adopt_catalog(message)
+            return self._adopt_catalog(source, message)
         raise TypeError(f"unexpected message {type(message).__name__}")
 
     def on_tick(self, now_ms: int) -> list[Effect]:
@@ -321,6 +322,9 @@ class Node:
 
     def _put(self, now_ms: int, operation: Put, reply: _ReplyFactory) -> list[Effect]:
         problem = self._check_key(operation.key) or self._check_value(len(operation.value))
+        if problem is None and operation.expire_at_ms is not None:
+            if not 0 < operation.expire_at_ms <= EXPIRY_MAX_MS:
+                problem = failure(ErrorCode.INVALID_ARGUMENT, "invalid expire time")
         if problem is not None:
             return [reply(problem)]
         keyspace, key = operation.keyspace, operation.key
@@ -446,8 +450,15 @@ class Node:
     def _catalog_update(self) -> CatalogUpdate:
         return CatalogUpdate(self.partition_map.version, self._configs())
 
-    def _adopt_catalog(self, update: CatalogUpdate) -> list[Effect]:
-        if update.version <= self.partition_map.version:
+    def _adopt_catalog(self, source: str, update: CatalogUpdate) -> list[Effect]:
+        """Only the catalog holder speaks for the catalog, and only valid keyspaces are
+        kept: a node must never persist a catalog it could not load again."""
+        if source != self.catalog_holder or update.version <= self.partition_map.version:
+            return []
+        try:
+            for config in update.keyspaces:
+                config.validate()
+        except (KeyspaceConfigError, TypeError):
             return []
         self.partition_map = PartitionMap.build(update.version, self.members, update.keyspaces)
         return [Persist((catalog.catalog_write(update.version, update.keyspaces),))]

@@ -27,6 +27,11 @@ class DurabilityWatcher(Protocol):
         """Called when more writes became durable; return False to stop watching."""
         ...
 
+    def on_lost(self, first_lost_sequence: int) -> None:
+        """Groups from `first_lost_sequence` on will never be durable: do not acknowledge
+        anything waiting for them (their outcome is unknown to the client)."""
+        ...
+
 
 class FsyncPolicy(Enum):
     """Durability in Redis's terms."""
@@ -53,11 +58,13 @@ class GroupCommit:
         self._applied_sequence = 0  # groups handed to storage.apply
         self._durable_sequence = 0  # groups covered by a finished sync
         self._sync_running = False
-        self._waiting: deque[tuple[int, Callable[[], None]]] = deque()
+        # (group sequence, release, lose): `release` once durable, `lose` if it never will be.
+        self._waiting: deque[tuple[int, Callable[[], None], Callable[[], None] | None]] = deque()
         self._watchers: set[DurabilityWatcher] = set()
         self.group_count = 0
         self.sync_count = 0
         self.write_count = 0
+        self.lost_group_count = 0
         self.failed = False
 
     # --- StorageReader, seen by the core ----------------------------------------------
@@ -107,13 +114,16 @@ class GroupCommit:
         """Cheaper than a callback per reply: one call per watcher per durable group."""
         self._watchers.add(watcher)
 
-    def release_after_pending(self, release: Callable[[], None]) -> None:
-        """Run `release` once every write added so far is durable (now, if it already is)."""
+    def release_after_pending(
+        self, release: Callable[[], None], lose: Callable[[], None] | None = None
+    ) -> None:
+        """Run `release` once every write added so far is durable (now, if it already is),
+        or `lose` if those writes failed to be stored."""
         if not self.pending:
             release()
             return
         target = self._applied_sequence + (1 if self._overlay else 0)
-        self._waiting.append((target, release))
+        self._waiting.append((target, release, lose))
 
     def _end_of_turn(self) -> None:
         self._flush_scheduled = False
@@ -129,7 +139,15 @@ class GroupCommit:
             return
         writes = list(self._overlay.values())
         self._overlay = {}
-        self.storage.apply(writes)
+        try:
+            self.storage.apply(writes)
+        except Exception:
+            # Nothing of the group was stored (apply is atomic): whoever waits for it
+            # must not hear "done". The group's number is reused by the next group.
+            LOG.exception("a group of %d writes could not be stored", len(writes))
+            self.lost_group_count += 1
+            self._lose_from(self._applied_sequence + 1)
+            return
         self._applied_sequence += 1
         self.group_count += 1
 
@@ -149,16 +167,34 @@ class GroupCommit:
             # lesson): refuse to acknowledge anything more rather than guess.
             LOG.critical("fsync failed, node stops acknowledging writes: %s", error)
             self.failed = True
+            self._lose_from(self._durable_sequence + 1)
             return
         self.sync_count += 1
         self._durable_sequence = covered
         self._release_durable()
         self._start_sync()
 
+    def _lose_from(self, first_lost_sequence: int) -> None:
+        kept: deque[tuple[int, Callable[[], None], Callable[[], None] | None]] = deque()
+        for entry in self._waiting:
+            if entry[0] < first_lost_sequence:
+                kept.append(entry)
+            elif entry[2] is not None:
+                try:
+                    entry[2]()
+                except Exception:
+                    LOG.exception("reporting a lost write failed")
+        self._waiting = kept
+        for watcher in list(self._watchers):
+            try:
+                watcher.on_lost(first_lost_sequence)
+            except Exception:
+                LOG.exception("reporting lost writes failed")
+
     def _release_durable(self) -> None:
         waiting = self._waiting
         while waiting and waiting[0][0] <= self._durable_sequence:
-            _, release = waiting.popleft()
+            _, release, _ = waiting.popleft()
             try:
                 release()
             except Exception:  # one broken client must not stop the others' replies

@@ -27,6 +27,7 @@ LOG = logging.getLogger(__name__)
 TICK_INTERVAL_MS = 50
 
 OutcomeCallback = Callable[[Outcome], None]
+_LOST = failure(ErrorCode.INTERNAL, "the write could not be stored; its outcome is unknown")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,16 @@ class NodeRuntime:
         request_id = self._next_request_id
         self._next_request_id = request_id + 1
         self._callbacks[request_id] = callback
-        self.execute(self.node.on_client_request(now_ms(), request_id, operation))
+        try:
+            effects = self.node.on_client_request(now_ms(), request_id, operation)
+        except Exception:
+            # A bug, not bad input (the core validates input): answer this request, keep
+            # serving the others, and leave the evidence in the log.
+            LOG.exception("operation %r failed inside the node", operation)
+            del self._callbacks[request_id]
+            callback(failure(ErrorCode.INTERNAL, "internal error; see the node's log"))
+            return
+        self.execute(effects)
 
     def read_local(self, keyspace: str, key: bytes) -> object:
         """Fast path for a plain GET of a local key: the value, None, or NOT_LOCAL."""
@@ -145,7 +155,9 @@ class NodeRuntime:
                 if callback is None:
                     continue
                 if commit.pending:
-                    commit.release_after_pending(_bind(callback, effect.outcome))
+                    commit.release_after_pending(
+                        _bind(callback, effect.outcome), _bind(callback, _LOST)
+                    )
                 else:
                     callback(effect.outcome)
             elif type(effect) is Persist:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 
 import uvicorn
@@ -43,9 +44,15 @@ async def serve(settings: NodeSettings, ready: asyncio.Event | None = None) -> N
     stop = asyncio.Event()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
-    await runtime.start()
-    resp = RespServer(runtime, resp_limits_for(settings))
-    await resp.start(member.host, member.resp_port)
+    try:
+        await runtime.start()
+        resp = RespServer(runtime, resp_limits_for(settings))
+        await resp.start(member.host, member.resp_port)
+        # Bind before announcing readiness so a taken port fails the start, not a task.
+        http_socket = socket.create_server((member.host, member.http_port))
+    except OSError:
+        await runtime.close()
+        raise
     sampler = RateSampler(runtime)
     http_config = uvicorn.Config(
         create_app(runtime, sampler),
@@ -56,7 +63,7 @@ async def serve(settings: NodeSettings, ready: asyncio.Event | None = None) -> N
         access_log=False,
     )
     http = _EmbeddedHttpServer(http_config)
-    http_task = loop.create_task(http.serve())
+    http_task = loop.create_task(http.serve(sockets=[http_socket]))
 
     async def sample_rates() -> None:
         while True:

@@ -32,6 +32,7 @@ class TransportLimits:
     backoff_max_ms: int = 2_000
     max_queued_messages: int = 100_000
     connect_timeout_ms: int = 1_000
+    hello_timeout_ms: int = 5_000
 
 
 class _Inbound(asyncio.Protocol):
@@ -45,6 +46,12 @@ class _Inbound(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         self.owner.inbound.add(self)
+        # A stranger that connects and never introduces itself does not keep the socket.
+        self.owner.loop.call_later(self.owner.limits.hello_timeout_ms / 1000, self._hello_due)
+
+    def _hello_due(self) -> None:
+        if self.peer is None and not self.rejected and self.transport is not None:
+            self._reject("no hello in time")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.inbound.discard(self)

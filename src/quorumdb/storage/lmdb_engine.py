@@ -231,8 +231,11 @@ class LmdbStorage:
         return (info["last_pgno"] + 1) * page_size_bytes
 
     def close(self) -> None:
-        """Close the environment; idempotent. Unsynced writes survive a process exit,
-        but not an OS crash."""
+        """Close the environment; idempotent.
+
+        Unsynced commits are already in the OS page cache: they survive this and a
+        process exit, not an OS crash.
+        """
         with self._sync_lock:
             if self._closed:
                 return
