@@ -177,7 +177,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
                 self.transport.abort()
 
     def on_durable(self) -> bool:
-        self._drain()
+        self._drain(write_now=True)  # already at the end of a turn: no need to wait one more
         self._watching = bool(self._slots) and self.transport is not None
         return self._watching
 
@@ -192,7 +192,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
 
         return fill
 
-    def _drain(self) -> None:
+    def _drain(self, write_now: bool = False) -> None:
         slots = self._slots
         output = self._output
         durable = self.runtime.commit.durable_sequence
@@ -205,7 +205,9 @@ class RespConnection(asyncio.Protocol, CommandContext):
             if len(head) > 2:
                 latency_ns = time.perf_counter_ns() - head[2]
                 self.metrics.record(FAST_OPERATIONS[head[3]], latency_ns)
-        if output and not self._flush_scheduled:
+        if write_now:
+            self._flush()
+        elif output and not self._flush_scheduled:
             self._flush_scheduled = True
             self.runtime.loop.call_soon(self._flush)
         if self._paused and len(slots) <= self.runtime.settings.max_pipeline_depth // 2:

@@ -1,0 +1,239 @@
+"""Reproduce the figures in BENCHMARKS.md: quorumdb beside a real Redis in one run.
+
+    python scripts/benchmark.py [--sections redis,durable,cluster,memory] [--requests 200000]
+
+Sections:
+  redis    redis-benchmark -t set,get -n N -c 50, with and without -P 16: one quorumdb node
+           (fsync no) against redis-server without persistence, runs alternating.
+  durable  the same, quorumdb fsync always against redis appendonly yes, appendfsync always.
+  cluster  3-node cluster (fsync always), `quorumdb bench`: all clients through one node
+           (requests for other nodes' keys are forwarded) against the smart routing that the
+           Python client does (each request straight to its owner).
+  memory   RSS of one node holding 1,000,000 keys with 100-byte values.
+
+Installs redis-server and redis-tools with apt-get when missing. Every server it starts
+is stopped by PID. Figures are medians over alternating rounds; compare the ratios, as
+the machine is shared and absolute rates move with its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from cluster_harness import LocalTestCluster, free_base_port, wait_for_port  # noqa: E402
+from quorumdb.bench.runner import BenchConfig, run_bench  # noqa: E402
+from quorumdb.bench.workload import WorkloadConfig  # noqa: E402
+
+
+def ensure_redis() -> None:
+    if shutil.which("redis-server") and shutil.which("redis-benchmark"):
+        return
+    subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server", "redis-tools"], check=True)
+
+
+@contextmanager
+def redis_server(durable: bool, data_dir: str) -> Iterator[int]:
+    port = free_base_port(1)
+    arguments = ["redis-server", "--port", str(port), "--save", "", "--dir", data_dir]
+    if durable:
+        arguments += ["--appendonly", "yes", "--appendfsync", "always"]
+    else:
+        arguments += ["--appendonly", "no"]
+    process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, process=process)  # type: ignore[arg-type]
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def quorumdb_nodes(count: int, fsync: str, data_dir: str) -> Iterator[LocalTestCluster]:
+    with LocalTestCluster(count, Path(data_dir), fsync=fsync) as cluster:
+        yield cluster
+
+
+def redis_benchmark(port: int, requests: int, pipeline: int) -> dict[str, float]:
+    command = ["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", str(requests),
+               "-c", "50", "-P", str(pipeline), "--csv"]  # fmt: skip
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    rates = {}
+    for line in output.splitlines():
+        fields = [field.strip('"') for field in line.split(",")]
+        if fields and fields[0] in ("SET", "GET"):
+            rates[fields[0]] = float(fields[1])
+    return rates
+
+
+def compare_with_redis(durable: bool, requests: int, rounds: int) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory() as redis_dir, tempfile.TemporaryDirectory() as q_dir:
+        fsync = "always" if durable else "no"
+        with redis_server(durable, redis_dir) as redis_port, quorumdb_nodes(1, fsync, q_dir) as q:
+            for pipeline in (1, 16):
+                samples: dict[tuple[str, str], list[float]] = {}
+                for _ in range(rounds):
+                    for name, port in (("redis", redis_port), ("quorumdb", q.resp_port(0))):
+                        for test, rate in redis_benchmark(port, requests, pipeline).items():
+                            samples.setdefault((name, test), []).append(rate)
+                for test in ("SET", "GET"):
+                    redis_rate = statistics.median(samples[("redis", test)])
+                    q_rate = statistics.median(samples[("quorumdb", test)])
+                    rows.append({
+                        "test": test, "pipeline": pipeline, "durable": durable,
+                        "redis_ops_per_second": round(redis_rate),
+                        "quorumdb_ops_per_second": round(q_rate),
+                        "ratio": round(q_rate / redis_rate, 3),
+                    })  # fmt: skip
+    return rows
+
+
+def cluster_routing(seconds: float) -> list[dict[str, object]]:
+    with tempfile.TemporaryDirectory() as data_dir, quorumdb_nodes(3, "always", data_dir) as q:
+        first = q.resp_port(0)
+        config = BenchConfig(
+            targets=[f"redis://127.0.0.1:{first}", f"quorumdb://127.0.0.1:{first}"],
+            clients=64,
+            duration_seconds=seconds,
+            preload=True,
+            warmup_seconds=1.0,
+            workload=WorkloadConfig(key_count=100_000, read_ratio=0.5, seed=1),
+        )
+        reports = run_bench(config)
+    labels = ("all through node0 (2/3 forwarded)", "smart client (straight to owner)")
+    return [
+        {
+            "routing": label,
+            "ops_per_second": round(report.throughput_ops_per_second),
+            "p50_ms": report.latency.p50_ms,
+            "p99_ms": report.latency.p99_ms,
+            "errors": report.errors,
+        }
+        for label, report in zip(labels, reports, strict=True)
+    ]
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def memory(key_count: int) -> dict[str, object]:
+    value = b"v" * 100
+    batch = 1000
+    with tempfile.TemporaryDirectory() as data_dir, quorumdb_nodes(1, "no", data_dir) as q:
+        pid = q.processes[0].pid
+        before = rss_bytes(pid)
+        with socket.create_connection(("127.0.0.1", q.resp_port(0))) as connection:
+            for start in range(0, key_count, batch):
+                end = min(start + batch, key_count)
+                connection.sendall(b"".join(
+                    b"*3\r\n$3\r\nSET\r\n$16\r\nkey:%012d\r\n$100\r\n%s\r\n" % (index, value)
+                    for index in range(start, end)
+                ))  # fmt: skip
+                expected = b"+OK\r\n" * (end - start)
+                received = b""
+                while len(received) < len(expected):
+                    received += connection.recv(1 << 16)
+                if received != expected:
+                    raise RuntimeError(f"unexpected reply: {received[:200]!r}")
+            connection.sendall(b"*1\r\n$6\r\nDBSIZE\r\n")
+            key_total = int(connection.recv(100)[1:-2])
+        time.sleep(1.0)
+        after = rss_bytes(pid)
+        storage_bytes = sum(f.stat().st_size for f in Path(data_dir).rglob("*.mdb"))
+    return {
+        "keys": key_total, "value_bytes": 100,
+        "rss_empty_mb": round(before / 2**20, 1), "rss_loaded_mb": round(after / 2**20, 1),
+        "data_file_mb": round(storage_bytes / 2**20, 1),
+    }  # fmt: skip
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    python = platform.python_version()
+    return f"{os.cpu_count()} cores, {cpu}, Linux {platform.release()}, Python {python}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default="redis,durable,cluster,memory")
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cluster-seconds", type=float, default=10.0)
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    ensure_redis()
+    version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
+    results: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "redis": version.stdout.strip(),
+    }
+    print(f"# {results['date']}; {results['machine']}\n# {results['redis']}", flush=True)
+    for section, durable in (("redis", False), ("durable", True)):
+        if section not in sections:
+            continue
+        rows = compare_with_redis(durable, args.requests, args.rounds)
+        results[section] = rows
+        print(f"\n## {section}: redis-benchmark -t set,get -n {args.requests} -c 50")
+        print("| test | pipeline | Redis ops/s | quorumdb ops/s | ratio |\n|---|---|---|---|---|")
+        for row in rows:
+            print(
+                f"| {row['test']} | {row['pipeline']} | {row['redis_ops_per_second']:,} "
+                f"| {row['quorumdb_ops_per_second']:,} | {row['ratio']:.2f} |",
+                flush=True,
+            )
+    if "cluster" in sections:
+        rows = cluster_routing(args.cluster_seconds)
+        results["cluster"] = rows
+        print("\n## cluster: 3 nodes, fsync always, 64 clients, 50% reads, 100k keys")
+        print("| routing | ops/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|")
+        for row in rows:
+            print(
+                f"| {row['routing']} | {row['ops_per_second']:,} | {row['p50_ms']:.2f} "
+                f"| {row['p99_ms']:.2f} | {row['errors']} |",
+                flush=True,
+            )
+    if "memory" in sections:
+        memory_row = memory(args.keys)
+        results["memory"] = memory_row
+        print(
+            f"\n## memory: {memory_row['keys']:,} keys x 100 B: RSS {memory_row['rss_loaded_mb']}"
+            f" MB (empty node {memory_row['rss_empty_mb']} MB; LMDB file "
+            f"{memory_row['data_file_mb']} MB)",
+            flush=True,
+        )
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(results, file, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
