@@ -375,3 +375,23 @@ def test_sim_disk_close_loses_unsynced_writes_and_stays_usable() -> None:
     assert disk.scan("ks", 0, b"", None, 10) == [(b"a", b"1")]
     disk.apply([put("ks", 0, b"c", b"3")])
     assert disk.count("ks", 0) == 2
+
+
+def test_lmdb_reads_a_partition_first_opened_after_earlier_reads(tmp_path) -> None:
+    """A reopened store serves reads from one cached read transaction; a partition whose
+    handle is opened later must still be readable (LMDB rejects a handle newer than the
+    transaction)."""
+    from quorumdb.storage.interface import Write
+    from quorumdb.storage.lmdb_engine import LmdbStorage
+
+    storage = LmdbStorage(str(tmp_path / "db"))
+    storage.apply([Write("ks", partition, b"k", b"v%d" % partition) for partition in range(3)])
+    storage.sync()
+    storage.close()
+    reopened = LmdbStorage(str(tmp_path / "db"))
+    try:
+        for partition in range(3):
+            assert reopened.get("ks", partition, b"k") == b"v%d" % partition
+        assert reopened.get("ks", 7, b"k") is None
+    finally:
+        reopened.close()

@@ -17,6 +17,7 @@ protocol error.
 from __future__ import annotations
 
 import re
+from collections import deque
 
 import hiredis
 
@@ -31,7 +32,7 @@ _SUSPICIOUS_HEADER = re.compile(rb"[*$][0-9-]{8,}\r\n\Z")
 
 
 class FastRequestParser:
-    __slots__ = ("_reader", "_limits", "_exact", "_error", "_fresh", "_recent")
+    __slots__ = ("_reader", "_limits", "_exact", "_error", "_fresh", "_recent", "_queue")
 
     def __init__(self, limits: RespLimits | None = None) -> None:
         self._limits = limits if limits is not None else RespLimits()
@@ -41,6 +42,7 @@ class FastRequestParser:
         self._fresh = True  # nothing fed yet
         # The last bytes received, to judge a huge declared length at the end of a read.
         self._recent = b""
+        self._queue: deque[list[bytes]] = deque()  # drained but not yet taken one by one
 
     @property
     def exact(self) -> bool:
@@ -66,35 +68,80 @@ class FastRequestParser:
         else:
             self._recent = (self._recent + data)[-RECENT_BYTES:]
 
-    def next_command(self) -> list[bytes] | None:
+    def drain(self) -> list[list[bytes]]:
+        """Every complete command at once (one call per read instead of one per command).
+
+        If the stream fails after some commands, those are returned and the next call
+        raises, so replies still come in order before the error."""
         if self._exact is not None:
-            return self._exact.next_command()
+            return self._exact.commands()
+        if self._queue:
+            queued = list(self._queue)
+            self._queue.clear()
+            return queued
         if self._error is not None:
             raise self._error
-        reader = self._reader
+        gets = self._reader.gets
+        commands: list[list[bytes]] = []
+        append = commands.append
+        max_arguments = self._limits.max_arguments
         while True:
             try:
-                command = reader.gets()
+                command = gets()
             except hiredis.ProtocolError as error:
-                raise self._fail(_redis_wording(str(error))) from None
+                self._fail(_redis_wording(str(error)))
+                break
             if command is False:
-                if reader.len() > self._limits.max_request_bytes:
-                    raise self._fail("ERR Protocol error: request too large")
-                if _SUSPICIOUS_HEADER.search(self._recent, len(self._recent) - 32):
-                    problem = _absurd_request(self._recent, self._limits)
-                    if problem is not None:
-                        raise self._fail(problem)
-                return None
-            if type(command) is not list:
-                raise self._fail("ERR Protocol error: expected an array of bulk strings")
-            if not command:
-                continue  # `*0`: Redis ignores it
+                self._check_held()
+                break
+            if type(command) is not list or len(command) > max_arguments:
+                self._fail(
+                    "ERR Protocol error: expected an array of bulk strings"
+                    if type(command) is not list
+                    else "ERR Protocol error: invalid multibulk length"
+                )
+                break
             for argument in command:
                 if type(argument) is not bytes:
-                    raise self._fail("ERR Protocol error: expected an array of bulk strings")
-            if len(command) > self._limits.max_arguments:
-                raise self._fail("ERR Protocol error: invalid multibulk length")
-            return command
+                    self._fail("ERR Protocol error: expected an array of bulk strings")
+                    break
+            else:
+                if command:
+                    append(command)
+                continue
+            break
+        if not commands and self._error is not None:
+            raise self._error
+        return commands
+
+    def _check_held(self) -> None:
+        try:
+            if self._reader.len() > self._limits.max_request_bytes:
+                raise self._fail("ERR Protocol error: request too large")
+            if _SUSPICIOUS_HEADER.search(self._recent, len(self._recent) - 32):
+                problem = _absurd_request(self._recent, self._limits)
+                if problem is not None:
+                    raise self._fail(problem)
+        except RespProtocolError:
+            pass  # recorded in self._error; raised by the next call
+
+    def raise_if_failed(self) -> None:
+        """Raise the stream's error, if it has one and every command before it was taken."""
+        if self._exact is not None:
+            self._exact.raise_if_failed()
+        elif self._error is not None and not self._queue:
+            raise self._error
+
+    def next_command(self) -> list[bytes] | None:
+        """The next complete command, or None when more input is needed."""
+        if self._exact is not None:
+            return self._exact.next_command()
+        queue = self._queue
+        if not queue:
+            queue.extend(self.drain())
+            if not queue:
+                return None
+        return queue.popleft()
 
     def _fail(self, message: str) -> RespProtocolError:
         self._error = RespProtocolError(message)

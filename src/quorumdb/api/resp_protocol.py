@@ -154,6 +154,11 @@ class RespRequestParser:
                 raise self._error from None
         return self._next_after_ready()
 
+    def raise_if_failed(self) -> None:
+        """Raise the stream's error, if it has one and every command before it was taken."""
+        if self._error is not None and not self._ready and not self._queue:
+            raise self._error
+
     def commands(self) -> list[list[bytes]]:
         """Every complete command. If the stream failed after some of them, they are returned
         and the error is raised by the next call."""

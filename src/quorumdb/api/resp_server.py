@@ -96,15 +96,12 @@ class RespConnection(asyncio.Protocol, CommandContext):
     def data_received(self, data: bytes) -> None:
         # Replies answered at once are timed together, from this chunk's arrival.
         self._chunk_started_ns = time.perf_counter_ns()
+        table = COMMANDS
         parser = self.parser
-        commands = COMMANDS
         try:
             parser.feed(data)
-            while True:
-                command = parser.next_command()
-                if command is None:
-                    break
-                handler = commands.get(command[0]) or commands.get(command[0].lower())
+            for command in parser.drain():
+                handler = table.get(command[0]) or table.get(command[0].lower())
                 if handler is None:
                     error = unknown_command(command[0], command[1:])
                     self.reply(resp_protocol.encode_error(error))
@@ -112,9 +109,17 @@ class RespConnection(asyncio.Protocol, CommandContext):
                     handler(self, command)
                 if self._closing_after_flush:
                     break
+            else:
+                parser.raise_if_failed()  # the input after those commands was bad
         except resp_protocol.RespProtocolError as error:
             self.metrics.protocol_errors += 1
             self.reply(resp_protocol.encode_error(str(error)))
+            self._closing_after_flush = True
+        except Exception:
+            # A bug or a storage fault, not the client's doing: say so, log the evidence,
+            # and drop only this connection (its later replies could be out of order).
+            LOG.exception("command failed inside the node")
+            self.reply(resp_protocol.encode_error("ERR internal error; see the node's log"))
             self._closing_after_flush = True
         counts = self._fast_counts
         if counts[0] or counts[1]:

@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Sequence
 from struct import Struct
 from typing import TypeAlias
+from zlib import crc32
 
 import lmdb
 
@@ -88,10 +89,14 @@ def _unseal(record: memoryview, keyspace: str, partition: int, key: bytes) -> by
     """The value inside `record`, after checking it against its checksum."""
     value = record[_CHECKSUM_BYTES:]
     if len(record) < _CHECKSUM_BYTES or _CHECKSUM.unpack_from(record)[0] != zlib.crc32(value):
-        raise CorruptRecordError(
-            f"checksum mismatch in keyspace {keyspace!r} partition {partition} key {key!r}"
-        )
+        raise _corrupt(keyspace, partition, key)
     return bytes(value)
+
+
+def _corrupt(keyspace: str, partition: int, key: bytes) -> CorruptRecordError:
+    return CorruptRecordError(
+        f"checksum mismatch in keyspace {keyspace!r} partition {partition} key {key!r}"
+    )
 
 
 class LmdbStorage:
@@ -121,6 +126,11 @@ class LmdbStorage:
             max_spare_txns=1,
         )
         self._databases: dict[Location, lmdb._Database] = {}
+        self._missing: set[Location] = set()  # partitions known not to exist yet
+        # One read transaction reused by every `get` until the next write commits: opening
+        # one per read cost as much as the read. Dropped by every commit, so reads always
+        # see the latest committed state, and before resizing the map or closing.
+        self._reader: lmdb.Transaction | None = None
         self._sync_lock = threading.Lock()
         self._closed = False
 
@@ -128,18 +138,26 @@ class LmdbStorage:
         """The value stored under `key`, or None; raises CorruptRecordError on a bad checksum."""
         database = self._databases.get((keyspace, partition))
         if database is None:
+            if (keyspace, partition) in self._missing:
+                return None
             database = self._open_existing(keyspace, partition)
             if database is None:
+                self._missing.add((keyspace, partition))
                 return None
-        try:
+        reader = self._reader
+        if reader is None:
             # buffers=True: the checksum is computed on the mapped page, copied only once.
-            with self._environment.begin(db=database, buffers=True) as transaction:
-                record = transaction.get(key)
-                if record is None:
-                    return None
-                return _unseal(record, keyspace, partition, key)
+            reader = self._reader = self._environment.begin(buffers=True)
+        try:
+            record = reader.get(key, db=database)
         except lmdb.BadValsizeError as error:
             raise ValueError(f"key must be 1 to {MAX_KEY_BYTES} bytes, got {key!r}") from error
+        if record is None:
+            return None
+        value = record[_CHECKSUM_BYTES:]
+        if len(record) < _CHECKSUM_BYTES or _CHECKSUM.unpack_from(record)[0] != crc32(value):
+            raise _corrupt(keyspace, partition, key)
+        return bytes(value)
 
     def scan(
         self,
@@ -187,6 +205,7 @@ class LmdbStorage:
             return
         for write in writes:
             check_key(write.key)
+        self._drop_reader()
         while True:
             try:
                 self._apply_in_one_transaction(writes)
@@ -240,8 +259,14 @@ class LmdbStorage:
             if self._closed:
                 return
             self._closed = True
+            self._drop_reader()
             self._databases.clear()
             self._environment.close()
+
+    def _drop_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.abort()
+            self._reader = None
 
     def _open_existing(self, keyspace: str, partition: int) -> lmdb._Database | None:
         """The handle of an existing partition's database, cached; None if it never existed.
@@ -254,6 +279,8 @@ class LmdbStorage:
             database = self._environment.open_db(name, create=False)
         except lmdb.NotFoundError:
             return None
+        # A handle opened after a transaction began is not valid inside it (EINVAL).
+        self._drop_reader()
         self._databases[(keyspace, partition)] = database
         return database
 
@@ -275,9 +302,11 @@ class LmdbStorage:
                     transaction.put(write.key, _seal(write.value), db=database)
         # Cache only after commit: LMDB closes handles created by an aborted transaction.
         databases.update(opened)
+        self._missing.difference_update(opened)
 
     def _grow_map(self) -> None:
         """Double the map size; the caller's failed transaction has already aborted."""
+        self._drop_reader()
         with self._sync_lock:
             map_size_bytes = self._environment.info()["map_size"]
             self._environment.set_mapsize(map_size_bytes * 2)
