@@ -250,3 +250,31 @@ def test_catalog_updates_are_taken_only_from_the_holder_and_only_when_valid() ->
     valid = CatalogUpdate(9, (KeyspaceConfig("default"), KeyspaceConfig("extra")))
     assert node.on_message(cluster.now_ms, "node0", valid) != []
     assert "extra" in node.partition_map.keyspaces
+
+
+def test_keyspace_creation_is_answered_once_every_node_holds_it() -> None:
+    from quorumdb.core.messages import CatalogAck, CatalogUpdate
+
+    cluster = Cluster()
+    holder = cluster.nodes["node0"]
+    effects = holder.on_client_request(cluster.now_ms, 7, CreateKeyspace(KeyspaceConfig("late")))
+    updates = [e for e in effects if isinstance(e, Send)]
+    assert {e.destination for e in updates} == {"node1", "node2"}
+    assert all(isinstance(e.message, CatalogUpdate) for e in updates)
+    assert not [e for e in effects if isinstance(e, Reply)]  # not before the others have it
+    assert holder.on_message(cluster.now_ms, "node1", CatalogAck(2)) == []
+    answer = holder.on_message(cluster.now_ms, "node2", CatalogAck(2))
+    assert [(e.request_id, e.outcome.value) for e in answer] == [(7, True)]
+
+
+def test_keyspace_creation_is_answered_after_the_timeout_when_a_node_is_silent() -> None:
+    from quorumdb.core.messages import CatalogAck
+
+    cluster = Cluster()
+    holder = cluster.nodes["node0"]
+    holder.on_client_request(cluster.now_ms, 8, CreateKeyspace(KeyspaceConfig("partial")))
+    holder.on_message(cluster.now_ms, "node1", CatalogAck(2))
+    assert not [e for e in holder.on_tick(cluster.now_ms + 10) if isinstance(e, Reply)]
+    later = cluster.now_ms + holder.limits.catalog_ack_timeout_ms
+    replies = [e for e in holder.on_tick(later) if isinstance(e, Reply)]
+    assert [(e.request_id, e.outcome.value) for e in replies] == [(8, True)]

@@ -155,4 +155,11 @@ class CatalogUpdate:
     keyspaces: tuple[KeyspaceConfig, ...]
 
 
-Message = ForwardRequest | ForwardReply | CatalogRequest | CatalogUpdate
+@dataclass(frozen=True, slots=True)
+class CatalogAck:
+    """A node durably holds catalog `version`: the holder answers a create once all have."""
+
+    version: int
+
+
+Message = ForwardRequest | ForwardReply | CatalogRequest | CatalogUpdate | CatalogAck

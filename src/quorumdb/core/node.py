@@ -16,6 +16,7 @@ from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
 from quorumdb.core.messages import (
     Append,
+    CatalogAck,
     CatalogRequest,
     CatalogUpdate,
     CountPartition,
@@ -53,6 +54,7 @@ class NodeLimits:
     max_scan_limit: int = 10_000
     forward_timeout_ms: int = 5_000
     catalog_poll_interval_ms: int = 1_000
+    catalog_ack_timeout_ms: int = 2_000
 
     def validate(self) -> None:
         for name in ("max_key_bytes", "max_value_bytes", "max_scan_limit", "forward_timeout_ms"):
@@ -87,6 +89,17 @@ class _SeenForwards:
 
 
 @dataclass(slots=True)
+class _PendingCreate:
+    """A keyspace creation answered once every other node holds the new catalog (or the
+    timeout passes: the stragglers catch up by polling), so a client that created it can
+    use it through any node at once."""
+
+    answer: Effect
+    waiting: set[str]
+    deadline_ms: int
+
+
+@dataclass(slots=True)
 class _PendingForward:
     request_id: int
     deadline_ms: int
@@ -115,6 +128,7 @@ class Node:
         version, configs = catalog.load_catalog(storage)
         self.partition_map = PartitionMap.build(version, members, configs)
         self._pending_forwards: dict[int, _PendingForward] = {}
+        self._pending_creates: dict[int, _PendingCreate] = {}
         self._seen_forwards: dict[str, tuple[int, _SeenForwards]] = {}
         self._next_forward_id = 1
         self._next_catalog_poll_ms = 0
@@ -156,6 +170,8 @@ class Node:
             return [Send(source, self._catalog_update())]
         if isinstance(message, CatalogUpdate):
             return self._adopt_catalog(source, message)
+        if isinstance(message, CatalogAck):
+            return self._on_catalog_ack(source, message.version)
         raise TypeError(f"unexpected message {type(message).__name__}")
 
     def on_tick(self, now_ms: int) -> list[Effect]:
@@ -169,6 +185,9 @@ class Node:
             pending = self._pending_forwards.pop(forward_id)
             message = f"no answer from {pending.destination} in time; the outcome is unknown"
             effects.append(Reply(pending.request_id, failure(ErrorCode.TIMEOUT, message)))
+        overdue = [v for v, p in self._pending_creates.items() if p.deadline_ms <= now_ms]
+        for version in overdue:
+            effects.append(self._pending_creates.pop(version).answer)
         if self.node_id != self.catalog_holder and now_ms >= self._next_catalog_poll_ms:
             self._next_catalog_poll_ms = now_ms + self.limits.catalog_poll_interval_ms
             request = CatalogRequest(self.partition_map.version)
@@ -293,7 +312,7 @@ class Node:
             count = self.storage.count(operation.keyspace, operation.partition)
             return [reply(Outcome(count))]
         if isinstance(operation, CreateKeyspace):
-            return self._create_keyspace(operation.config, reply)
+            return self._create_keyspace(now_ms, operation.config, reply)
         raise TypeError(f"unexpected operation {type(operation).__name__}")
 
     def _partition(self, keyspace: str, key: bytes) -> int:
@@ -426,7 +445,9 @@ class Node:
 
     # --- keyspace catalog ------------------------------------------------------------
 
-    def _create_keyspace(self, config: KeyspaceConfig, reply: _ReplyFactory) -> list[Effect]:
+    def _create_keyspace(
+        self, now_ms: int, config: KeyspaceConfig, reply: _ReplyFactory
+    ) -> list[Effect]:
         try:
             config.validate()
         except KeyspaceConfigError as error:
@@ -441,11 +462,26 @@ class Node:
         self.partition_map = PartitionMap.build(version, self.members, configs)
         effects: list[Effect] = [Persist((catalog.catalog_write(version, configs),))]
         update = self._catalog_update()
-        for member in self.members:
-            if member.node_id != self.node_id:
-                effects.append(Send(member.node_id, update))
-        effects.append(reply(Outcome(True)))
+        others = {member.node_id for member in self.members} - {self.node_id}
+        for node_id in sorted(others):
+            effects.append(Send(node_id, update))
+        if not others:
+            effects.append(reply(Outcome(True)))
+            return effects
+        deadline_ms = now_ms + self.limits.catalog_ack_timeout_ms
+        self._pending_creates[version] = _PendingCreate(reply(Outcome(True)), others, deadline_ms)
         return effects
+
+    def _on_catalog_ack(self, source: str, version: int) -> list[Effect]:
+        answers: list[Effect] = []
+        for pending_version in sorted(self._pending_creates):
+            if pending_version > version:
+                break
+            pending = self._pending_creates[pending_version]
+            pending.waiting.discard(source)
+            if not pending.waiting:
+                answers.append(self._pending_creates.pop(pending_version).answer)
+        return answers
 
     def _configs(self) -> tuple[KeyspaceConfig, ...]:
         return tuple(placement.config for placement in self.partition_map.keyspaces.values())
@@ -456,15 +492,19 @@ class Node:
     def _adopt_catalog(self, source: str, update: CatalogUpdate) -> list[Effect]:
         """Only the catalog holder speaks for the catalog, and only valid keyspaces are
         kept: a node must never persist a catalog it could not load again."""
-        if source != self.catalog_holder or update.version <= self.partition_map.version:
+        if source != self.catalog_holder or update.version < self.partition_map.version:
             return []
+        acknowledge = Send(source, CatalogAck(update.version))
+        if update.version == self.partition_map.version:
+            return [acknowledge]
         try:
             for config in update.keyspaces:
                 config.validate()
         except (KeyspaceConfigError, TypeError):
             return []
         self.partition_map = PartitionMap.build(update.version, self.members, update.keyspaces)
-        return [Persist((catalog.catalog_write(update.version, update.keyspaces),))]
+        write = catalog.catalog_write(update.version, update.keyspaces)
+        return [Persist((write,)), acknowledge]  # the ack leaves only once the write is durable
 
 
 _Current = tuple[bytes, int | None] | None

@@ -36,6 +36,7 @@ _RECORD_TYPES: tuple[type, ...] = (
     messages.CatalogRequest,
     messages.CatalogUpdate,
     KeyspaceConfig,
+    messages.CatalogAck,  # new records go last: a tag is a record's position
 )
 _ENUM_TYPES: tuple[type[Enum], ...] = (messages.PutCondition, ErrorCode)
 
