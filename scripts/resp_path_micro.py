@@ -1,0 +1,84 @@
+"""Microseconds of Python per command on the RESP hot path, without sockets.
+
+Feeds 16-command chunks (what `redis-benchmark -P 16` sends) straight into one
+connection object backed by a real node runtime and LMDB, so the figure moves only
+with the code, not with the machine's network stack or the other processes.
+
+    python scripts/resp_path_micro.py [--chunks 5000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import tempfile
+import time
+
+from quorumdb.api.resp_server import RespConnection, RespServer
+from quorumdb.runtime import node_config
+from quorumdb.runtime.node_runtime import NodeRuntime
+from quorumdb.runtime.process import resp_limits_for
+
+SET_CHUNK = b"*3\r\n$3\r\nSET\r\n$16\r\nkey:__rand_int__\r\n$3\r\nxxx\r\n" * 16
+GET_CHUNK = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n" * 16
+
+
+class NullTransport:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def measure(chunks: int, fsync: str, profile: bool) -> None:
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = node_config.local_settings(0, 1, 19900, data_dir, fsync)
+        runtime = NodeRuntime(settings, asyncio.get_running_loop())
+        connection = RespConnection(RespServer(runtime, resp_limits_for(settings)))
+        connection.connection_made(NullTransport())  # type: ignore[arg-type]
+        for name, chunk in (("SET", SET_CHUNK), ("GET", GET_CHUNK)):
+            started = time.perf_counter()
+            for index in range(chunks):
+                connection.data_received(chunk)
+                if index % 10 == 0:
+                    await asyncio.sleep(0)  # let group commit run, as the loop would
+            await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - started
+            print(f"{name}: {elapsed / chunks / 16 * 1e6:.2f} us per command (fsync {fsync})")
+        if profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(chunks):
+                connection.data_received(GET_CHUNK)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+        await runtime.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, default=5000)
+    parser.add_argument("--fsync", default="no", choices=["always", "everysec", "no"])
+    parser.add_argument("--profile", action="store_true", help="profile the GET path")
+    args = parser.parse_args()
+    asyncio.run(measure(args.chunks, args.fsync, args.profile))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
