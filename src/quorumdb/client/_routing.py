@@ -49,3 +49,49 @@ def parse_address(text: str) -> tuple[str, int]:
 
 def as_bytes(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else value
+
+
+Address = tuple[str, int]
+
+
+class Router:
+    """What both clients share: the seeds, the cached map, and the order to try nodes in.
+
+    The key's owner first, then every other known node (any node forwards), then seeds
+    the map does not list."""
+
+    def __init__(self, seeds: list[str] | str, keyspace: str) -> None:
+        listed = [seeds] if isinstance(seeds, str) else seeds
+        self.seeds: list[Address] = [parse_address(seed) for seed in listed]
+        self.keyspace = keyspace
+        self.map: ClientMap | None = None
+
+    def addresses(self) -> list[Address]:
+        known = [(node.host, node.port) for node in self.map.nodes.values()] if self.map else []
+        return known + [seed for seed in self.seeds if seed not in known]
+
+    def candidates(self, key: bytes | None) -> list[Address]:
+        owner = self.map.owner(self.keyspace, key) if key is not None and self.map else None
+        first = [(owner.host, owner.port)] if owner else []
+        return first + [address for address in self.addresses() if address not in first]
+
+    def owner_of(self, key: bytes | str) -> str | None:
+        owner = self.map.owner(self.keyspace, as_bytes(key)) if self.map else None
+        return owner.node_id if owner else None
+
+    def adopt(self, document: bytes | str) -> ClientMap:
+        self.map = ClientMap.parse(document)
+        return self.map
+
+
+def next_step(error_message: str) -> str:
+    """What a client does with an error reply: `next` node, `refresh` the map and go on,
+    or `raise` it (the request was answered, just not with success).
+
+    UNAVAILABLE: that node could not reach the owner; another may (and if none can, the
+    client reports a connection error). MOVED: the map is stale."""
+    if error_message.startswith("UNAVAILABLE"):
+        return "next"
+    if error_message.startswith("MOVED"):
+        return "refresh"
+    return "raise"

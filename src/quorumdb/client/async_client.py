@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from quorumdb.client._routing import ClientMap, NodeAddress, as_bytes, parse_address
+from quorumdb.client._routing import ClientMap, Router, as_bytes, next_step
 
 T = TypeVar("T")
 
@@ -31,13 +31,10 @@ class AsyncClient:
     """Create with `await AsyncClient.connect(...)`."""
 
     def __init__(self, seeds: list[str] | str, keyspace: str, timeout_seconds: float) -> None:
-        self.seeds = [
-            parse_address(seed) for seed in ([seeds] if isinstance(seeds, str) else seeds)
-        ]
+        self.router = Router(seeds, keyspace)
         self.keyspace = keyspace
         self.timeout_seconds = timeout_seconds
         self._connections: dict[tuple[str, int], aioredis.Redis] = {}
-        self.map: ClientMap | None = None
 
     @classmethod
     async def connect(
@@ -65,30 +62,21 @@ class AsyncClient:
             self._connections[(host, port)] = connection
         return connection
 
-    def _addresses(self) -> list[tuple[str, int]]:
-        known = [(node.host, node.port) for node in self.map.nodes.values()] if self.map else []
-        return known + [seed for seed in self.seeds if seed not in known]
-
     async def refresh_map(self) -> ClientMap:
         last_error: Exception | None = None
-        for host, port in self._addresses():
+        for host, port in self.router.addresses():
             try:
                 document = await self._connection(host, port).execute_command("QUORUMDB.MAP")
             except RedisConnectionError as error:
                 last_error = error
                 continue
-            self.map = ClientMap.parse(document)
-            return self.map
+            return self.router.adopt(document)
         raise RedisConnectionError(f"no quorumdb node reachable: {last_error}")
 
     async def _route(
         self, key: bytes | None, action: Callable[[aioredis.Redis], Awaitable[T]]
     ) -> T:
-        owner: NodeAddress | None = None
-        if key is not None and self.map is not None:
-            owner = self.map.owner(self.keyspace, key)
-        candidates = [(owner.host, owner.port)] if owner else []
-        candidates += [address for address in self._addresses() if address not in candidates]
+        candidates = self.router.candidates(key)
         last_error: Exception | None = None
         for host, port in candidates:
             try:
@@ -96,21 +84,20 @@ class AsyncClient:
             except RedisConnectionError as error:
                 last_error = error
             except ResponseError as error:
-                message = str(error)
-                if message.startswith("UNAVAILABLE"):
-                    # The node answered but could not reach the owner: try the others,
-                    # and report a connection error if none can.
-                    last_error = error
-                    continue
-                if not message.startswith("MOVED"):
+                step = next_step(str(error))
+                if step == "raise":
                     raise
                 last_error = error
-                await self.refresh_map()
+                if step == "refresh":
+                    await self.refresh_map()
         raise RedisConnectionError(f"request failed on every node: {last_error}")
 
     def owner_of(self, key: bytes | str) -> str | None:
-        owner = self.map.owner(self.keyspace, as_bytes(key)) if self.map else None
-        return owner.node_id if owner else None
+        return self.router.owner_of(key)
+
+    @property
+    def map(self) -> ClientMap | None:
+        return self.router.map
 
     async def get(self, key: bytes | str) -> bytes | None:
         key = as_bytes(key)
@@ -143,7 +130,7 @@ class AsyncClient:
         return int(await self._route(key, lambda connection: connection.incrby(key, amount)))
 
     async def scan(self, match: str | None = None, count: int = 100) -> AsyncIterator[bytes]:
-        host, port = self._addresses()[0]
+        host, port = self.router.addresses()[0]
         async for key in self._connection(host, port).scan_iter(match=match, count=count):
             yield key
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from quorumdb.client._routing import ClientMap, NodeAddress, as_bytes, parse_address
+from quorumdb.client._routing import ClientMap, Router, as_bytes, next_step
 
 T = TypeVar("T")
 
@@ -39,13 +39,10 @@ class Client:
         keyspace: str = "default",
         timeout_seconds: float = 10.0,
     ) -> None:
-        self.seeds = [
-            parse_address(seed) for seed in ([seeds] if isinstance(seeds, str) else seeds)
-        ]
+        self.router = Router(seeds, keyspace)
         self.keyspace = keyspace
         self.timeout_seconds = timeout_seconds
         self._connections: dict[tuple[str, int], redis.Redis] = {}
-        self.map: ClientMap | None = None
         self.refresh_map()
 
     # --- plumbing ------------------------------------------------------------------------
@@ -65,28 +62,19 @@ class Client:
             self._connections[(host, port)] = connection
         return connection
 
-    def _addresses(self) -> list[tuple[str, int]]:
-        known = [(node.host, node.port) for node in self.map.nodes.values()] if self.map else []
-        return known + [seed for seed in self.seeds if seed not in known]
-
     def refresh_map(self) -> ClientMap:
         last_error: Exception | None = None
-        for host, port in self._addresses():
+        for host, port in self.router.addresses():
             try:
                 document = self._connection(host, port).execute_command("QUORUMDB.MAP")
             except redis.ConnectionError as error:
                 last_error = error
                 continue
-            self.map = ClientMap.parse(document)
-            return self.map
+            return self.router.adopt(document)
         raise redis.ConnectionError(f"no quorumdb node reachable: {last_error}")
 
     def _route(self, key: bytes | None, action: Callable[[redis.Redis], T]) -> T:
-        owner: NodeAddress | None = None
-        if key is not None and self.map is not None:
-            owner = self.map.owner(self.keyspace, key)
-        candidates = [(owner.host, owner.port)] if owner else []
-        candidates += [address for address in self._addresses() if address not in candidates]
+        candidates = self.router.candidates(key)
         last_error: Exception | None = None
         for host, port in candidates:
             try:
@@ -94,21 +82,20 @@ class Client:
             except redis.ConnectionError as error:
                 last_error = error
             except redis.ResponseError as error:
-                message = str(error)
-                if message.startswith("UNAVAILABLE"):
-                    # The node answered but could not reach the owner: try the others,
-                    # and report a connection error if none can.
-                    last_error = error
-                    continue
-                if not message.startswith("MOVED"):
+                step = next_step(str(error))
+                if step == "raise":
                     raise
                 last_error = error
-                self.refresh_map()
+                if step == "refresh":
+                    self.refresh_map()
         raise redis.ConnectionError(f"request failed on every node: {last_error}")
 
     def owner_of(self, key: bytes | str) -> str | None:
-        owner = self.map.owner(self.keyspace, as_bytes(key)) if self.map else None
-        return owner.node_id if owner else None
+        return self.router.owner_of(key)
+
+    @property
+    def map(self) -> ClientMap | None:
+        return self.router.map
 
     # --- data operations -----------------------------------------------------------------
 
@@ -148,7 +135,7 @@ class Client:
 
     def scan(self, match: str | None = None, count: int = 100) -> Iterator[bytes]:
         """Every key of the keyspace; one node's cursor walks all partitions."""
-        host, port = self._addresses()[0]
+        host, port = self.router.addresses()[0]
         yield from self._connection(host, port).scan_iter(match=match, count=count)
 
     def dbsize(self) -> int:
