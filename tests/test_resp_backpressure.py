@@ -1,0 +1,73 @@
+"""A client that pipelines more commands than the node has answered is paused, not failed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from quorumdb.api.resp_server import RespConnection, RespServer
+from quorumdb.core.partitioning import partition_of
+from quorumdb.runtime import node_config
+from quorumdb.runtime.node_runtime import NodeRuntime
+from quorumdb.runtime.process import resp_limits_for
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.written = b""
+        self.paused = 0
+        self.resumed = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def pause_reading(self) -> None:
+        self.paused += 1
+
+    def resume_reading(self) -> None:
+        self.resumed += 1
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def remote_key(runtime: NodeRuntime) -> bytes:
+    owners = runtime.node.partition_map.keyspaces["default"].owners
+    return next(
+        key
+        for key in (b"k%d" % index for index in range(1000))
+        if owners[partition_of(key, len(owners))] != runtime.settings.node_id
+    )
+
+
+def test_a_deep_pipeline_pauses_reading_and_resumes_once_answered(tmp_path: Path) -> None:
+    async def scenario() -> RecordingTransport:
+        # Node 0 of two; node 1 is never started, so forwarded commands stay unanswered.
+        settings = node_config.local_settings(0, 2, 19950, str(tmp_path), "no")
+        runtime = NodeRuntime(settings, asyncio.get_running_loop())
+        connection = RespConnection(RespServer(runtime, resp_limits_for(settings)))
+        transport = RecordingTransport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        key = remote_key(runtime)
+        command = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
+        depth = settings.max_pipeline_depth
+        connection.data_received(command * (depth + 10))
+        assert transport.paused == 1 and transport.written == b""
+        # The peer turns out unreachable: every forward fails, the slots drain, and the
+        # connection reads again; all replies arrive, in order, as errors.
+        runtime.execute(runtime.node.on_peer_unreachable(0, "node1"))
+        await asyncio.sleep(0.01)
+        await runtime.close()
+        return transport
+
+    transport = asyncio.run(scenario())
+    assert transport.resumed == 1
+    replies = transport.written.split(b"\r\n")[:-1]
+    assert len(replies) == 1024 + 10
+    assert all(reply.startswith(b"-UNAVAILABLE") for reply in replies)
