@@ -71,3 +71,20 @@ def test_a_deep_pipeline_pauses_reading_and_resumes_once_answered(tmp_path: Path
     replies = transport.written.split(b"\r\n")[:-1]
     assert len(replies) == 1024 + 10
     assert all(reply.startswith(b"-UNAVAILABLE") for reply in replies)
+
+
+def test_connections_beyond_the_limit_are_refused_with_an_error(tmp_path: Path) -> None:
+    async def scenario() -> list[RecordingTransport]:
+        members = node_config.local_settings(0, 1, 19960, str(tmp_path)).members
+        settings = node_config.build_settings("node0", members, str(tmp_path), "no", max_clients=2)
+        runtime = NodeRuntime(settings, asyncio.get_running_loop())
+        server = RespServer(runtime, resp_limits_for(settings))
+        transports = [RecordingTransport() for _ in range(3)]
+        for transport in transports:
+            RespConnection(server).connection_made(transport)  # type: ignore[arg-type]
+        assert runtime.metrics.rejected_connections == 1
+        await runtime.close()
+        return transports
+
+    transports = asyncio.run(scenario())
+    assert [t.written for t in transports] == [b"", b"", b"-ERR max number of clients reached\r\n"]
