@@ -20,6 +20,7 @@ from quorumdb.api.redis_errors import unknown_command
 from quorumdb.api.resp_commands import COMMANDS, FAST_OPERATIONS, CommandContext
 from quorumdb.api.resp_fast_parser import FastRequestParser
 from quorumdb.core.messages import Operation, Outcome
+from quorumdb.runtime.metrics import NodeMetrics
 from quorumdb.runtime.node_runtime import NodeRuntime
 
 LOG = logging.getLogger(__name__)
@@ -201,6 +202,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
         slots = self._slots
         output = self._output
         durable = self.runtime.commit.durable_sequence
+        timed = _TimedRun(self.metrics)
         while slots:
             head = slots[0]
             if head[0] is None or head[1] > durable:
@@ -208,8 +210,8 @@ class RespConnection(asyncio.Protocol, CommandContext):
             slots.popleft()
             output.append(head[0])
             if len(head) > 2:
-                latency_ns = time.perf_counter_ns() - head[2]
-                self.metrics.record(FAST_OPERATIONS[head[3]], latency_ns)
+                timed.add(head[2], head[3])
+        timed.record()
         if write_now:
             self._flush()
         elif output and not self._flush_scheduled:
@@ -239,3 +241,39 @@ class RespConnection(asyncio.Protocol, CommandContext):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+class _TimedRun:
+    """Records the latency of fast replies released together, one metrics call per run.
+
+    A durable group releases a whole pipeline of fast replies at once, mostly from the
+    same chunk (same arrival time, same operation): reading the clock and updating the
+    histogram once per run of equal (arrival, operation) instead of once per reply makes
+    each release much cheaper. Every reply is still counted, with the same latency."""
+
+    __slots__ = ("_metrics", "_now_ns", "_started_ns", "_operation", "_count")
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self._metrics = metrics
+        self._now_ns = 0
+        self._started_ns = 0
+        self._operation = 0
+        self._count = 0
+
+    def add(self, started_ns: int, operation_index: int) -> None:
+        if self._count:
+            if started_ns == self._started_ns and operation_index == self._operation:
+                self._count += 1
+                return
+            self.record()
+        else:
+            self._now_ns = self._now_ns or time.perf_counter_ns()
+        self._started_ns = started_ns
+        self._operation = operation_index
+        self._count = 1
+
+    def record(self) -> None:
+        if self._count:
+            latency_ns = self._now_ns - self._started_ns
+            self._metrics.record_many(FAST_OPERATIONS[self._operation], latency_ns, self._count)
+            self._count = 0
