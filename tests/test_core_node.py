@@ -18,7 +18,7 @@ from quorumdb.core.messages import (
     PutCondition,
     ScanPartition,
 )
-from quorumdb.core.node import Node, NodeLimits
+from quorumdb.core.node import NOT_LOCAL, Node, NodeLimits
 from quorumdb.core.partitioning import partition_of
 from quorumdb.storage.interface import Write
 
@@ -278,3 +278,42 @@ def test_keyspace_creation_is_answered_after_the_timeout_when_a_node_is_silent()
     later = cluster.now_ms + holder.limits.catalog_ack_timeout_ms
     replies = [e for e in holder.on_tick(later) if isinstance(e, Reply)]
     assert [(e.request_id, e.outcome.value) for e in replies] == [(8, True)]
+
+
+def test_fast_paths_agree_with_the_general_path() -> None:
+    """`read_local`/`write_local` answer exactly like Get/Put when the key is local, and
+    decline (NOT_LOCAL/None) otherwise, also for keyspaces created or adopted later."""
+    cluster = Cluster(limits=NodeLimits(max_key_bytes=8, max_value_bytes=4))
+    cluster.request("node1", CreateKeyspace(KeyspaceConfig("orders", partition_count=5)))
+    now_ms = cluster.now_ms
+    keys = [f"k{index}".encode() for index in range(40)] + [b"", b"123456789"]
+    for node_id, node in cluster.nodes.items():
+        for keyspace in ("default", "orders", "missing"):
+            for key in keys:
+                placement = node.partition_map.keyspaces.get(keyspace)
+                local = (
+                    placement is not None
+                    and 0 < len(key) <= 8
+                    and placement.owner_of_key(key)[1] == node_id
+                )
+                for value in (b"v", b"toolong"):
+                    write = node.write_local(keyspace, key, value)
+                    if not local or len(value) > 4:
+                        assert write is None
+                        continue
+                    assert write is not None
+                    effects = node.on_client_request(now_ms, 1, Put(keyspace, key, value))
+                    persist = next(e for e in effects if isinstance(e, Persist))
+                    assert (write,) == persist.writes
+                    cluster.storages[node_id].apply((write,))
+                value = node.read_local(now_ms, keyspace, key)
+                if not local:
+                    assert value is NOT_LOCAL
+                    continue
+                effects = node.on_client_request(now_ms, 1, Get(keyspace, key))
+                assert effects == [Reply(1, Outcome(value))]
+                assert value == b"v"
+    expiring = next(k for k in keys if owner_of(cluster, k) == "node0")
+    cluster.request("node0", Put("default", expiring, b"e", expire_at_ms=now_ms + 5))
+    assert cluster.nodes["node0"].read_local(now_ms, "default", expiring) == b"e"
+    assert cluster.nodes["node0"].read_local(now_ms + 5, "default", expiring) is None
