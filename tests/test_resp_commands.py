@@ -341,6 +341,7 @@ def test_expiry_options_and_keepttl(r, route) -> None:
     assert r.get(past) is None
     time.sleep(max(0.0, started + ttl_ms / 1000 + 0.3 - time.monotonic()))
     assert r.mget([short, kept, appended, counted]) == [None, None, None, None]
+    assert [r.get(key) for key in (short, kept, appended, counted)] == [None] * 4
     assert r.exists(short, kept, appended, counted) == 0
     assert r.get(replaced) == b"v2"
     for key in long_keys:

@@ -59,6 +59,10 @@ class CommandContext:
     client_id: int
     protocol: int
     created_at_ms: int
+    # When the chunk holding the current command arrived (wall clock, for expiry checks).
+    now_ms: int
+    # The runtime's `read_local`, resolved once per connection.
+    read_local: Callable[[int, str, bytes], object]
 
     def reply(self, data: bytes) -> None: ...
 
@@ -471,7 +475,7 @@ def get(context: CommandContext, arguments: list[bytes]) -> None:
     if len(arguments) != 2:
         context.reply(encode_error(wrong_arity("get")))
         return
-    value = context.runtime.read_local(context.keyspace, arguments[1])
+    value = context.read_local(context.now_ms, context.keyspace, arguments[1])
     if value is NOT_LOCAL:
         context.submit(Get(context.keyspace, arguments[1]), render_bulk, "get")
     else:

@@ -55,6 +55,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
         self.server = server
         self.runtime = server.runtime
         self.metrics = server.runtime.metrics
+        self.read_local = server.runtime.read_local
         self.parser = FastRequestParser(server.limits)
         self.transport: asyncio.Transport | None = None
         self.client_id = server.next_client_id
@@ -72,6 +73,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
         self._paused = False
         self._closing_after_flush = False
         self._chunk_started_ns = 0
+        self.now_ms = 0
         self._fast_counts = [0] * len(FAST_OPERATIONS)
 
     # --- asyncio protocol ------------------------------------------------------------
@@ -95,8 +97,10 @@ class RespConnection(asyncio.Protocol, CommandContext):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
-        # Replies answered at once are timed together, from this chunk's arrival.
+        # Replies answered at once are timed together, from this chunk's arrival; fast
+        # reads judge expiry as of that arrival too (one clock read per chunk, not per GET).
         self._chunk_started_ns = time.perf_counter_ns()
+        self.now_ms = time.time_ns() // 1_000_000
         table = COMMANDS
         parser = self.parser
         try:
