@@ -72,6 +72,10 @@ class GroupCommit:
         self.lost_group_count = 0
         self.failed = False
         self.sync_in_thread = sync_in_thread
+        # True while some write is not yet durable, so releases must wait. A plain
+        # attribute, refreshed by `_refresh_pending` wherever the overlay or the sequences
+        # change: it is read once per fast reply, and a property cost ~65 ns each time.
+        self.pending = False
 
     # --- StorageReader, seen by the core ----------------------------------------------
 
@@ -99,14 +103,13 @@ class GroupCommit:
         for write in writes:
             overlay[(write.keyspace, write.partition, write.key)] = write
         self.write_count += len(writes)
+        self.pending = True
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._end_of_turn)
 
-    @property
-    def pending(self) -> bool:
-        """True while some write is not yet durable, so releases must wait."""
-        return bool(self._overlay) or self._durable_sequence < self._applied_sequence
+    def _refresh_pending(self) -> None:
+        self.pending = bool(self._overlay) or self._durable_sequence < self._applied_sequence
 
     @property
     def durable_sequence(self) -> int:
@@ -138,6 +141,7 @@ class GroupCommit:
             self._start_sync()
         else:
             self._durable_sequence = self._applied_sequence
+            self._refresh_pending()
             self._release_durable()
 
     def _apply_overlay(self) -> None:
@@ -152,10 +156,12 @@ class GroupCommit:
             # must not hear "done". The group's number is reused by the next group.
             LOG.exception("a group of %d writes could not be stored", len(writes))
             self.lost_group_count += 1
+            self._refresh_pending()
             self._lose_from(self._applied_sequence + 1)
             return
         self._applied_sequence += 1
         self.group_count += 1
+        self._refresh_pending()
 
     def _start_sync(self) -> None:
         if self._sync_running or self._durable_sequence == self._applied_sequence:
@@ -184,6 +190,7 @@ class GroupCommit:
             return
         self.sync_count += 1
         self._durable_sequence = covered
+        self._refresh_pending()
         self._release_durable()
         self._start_sync()
 
