@@ -101,8 +101,17 @@ class GroupCommit:
     def add(self, writes: tuple[Write, ...]) -> None:
         overlay = self._overlay
         for write in writes:
-            overlay[(write.keyspace, write.partition, write.key)] = write
+            overlay[write[:3]] = write  # (keyspace, partition, key): Write's first fields
         self.write_count += len(writes)
+        self.pending = True
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._end_of_turn)
+
+    def add_one(self, write: Write) -> None:
+        """`add` of a single write, for the SET fast path: no tuple to build and walk."""
+        self._overlay[write[:3]] = write
+        self.write_count += 1
         self.pending = True
         if not self._flush_scheduled:
             self._flush_scheduled = True

@@ -133,7 +133,7 @@ class NodeRuntime:
         write = self.node.write_local(keyspace, key, value)
         if write is None:
             return False
-        self.commit.add((write,))
+        self.commit.add_one(write)
         return True
 
     async def call(self, operation: Operation) -> Outcome:
