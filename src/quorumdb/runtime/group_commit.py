@@ -239,7 +239,10 @@ class GroupCommit:
                     self._watchers.discard(watcher)
 
     def sync_now(self) -> None:
-        """Blocking sync of everything applied, for the everysec timer and shutdown."""
+        """Blocking sync of everything added so far (at shutdown); releases its waiters."""
         self._apply_overlay()
         self.storage.sync()
         self.sync_count += 1
+        self._durable_sequence = self._applied_sequence
+        self._refresh_pending()
+        self._release_durable()
