@@ -5,6 +5,7 @@
 Sections:
   redis    redis-benchmark -t set,get -n N -c 50, with and without -P 16: one quorumdb node
            (fsync no) against redis-server without persistence, runs alternating.
+  redis-random  the same with -r 100000 (random keys: few reads hit the read cache)
   durable  the same, quorumdb fsync always against redis appendonly yes, appendfsync always.
   cluster  3-node cluster (fsync always), `quorumdb bench`: all clients through one node
            (requests for other nodes' keys are forwarded) against the smart routing that the
@@ -68,9 +69,13 @@ def quorumdb_nodes(count: int, fsync: str, data_dir: str) -> Iterator[LocalTestC
         yield cluster
 
 
-def redis_benchmark(port: int, requests: int, pipeline: int) -> dict[str, float]:
+def redis_benchmark(
+    port: int, requests: int, pipeline: int, random_keys: int = 0
+) -> dict[str, float]:
     command = ["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", str(requests),
                "-c", "50", "-P", str(pipeline), "--csv"]  # fmt: skip
+    if random_keys:
+        command += ["-r", str(random_keys)]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     rates = {}
     for line in output.splitlines():
@@ -80,7 +85,9 @@ def redis_benchmark(port: int, requests: int, pipeline: int) -> dict[str, float]
     return rates
 
 
-def compare_with_redis(durable: bool, requests: int, rounds: int) -> list[dict[str, object]]:
+def compare_with_redis(
+    durable: bool, requests: int, rounds: int, random_keys: int = 0
+) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as redis_dir, tempfile.TemporaryDirectory() as q_dir:
         fsync = "always" if durable else "no"
@@ -89,7 +96,8 @@ def compare_with_redis(durable: bool, requests: int, rounds: int) -> list[dict[s
                 samples: dict[tuple[str, str], list[float]] = {}
                 for _ in range(rounds):
                     for name, port in (("redis", redis_port), ("quorumdb", q.resp_port(0))):
-                        for test, rate in redis_benchmark(port, requests, pipeline).items():
+                        rates = redis_benchmark(port, requests, pipeline, random_keys)
+                        for test, rate in rates.items():
                             samples.setdefault((name, test), []).append(rate)
                 for test in ("SET", "GET"):
                     redis_rate = statistics.median(samples[("redis", test)])
@@ -180,7 +188,7 @@ def machine() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default="redis,durable,cluster,memory")
+    parser.add_argument("--sections", default="redis,redis-random,durable,cluster,memory")
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cluster-seconds", type=float, default=10.0)
@@ -196,12 +204,17 @@ def main() -> int:
         "redis": version.stdout.strip(),
     }
     print(f"# {results['date']}; {results['machine']}\n# {results['redis']}", flush=True)
-    for section, durable in (("redis", False), ("durable", True)):
+    for section, durable, random_keys in (
+        ("redis", False, 0),
+        ("redis-random", False, 100_000),
+        ("durable", True, 0),
+    ):
         if section not in sections:
             continue
-        rows = compare_with_redis(durable, args.requests, args.rounds)
+        rows = compare_with_redis(durable, args.requests, args.rounds, random_keys)
         results[section] = rows
-        print(f"\n## {section}: redis-benchmark -t set,get -n {args.requests} -c 50")
+        keys = f" -r {random_keys}" if random_keys else ""
+        print(f"\n## {section}: redis-benchmark -t set,get -n {args.requests} -c 50{keys}")
         print("| test | pipeline | Redis ops/s | quorumdb ops/s | ratio |\n|---|---|---|---|---|")
         for row in rows:
             print(

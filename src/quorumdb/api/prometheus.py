@@ -83,6 +83,10 @@ class NodeCollector(Collector):
         yield ratio
         gauges = {
             "quorumdb_active_clients": ("Open client connections", metrics.active_clients),
+            "quorumdb_read_cache_bytes": (
+                "Bytes held by the read cache",
+                runtime.commit.cache.size_bytes,
+            ),
             "quorumdb_storage_bytes": (
                 "Bytes used by the storage engine",
                 runtime.storage.size_bytes(),
@@ -104,6 +108,14 @@ class NodeCollector(Collector):
             "quorumdb_fsyncs": ("fsync calls made", runtime.commit.sync_count),
             "quorumdb_writes_persisted": ("Key writes persisted", runtime.commit.write_count),
             "quorumdb_protocol_errors": ("Malformed client requests", metrics.protocol_errors),
+            "quorumdb_read_cache_hits": (
+                "Reads served by the read cache",
+                runtime.commit.cache.hit_count,
+            ),
+            "quorumdb_read_cache_misses": (
+                "Reads that went to storage",
+                runtime.commit.cache.miss_count,
+            ),
             "quorumdb_connections_received": (
                 "Client connections accepted",
                 metrics.total_connections,

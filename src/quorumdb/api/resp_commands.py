@@ -811,6 +811,9 @@ def _info_text(context: CommandContext, sections: set[str], key_count: int) -> s
             f"fsyncs:{commit.sync_count}\r\n"
             f"writes_persisted:{commit.write_count}\r\n"
             f"storage_bytes:{runtime.storage.size_bytes()}\r\n"
+            f"read_cache_bytes:{commit.cache.size_bytes}\r\n"
+            f"read_cache_hits:{commit.cache.hit_count}\r\n"
+            f"read_cache_misses:{commit.cache.miss_count}\r\n"
         )
     if "stats" in sections:
         blocks.append(

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Protocol
 
+from quorumdb.runtime.read_cache import ReadCache
 from quorumdb.storage.interface import Storage, Write
 
 LOG = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class GroupCommit:
         policy: FsyncPolicy,
         loop: asyncio.AbstractEventLoop,
         sync_in_thread: bool = False,
+        cache_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         """`sync_in_thread` overlaps the fsync with serving the next group; on this project's
         machines (fsync ~0.2 ms) the hand-off costs more than it saves, so by default the
@@ -72,6 +74,7 @@ class GroupCommit:
         self.lost_group_count = 0
         self.failed = False
         self.sync_in_thread = sync_in_thread
+        self.cache = ReadCache(cache_bytes)
         # True while some write is not yet durable, so releases must wait. A plain
         # attribute, refreshed by `_refresh_pending` wherever the overlay or the sequences
         # change: it is read once per fast reply, and a property cost ~65 ns each time.
@@ -80,11 +83,18 @@ class GroupCommit:
     # --- StorageReader, seen by the core ----------------------------------------------
 
     def get(self, keyspace: str, partition: int, key: bytes) -> bytes | None:
+        location = (keyspace, partition, key)
         if self._overlay:
-            write = self._overlay.get((keyspace, partition, key))
+            write = self._overlay.get(location)
             if write is not None:
                 return write.value
-        return self.storage.get(keyspace, partition, key)
+        cache = self.cache
+        record = cache.get(location)
+        if record is None:
+            record = self.storage.get(keyspace, partition, key)
+            if record is not None:
+                cache.put(location, record)
+        return record
 
     def scan(
         self, keyspace: str, partition: int, start: bytes, end: bytes | None, limit: int
@@ -158,6 +168,7 @@ class GroupCommit:
             return
         writes = list(self._overlay.values())
         self._overlay = {}
+        self.cache.forget(writes)  # first: whatever apply does, no stale record survives
         try:
             self.storage.apply(writes)
         except Exception:
