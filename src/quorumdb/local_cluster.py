@@ -94,7 +94,7 @@ class LocalCluster:
             + "Connect:\n"
             f"  redis-cli -p {first.resp_port} set hello world\n"
             f"  curl http://{first.host}:{first.http_port}/v1/keyspaces/default/keys/hello\n"
-            f'  python -c "from quorumdb.client import Client; '
+            f'  {sys.executable} -c "from quorumdb.client import Client; '
             f"print(Client('{first.host}:{first.resp_port}').get('hello'))\"\n"
             f"  metrics: curl http://{first.host}:{first.http_port}/metrics\n"
             "Ctrl-C stops every node."
