@@ -13,9 +13,13 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import sys
 import tempfile
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from fake_transport import RecordingTransport  # noqa: E402
 from quorumdb.api.resp_server import RespConnection, RespServer
 from quorumdb.runtime import node_config
 from quorumdb.runtime.node_runtime import NodeRuntime
@@ -25,32 +29,12 @@ SET_CHUNK = b"*3\r\n$3\r\nSET\r\n$16\r\nkey:__rand_int__\r\n$3\r\nxxx\r\n" * 16
 GET_CHUNK = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n" * 16
 
 
-class NullTransport:
-    def write(self, data: bytes) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
 async def measure(chunks: int, fsync: str, profile: bool) -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         settings = node_config.local_settings(0, 1, 19900, data_dir, fsync)
         runtime = NodeRuntime(settings, asyncio.get_running_loop())
         connection = RespConnection(RespServer(runtime, resp_limits_for(settings)))
-        connection.connection_made(NullTransport())  # type: ignore[arg-type]
+        connection.connection_made(RecordingTransport(keep=False))  # type: ignore[arg-type]
         for name, chunk in (("SET", SET_CHUNK), ("GET", GET_CHUNK)):
             started = time.perf_counter()
             for index in range(chunks):

@@ -5,36 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from fake_transport import RecordingTransport
 from quorumdb.api.resp_server import RespConnection, RespServer
 from quorumdb.core.partitioning import partition_of
 from quorumdb.runtime import node_config
 from quorumdb.runtime.node_runtime import NodeRuntime
 from quorumdb.runtime.process import resp_limits_for
-
-
-class RecordingTransport:
-    def __init__(self) -> None:
-        self.written = b""
-        self.paused = 0
-        self.resumed = 0
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return default
-
-    def pause_reading(self) -> None:
-        self.paused += 1
-
-    def resume_reading(self) -> None:
-        self.resumed += 1
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
 
 
 def remote_key(runtime: NodeRuntime) -> bytes:

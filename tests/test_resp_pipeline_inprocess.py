@@ -10,33 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from fake_transport import RecordingTransport
 from quorumdb.api.resp_server import RespConnection, RespServer
 from quorumdb.runtime import node_config
 from quorumdb.runtime.node_runtime import NodeRuntime
 from quorumdb.runtime.process import resp_limits_for
-
-
-class RecordingTransport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
 
 
 def _set(key: bytes, value: bytes) -> bytes:
@@ -63,11 +41,11 @@ def test_pipelined_fast_commands_are_ordered_durable_and_counted(
         if fsync == "always":
             # Nothing may leave before the fsync covering the writes, which runs at the
             # end of this turn.
-            assert transport.written == []
+            assert transport.written == b""
         for _ in range(5):
             await asyncio.sleep(0)
         expected = b"".join(b"+OK\r\n$%d\r\nv%d\r\n" % (len(b"v%d" % i), i) for i in range(16))
-        assert b"".join(transport.written) == expected + b"$-1\r\n" * 3
+        assert transport.written == expected + b"$-1\r\n" * 3
         metrics = runtime.metrics
         assert metrics.requests_by_operation == {"set": 16, "get": 19}
         assert metrics.latency_by_operation["set"].count == 16
