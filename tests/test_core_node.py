@@ -11,6 +11,8 @@ from quorumdb.core.messages import (
     CountPartition,
     CreateKeyspace,
     Delete,
+    ForwardReply,
+    ForwardRequest,
     Get,
     Increment,
     Outcome,
@@ -278,6 +280,54 @@ def test_keyspace_creation_is_answered_after_the_timeout_when_a_node_is_silent()
     later = cluster.now_ms + holder.limits.catalog_ack_timeout_ms
     replies = [e for e in holder.on_tick(later) if isinstance(e, Reply)]
     assert [(e.request_id, e.outcome.value) for e in replies] == [(8, True)]
+
+
+def test_forwarded_gets_and_puts_answer_like_the_general_path() -> None:
+    """A forwarded plain GET or SET takes the owner's fast path; its effects must be those
+    of the general path (what a client request on the owner gives), and anything the fast
+    path declines (not local, too large, unknown keyspace, conditions, expiry) must still
+    get the general path's answer."""
+    cluster = Cluster(limits=NodeLimits(max_key_bytes=8, max_value_bytes=4))
+    now_ms = cluster.now_ms
+    keys = [f"k{index}".encode() for index in range(30)] + [b"", b"123456789"]
+    operations: list[Get | Put] = []
+    for keyspace in ("default", "missing"):
+        for key in keys:
+            operations += [
+                Get(keyspace, key),
+                Put(keyspace, key, b"v"),
+                Get(keyspace, key),
+                Put(keyspace, key, b"toolong"),
+                Put(keyspace, key, b"w", PutCondition.IF_ABSENT),
+                Put(keyspace, key, b"x", expire_at_ms=now_ms + 5),
+                Get(keyspace, key),
+                Put(keyspace, key, b"y", keep_expiry=True, return_previous=True),
+            ]
+    forward_id = 0
+    for node_id, node in cluster.nodes.items():
+        for operation in operations:
+            forward_id += 1
+            owned = (
+                operation.keyspace == "default"
+                and 0 < len(operation.key) <= 8
+                and owner_of(cluster, operation.key) == node_id
+            )
+            forwarded = node.on_message(
+                now_ms, "node9", ForwardRequest(forward_id, 1, operation, 7)
+            )
+            *persists, send = forwarded
+            assert isinstance(send, Send) and isinstance(send.message, ForwardReply)
+            assert (send.destination, send.message.forward_id) == ("node9", forward_id)
+            if not owned:
+                assert persists == [] and send.message.outcome.error is not None
+                continue
+            # Both paths see the same storage: neither's writes are applied until compared.
+            *direct_persists, direct_reply = node.on_client_request(now_ms, 1, operation)
+            assert direct_persists == persists
+            assert direct_reply == Reply(1, send.message.outcome)
+            for effect in persists:
+                assert isinstance(effect, Persist)
+                cluster.storages[node_id].apply(effect.writes)
 
 
 def test_fast_paths_agree_with_the_general_path() -> None:
