@@ -5,9 +5,9 @@ message packed by one `packb` call: the previous layout (a msgpack extension typ
 record, whose payload was itself a nested `packb`) cost three packers and three unpackers
 per forwarded request and was about half of the Python time of a forward's round trip.
 
-Arrays carry no type, so decoding follows a schema: each record type says which of its
-fields hold a nested record, a tuple of records, an enum, or "a scalar or a record"
-(`Outcome.value`). Every other field is taken as msgpack gave it. Anything that does not
+Arrays carry no type, so decoding follows a schema: a decoder per record type that has
+fields holding a nested record, a tuple of records, an enum, or "a scalar or a record"
+(`Outcome.value`); every other field is taken as msgpack gave it. Anything that does not
 fit (an unknown tag, a wrong field count, a bad enum value, a non-record where a record
 belongs) raises `WireError`, so a peer sending garbage can only get itself disconnected.
 A top-level scalar is passed through as is (the transport's tests send plain scalars);
@@ -108,18 +108,12 @@ def _record(items: Any) -> Any:
     tag = items[0]
     if type(tag) is not int or not 0 <= tag < len(_RECORD_TYPES):
         raise WireError(f"malformed record: unknown tag {tag!r}")
-    converters = _CONVERTERS[tag]
     try:
-        if not converters:
-            return _RECORD_TYPES[tag](*items[1:])
-        fields = list(items[1:])
-        for index, convert in converters:
-            fields[index] = convert(fields[index])
-        return _RECORD_TYPES[tag](*fields)
-    except (IndexError, TypeError, ValueError) as error:  # WireError is a ValueError
-        if isinstance(error, WireError):
-            raise
-        raise WireError(f"malformed {_RECORD_TYPES[tag].__name__}: {error}") from None
+        return _DECODERS[tag](items)
+    except WireError:
+        raise
+    except (LookupError, TypeError, ValueError) as error:  # wrong field count, bad enum
+        raise WireError(f"malformed {_RECORD_TYPES[tag].__name__}: {error!r}") from None
 
 
 def _records(items: Any) -> tuple[Any, ...]:
@@ -128,33 +122,71 @@ def _records(items: Any) -> tuple[Any, ...]:
     return tuple(_record(item) for item in items)
 
 
-def _scalar_or_record(value: Any) -> Any:
-    """`Outcome.value`: bytes, None, a bool or an int as they are; an array is a record
-    (a scan page), never a plain tuple."""
-    return _record(value) if type(value) is tuple else value
+# The schema: a decoder per record that has a field holding a record or an enum. Each
+# unpacks the array by position, so a wrong field count fails (ValueError), and looks
+# enums up by value in a dict, several times cheaper than calling the enum class.
+# tests/test_wire.py round-trips every record with distinct field values, which pins
+# these positions to the dataclasses' field order.
+_PUT_CONDITIONS = {condition.value: condition for condition in messages.PutCondition}
+_ERROR_CODES = {code.value: code for code in ErrorCode}
 
 
-def _optional(enum_type: type[Enum]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else enum_type(value)
-
-
-# Per record tag: (field index, converter) for each field that is not a plain value.
-_NESTED: dict[type, dict[str, Callable[[Any], Any]]] = {
-    messages.Put: {"condition": messages.PutCondition},
-    messages.CreateKeyspace: {"config": _record},
-    messages.Outcome: {"value": _scalar_or_record, "error": _optional(ErrorCode)},
-    messages.ForwardRequest: {"operation": _record},
-    messages.ForwardReply: {"outcome": _record},
-    messages.CatalogUpdate: {"keyspaces": _records},
-}
-_CONVERTERS: tuple[tuple[tuple[int, Callable[[Any], Any]], ...], ...] = tuple(
-    tuple(
-        (index, _NESTED[record_type][field.name])
-        for index, field in enumerate(dataclasses.fields(record_type))
-        if field.name in _NESTED.get(record_type, {})
+def _put(items: tuple[Any, ...]) -> messages.Put:
+    _, keyspace, key, value, condition, expire_at_ms, keep_expiry, return_previous = items
+    return messages.Put(
+        keyspace,
+        key,
+        value,
+        _PUT_CONDITIONS[condition],
+        expire_at_ms,
+        keep_expiry,
+        return_previous,
     )
-    for record_type in _RECORD_TYPES
-)
+
+
+def _outcome(items: tuple[Any, ...]) -> messages.Outcome:
+    """`value` is bytes, None, a bool or an int as it is; an array there is a record (a
+    scan page), never a plain tuple."""
+    _, value, error, message = items
+    if type(value) is tuple:
+        value = _record(value)
+    return messages.Outcome(value, None if error is None else _ERROR_CODES[error], message)
+
+
+def _forward_request(items: tuple[Any, ...]) -> messages.ForwardRequest:
+    _, forward_id, map_version, operation, incarnation = items
+    return messages.ForwardRequest(forward_id, map_version, _record(operation), incarnation)
+
+
+def _forward_reply(items: tuple[Any, ...]) -> messages.ForwardReply:
+    _, forward_id, outcome, incarnation = items
+    return messages.ForwardReply(forward_id, _record(outcome), incarnation)
+
+
+def _create_keyspace(items: tuple[Any, ...]) -> messages.CreateKeyspace:
+    _, config = items
+    return messages.CreateKeyspace(_record(config))
+
+
+def _catalog_update(items: tuple[Any, ...]) -> messages.CatalogUpdate:
+    _, version, keyspaces = items
+    return messages.CatalogUpdate(version, _records(keyspaces))
+
+
+def _plain(record_type: type) -> Callable[[tuple[Any, ...]], Any]:
+    """Decoder of a record whose fields are all plain msgpack values."""
+    return lambda items: record_type(*items[1:])
+
+
+_SCHEMA: dict[type, Callable[[tuple[Any, ...]], Any]] = {
+    messages.Put: _put,
+    messages.Outcome: _outcome,
+    messages.ForwardRequest: _forward_request,
+    messages.ForwardReply: _forward_reply,
+    messages.CreateKeyspace: _create_keyspace,
+    messages.CatalogUpdate: _catalog_update,
+}
+_DECODERS = tuple(_SCHEMA.get(record_type) or _plain(record_type) for record_type in _RECORD_TYPES)
 
 
 def _no_extensions(code: int, data: bytes) -> Any:
