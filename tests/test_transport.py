@@ -307,6 +307,33 @@ def test_never_started_peer_is_reported_unreachable_and_messages_are_dropped(run
     run(scenario())
 
 
+def test_a_peer_that_starts_later_gets_our_replies_once_it_connects_to_us(run) -> None:
+    """node1 starts after node0 tried to reach it: node0 is backing off. When node1
+    connects and speaks, node0's answers to it must be delivered, not failed fast."""
+
+    async def scenario() -> None:
+        members = make_members(2)
+        a, b = Peer("node0", members), Peer("node1", members)
+        await a.start()
+        try:
+            assert a.transport
+            a.transport.send("node1", "too early")
+            await wait_until(lambda: a.unreachable[:1] == ["node1"], "node1 unreachable")
+            outbound = a.transport.outbound["node1"]
+            assert outbound.backing_off
+            await b.start()
+            assert b.transport
+            b.transport.send("node0", "request")
+            await wait_until(lambda: a.messages_from("node1") == ["request"], "b's request")
+            assert not outbound.backing_off  # b's hello proved it alive
+            a.transport.send("node1", "reply")
+            await wait_until(lambda: b.messages_from("node0") == ["reply"], "the reply")
+        finally:
+            await stopped(a, b)
+
+    run(scenario())
+
+
 # --- a peer speaking garbage -------------------------------------------------------------
 
 

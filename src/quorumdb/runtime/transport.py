@@ -86,6 +86,7 @@ class _Inbound(asyncio.Protocol):
             ):
                 raise ValueError(f"bad hello {frame!r:.80}")
             self.peer = frame[1]
+            self.owner.outbound[frame[1]].peer_alive()
             return
         if not isinstance(frame, bytes):
             raise ValueError("frame payload is not a packed message")
@@ -162,6 +163,8 @@ class _Outbound:
                 self.backoff_ms = min(self.backoff_ms * 2, limits.backoff_max_ms)
                 self.connecting = False
                 self.backing_off = False
+            if self.queue:
+                self._schedule_flush()  # queued after the peer proved alive (see peer_alive)
             return
         self.connecting = False
         if self.owner.closed:
@@ -192,6 +195,13 @@ class _Outbound:
         self.owner.unreachable(self.member.node_id)
         if self.queue:
             self._schedule_flush()  # reconnect for what was queued meanwhile
+
+    def peer_alive(self) -> None:
+        """The peer just connected to us, so it is up: stop failing messages to it fast
+        (a node that started after us would otherwise lose our replies to it until the
+        backoff ends) and queue them for the connection the backoff's end will make."""
+        self.backing_off = False
+        self.backoff_ms = self.owner.limits.backoff_initial_ms
 
     def close(self) -> None:
         self.queue = []
