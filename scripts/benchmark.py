@@ -176,6 +176,15 @@ def memory(key_count: int) -> dict[str, object]:
     }  # fmt: skip
 
 
+def print_table(title: str, columns: dict[str, str], rows: list[dict[str, object]]) -> None:
+    """A markdown table, ready to paste into BENCHMARKS.md; `columns` maps field to format."""
+    print(f"\n## {title}")
+    print("| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|")
+    for row in rows:
+        cells = (form.format(row[name]) for name, form in columns.items())
+        print("| " + " | ".join(cells) + " |", flush=True)
+
+
 def machine() -> str:
     cpu = "unknown cpu"
     try:
@@ -215,25 +224,21 @@ def main() -> int:
         rows = compare_with_redis(durable, args.requests, args.rounds, random_keys)
         results[section] = rows
         keys = f" -r {random_keys}" if random_keys else ""
-        print(f"\n## {section}: redis-benchmark -t set,get -n {args.requests} -c 50{keys}")
-        print("| test | pipeline | Redis ops/s | quorumdb ops/s | ratio |\n|---|---|---|---|---|")
-        for row in rows:
-            print(
-                f"| {row['test']} | {row['pipeline']} | {row['redis_ops_per_second']:,} "
-                f"| {row['quorumdb_ops_per_second']:,} | {row['ratio']:.2f} |",
-                flush=True,
-            )
+        print_table(
+            f"{section}: redis-benchmark -t set,get -n {args.requests} -c 50{keys}",
+            {"test": "{}", "pipeline": "{}", "redis_ops_per_second": "{:,}",
+             "quorumdb_ops_per_second": "{:,}", "ratio": "{:.2f}"},
+            rows,
+        )  # fmt: skip
     if "cluster" in sections:
         rows = cluster_routing(args.cluster_seconds)
         results["cluster"] = rows
-        print("\n## cluster: 3 nodes, fsync always, 64 clients, 50% reads, 100k keys")
-        print("| routing | ops/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|")
-        for row in rows:
-            print(
-                f"| {row['routing']} | {row['ops_per_second']:,} | {row['p50_ms']:.2f} "
-                f"| {row['p99_ms']:.2f} | {row['errors']} |",
-                flush=True,
-            )
+        print_table(
+            "cluster: 3 nodes, fsync always, 64 clients, 50% reads, 100k keys",
+            {"routing": "{}", "ops_per_second": "{:,}", "p50_ms": "{:.2f}", "p99_ms": "{:.2f}",
+             "errors": "{}"},
+            rows,
+        )  # fmt: skip
     if "memory" in sections:
         memory_row = memory(args.keys)
         results["memory"] = memory_row
