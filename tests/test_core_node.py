@@ -367,3 +367,23 @@ def test_fast_paths_agree_with_the_general_path() -> None:
     cluster.request("node0", Put("default", expiring, b"e", expire_at_ms=now_ms + 5))
     assert cluster.nodes["node0"].read_local(now_ms, "default", expiring) == b"e"
     assert cluster.nodes["node0"].read_local(now_ms + 5, "default", expiring) is None
+
+
+def test_expired_keys_are_deleted_by_the_sweep_and_live_ones_kept() -> None:
+    cluster = Cluster(1, NodeLimits(expiry_sweep_keys=3))
+    node = cluster.nodes["node0"]
+    for index in range(40):
+        expiry = cluster.now_ms + 10 if index % 2 else None
+        cluster.request("node0", Put("default", b"key%d" % index, b"v", expire_at_ms=expiry))
+    stored = lambda: sum(len(table) for table in cluster.storages["node0"].data.values())  # noqa: E731
+    assert stored() == 40
+    cluster.run("node0", node.on_tick(cluster.now_ms))  # nothing has expired yet
+    assert stored() == 40
+    cluster.now_ms += 10
+    for _ in range(200):  # bounded: 64 partitions, a few keys per tick
+        cluster.run("node0", node.on_tick(cluster.now_ms))
+    assert stored() == 20
+    assert all(
+        cluster.request("node0", Get("default", b"key%d" % index)).value == b"v"
+        for index in range(0, 40, 2)
+    )

@@ -58,6 +58,7 @@ class NodeLimits:
     forward_timeout_ms: int = 5_000
     catalog_poll_interval_ms: int = 1_000
     catalog_ack_timeout_ms: int = 2_000
+    expiry_sweep_keys: int = 20  # keys examined per tick for expired ones to delete
 
     def validate(self) -> None:
         for name in ("max_key_bytes", "max_value_bytes", "max_scan_limit", "forward_timeout_ms"):
@@ -135,6 +136,8 @@ class Node:
         self.partition_map = PartitionMap.build(version, members, configs)
         self._pending_forwards: dict[int, _PendingForward] = {}
         self._pending_creates: dict[int, _PendingCreate] = {}
+        self._sweep_position = 0  # which local partition the expiry sweep examines next
+        self._sweep_start = b""  # and from which key
         self._seen_forwards: dict[str, tuple[int, _SeenForwards]] = {}
         self._next_forward_id = 1
         self._next_catalog_poll_ms = 0
@@ -212,7 +215,36 @@ class Node:
             self._next_catalog_poll_ms = now_ms + self.limits.catalog_poll_interval_ms
             request = CatalogRequest(self.partition_map.version)
             effects.append(Send(self.catalog_holder, request))
+        effects.extend(self._sweep_expired(now_ms))
         return effects
+
+    def _sweep_expired(self, now_ms: int) -> list[Effect]:
+        """Delete a few expired keys per tick, walking the local partitions in turn.
+
+        Reads already hide expired keys; this reclaims their space and keeps DBSIZE and
+        scans honest, as Redis's active expiry does, at a bounded cost per tick."""
+        local = [
+            (name, partition)
+            for name, placement in sorted(self.partition_map.keyspaces.items())
+            for partition, owner in enumerate(placement.owners)
+            if owner == self.node_id
+        ]
+        if not local:
+            return []
+        position = self._sweep_position % len(local)
+        keyspace, partition = local[position]
+        limit = self.limits.expiry_sweep_keys
+        rows = self.storage.scan(keyspace, partition, self._sweep_start, None, limit + 1)
+        if len(rows) > limit:
+            self._sweep_start = rows[limit][0]
+        else:
+            self._sweep_position, self._sweep_start = position + 1, b""
+        deletes = tuple(
+            Write(keyspace, partition, key, None)
+            for key, raw in rows[:limit]
+            if live_value(raw, now_ms) is None
+        )
+        return [Persist(deletes)] if deletes else []
 
     def on_peer_unreachable(self, now_ms: int, peer: str) -> list[Effect]:
         """Fail forwards to a peer whose connection broke: their outcome is unknown."""

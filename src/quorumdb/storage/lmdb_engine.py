@@ -141,14 +141,11 @@ class LmdbStorage:
 
     def get(self, keyspace: str, partition: int, key: bytes) -> bytes | None:
         """The value stored under `key`, or None; raises CorruptRecordError on a bad checksum."""
-        database = self._databases.get((keyspace, partition))
+        database = self._databases.get((keyspace, partition)) or self._database(
+            keyspace, partition
+        )
         if database is None:
-            if (keyspace, partition) in self._missing:
-                return None
-            database = self._open_existing(keyspace, partition)
-            if database is None:
-                self._missing.add((keyspace, partition))
-                return None
+            return None
         reader = self._reader
         if reader is None:
             # Records as bytes, not buffers: for the small values most reads return, one
@@ -179,11 +176,9 @@ class LmdbStorage:
         pairs: list[tuple[bytes, bytes]] = []
         if limit <= 0:
             return pairs
-        database = self._databases.get((keyspace, partition))
+        database = self._database(keyspace, partition)
         if database is None:
-            database = self._open_existing(keyspace, partition)
-            if database is None:
-                return pairs
+            return pairs
         with self._environment.begin(db=database, buffers=True) as transaction:
             cursor = transaction.cursor()
             if not cursor.set_range(start):
@@ -199,11 +194,9 @@ class LmdbStorage:
 
     def count(self, keyspace: str, partition: int) -> int:
         """Number of keys in one partition, from LMDB's B-tree statistics (no scan)."""
-        database = self._databases.get((keyspace, partition))
+        database = self._database(keyspace, partition)
         if database is None:
-            database = self._open_existing(keyspace, partition)
-            if database is None:
-                return 0
+            return 0
         with self._environment.begin() as transaction:
             return transaction.stat(database)["entries"]
 
@@ -270,6 +263,17 @@ class LmdbStorage:
             self._drop_reader()
             self._databases.clear()
             self._environment.close()
+
+    def _database(self, keyspace: str, partition: int) -> lmdb._Database | None:
+        """The partition's database handle, or None if it does not exist (remembered, so
+        reads of empty partitions do not each open a write transaction to find out)."""
+        location = (keyspace, partition)
+        database = self._databases.get(location)
+        if database is None and location not in self._missing:
+            database = self._open_existing(keyspace, partition)
+            if database is None:
+                self._missing.add(location)
+        return database
 
     def _drop_reader(self) -> None:
         if self._reader is not None:
