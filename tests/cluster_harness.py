@@ -103,10 +103,46 @@ class LocalTestCluster:
                 self.start_node(index, wait=False)
             for index in range(self.node_count):
                 self.wait_ready(index)
+            self.wait_linked()
         except BaseException:
             self.stop()  # never leave half a cluster running
             raise
         return self
+
+    def wait_linked(self, timeout_seconds: float = 20.0) -> None:
+        """Until every node can forward to every other: nodes that started before a peer
+        listened back off for a moment and fail forwards to it fast meanwhile (UNAVAILABLE),
+        which tests must not mistake for the behaviour they check. Reads only: nothing is
+        written, so key counts stay exact."""
+        import json
+
+        import redis
+
+        from quorumdb.core.partitioning import partition_of
+
+        if self.node_count < 2:
+            return
+        with redis.Redis(port=self.resp_port(0)) as client:
+            document = json.loads(client.execute_command("QUORUMDB.MAP"))
+        owners = document["keyspaces"]["default"]["owners"]
+        key_of: dict[str, bytes] = {}
+        for candidate in range(10_000):
+            key = b"harness:link:%d" % candidate
+            key_of.setdefault(owners[partition_of(key, len(owners))], key)
+            if len(key_of) == self.node_count:
+                break
+        deadline = time.monotonic() + timeout_seconds
+        for index in range(self.node_count):
+            with redis.Redis(port=self.resp_port(index), socket_timeout=10) as client:
+                for key in key_of.values():
+                    while True:
+                        try:
+                            client.get(key)
+                            break
+                        except redis.ResponseError:
+                            if time.monotonic() > deadline:
+                                raise
+                            time.sleep(0.05)
 
     def kill_node(self, index: int) -> None:
         """SIGKILL: a crash, nothing flushed."""
