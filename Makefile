@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench_redis_compare.py
+	$(BIN)/python scripts/benchmark.py
 
 clean:
 	rm -rf $(VENV) data

@@ -222,6 +222,12 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return command.run(args)
 
 
+def _cmd_lab(args: argparse.Namespace) -> int:
+    from quorumdb.lab import command
+
+    return command.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quorumdb",
@@ -326,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         sim_command.add_arguments(sim)
+
+    lab = verb("lab", "reproduce a claim of the notes and print the measured table", _cmd_lab)
+    from quorumdb.lab import command as lab_command
+
+    lab_command.add_arguments(lab)
     return parser
 
 

@@ -1,0 +1,34 @@
+"""The `quorumdb lab SCENARIO` verb: one sub-command per scenario module.
+
+A scenario module exposes `DESCRIPTION`, `add_arguments(parser)` and
+`run(args) -> int`; it is imported only when chosen, so a slow import in one
+scenario does not tax the others or the rest of the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from types import ModuleType
+
+# name -> module path; add a line here to register a scenario.
+SCENARIOS: dict[str, str] = {}
+
+
+def _load(name: str) -> ModuleType:
+    return importlib.import_module(SCENARIOS[name])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    scenarios = parser.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
+    for name in SCENARIOS:
+        module = _load(name)
+        description: str = module.DESCRIPTION
+        sub = scenarios.add_parser(name, help=description, description=description)
+        sub.add_argument("--json", action="store_true", help="print the results as JSON")
+        module.add_arguments(sub)
+
+
+def run(args: argparse.Namespace) -> int:
+    result: int = _load(args.scenario).run(args)
+    return result
