@@ -1,8 +1,8 @@
 """The `quorumdb lab SCENARIO` verb: one sub-command per scenario module.
 
 A scenario module exposes `DESCRIPTION`, `add_arguments(parser)` and
-`run(args) -> int`; it is imported only when chosen, so a slow import in one
-scenario does not tax the others or the rest of the CLI.
+`run(args) -> int`. Every CLI start imports the scenario modules to build the
+help, so they keep module-level imports light and import heavy things in `run`.
 """
 
 from __future__ import annotations
