@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from typing import Any
 
 DEFAULT_PORT = 7000
 
@@ -143,6 +144,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     except httpx.HTTPError as error:
         print(f"error: cannot reach {args.http}: {error}", file=sys.stderr)
         return 1
+    if args.hot:
+        return _print_hot(document, args)
     if args.json:
         print(json.dumps(document, indent=2))
         return 0
@@ -180,6 +183,65 @@ def _cmd_status(args: argparse.Namespace) -> int:
             spread,
         )
     console.print(keyspaces)
+    return 0
+
+
+def _print_hot(cluster: dict[str, Any], args: argparse.Namespace) -> int:
+    """Ask every member for its load; keys are counted where they are served (the owner),
+    so the per-node lists never count one request twice."""
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+
+    hot_keys: list[dict[str, Any]] = []
+    partitions: list[dict[str, Any]] = []
+    unreachable: list[str] = []
+    for member in cluster["members"]:
+        url = f"http://{member['host']}:{member['http_port']}/v1/load"
+        try:
+            limit = min(max(args.limit, 1), 100)
+            load = httpx.get(url, params={"limit": limit}, timeout=2).json()
+        except httpx.HTTPError:
+            unreachable.append(member["node_id"])
+            continue
+        for entry in load["hot_keys"]:
+            hot_keys.append({**entry, "node": member["node_id"]})
+        for entry in load["partitions"]:
+            partitions.append({**entry, "node": member["node_id"]})
+    hot_keys.sort(key=lambda entry: -entry["requests_per_second"])
+    partitions.sort(key=lambda entry: -entry["requests_per_second"])
+    hot_keys, partitions = hot_keys[: args.limit], partitions[: args.limit]
+    if args.json:
+        document = {"hot_keys": hot_keys, "partitions": partitions, "unreachable": unreachable}
+        print(json.dumps(document, indent=2))
+        return 0
+    console = Console()
+    keys_table = Table(title="hottest keys (sampled estimate, last 10-20 s)")
+    for column in ("keyspace", "key", "node", "requests/s", "± error/s"):
+        keys_table.add_column(column)
+    for entry in hot_keys:
+        keys_table.add_row(
+            entry["keyspace"],
+            entry["key"] if entry["encoding"] == "utf-8" else f"base64:{entry['key']}",
+            entry["node"],
+            f"{entry['requests_per_second']:.1f}",
+            f"{entry['error_per_second']:.1f}",
+        )
+    console.print(keys_table)
+    partitions_table = Table(title="hottest partitions")
+    for column in ("keyspace", "partition", "node", "requests/s", "requests total"):
+        partitions_table.add_column(column)
+    for entry in partitions:
+        partitions_table.add_row(
+            entry["keyspace"],
+            str(entry["partition"]),
+            entry["node"],
+            f"{entry['requests_per_second']:.1f}",
+            str(entry["requests_total"]),
+        )
+    console.print(partitions_table)
+    for node_id in unreachable:
+        console.print(f"[red]{node_id} unreachable: its load is missing[/red]")
     return 0
 
 
@@ -303,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     status = verb("status", "members, keyspaces and partition owners", _cmd_status)
     http_option(status)
     status.add_argument("--json", action="store_true", help="print the raw cluster document")
+    status.add_argument(
+        "--hot", action="store_true", help="the hottest keys and partitions across the cluster"
+    )
+    status.add_argument(
+        "--limit", type=int, default=10, help="with --hot: how many to show (default %(default)s)"
+    )
 
     keyspace = verb("keyspace", "create, list and show keyspaces", _cmd_keyspace)
     keyspace_verbs = keyspace.add_subparsers(dest="keyspace_command", required=True)

@@ -33,7 +33,7 @@ from quorumdb.core.messages import (
     ScanPage,
     ScanPartition,
 )
-from quorumdb.runtime.node_runtime import NodeRuntime
+from quorumdb.runtime.node_runtime import NodeRuntime, now_ms
 
 Encoding = Literal["utf-8", "base64"]
 _STATUS = {
@@ -251,6 +251,42 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
         if partition < placement.config.partition_count:
             next_cursor = _encode_cursor(partition, start)
         return {"items": items, "next_cursor": next_cursor}
+
+    @app.get("/v1/load", summary="This node's load: hottest keys and requests per partition")
+    async def load(
+        limit: int = Query(10, ge=1, le=100),
+        encoding: Encoding = Query("utf-8"),
+    ) -> dict[str, Any]:
+        tracker = runtime.node.load
+        current_ms = now_ms()
+        hot_keys = []
+        for hot_key in tracker.hottest(current_ms, limit):
+            key_text, key_encoding = _encode(hot_key.key, encoding)
+            hot_keys.append(
+                {
+                    "keyspace": hot_key.keyspace,
+                    "key": key_text,
+                    "encoding": key_encoding,
+                    "requests_per_second": round(hot_key.requests_per_second, 1),
+                    "error_per_second": round(hot_key.error_per_second, 1),
+                }
+            )
+        partitions = [
+            {
+                "keyspace": entry.keyspace,
+                "partition": entry.partition,
+                "requests_total": entry.requests_total,
+                "requests_per_second": round(entry.requests_per_second, 1),
+            }
+            for entry in tracker.partitions(current_ms)
+        ]
+        return {
+            "node": runtime.settings.node_id,
+            "window_ms": tracker.window_ms,
+            "sample_every": tracker.sample_every,
+            "hot_keys": hot_keys,
+            "partitions": partitions,
+        }
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:

@@ -12,7 +12,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from quorumdb.runtime.metrics import LATENCY_BUCKETS_SECONDS
-from quorumdb.runtime.node_runtime import NodeRuntime
+from quorumdb.runtime.node_runtime import NodeRuntime, now_ms
+
+HOT_KEYS_EXPORTED = 10  # bounded label cardinality: only the top keys become series
 
 
 class RateSampler:
@@ -137,6 +139,38 @@ class NodeCollector(Collector):
             counter = CounterMetricFamily(name, help_text, labels=["node"])
             counter.add_metric([node], value)
             yield counter
+        yield from _load_metrics(runtime)
+
+
+def _load_metrics(runtime: NodeRuntime) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    node = runtime.settings.node_id
+    load = runtime.node.load
+    current_ms = now_ms()
+    served = CounterMetricFamily(
+        "quorumdb_partition_requests",
+        "Key operations served by this node, per partition",
+        labels=["node", "keyspace", "partition"],
+    )
+    partition_rate = GaugeMetricFamily(
+        "quorumdb_partition_requests_per_second",
+        "Recent key operations per second, per partition (one to two load windows)",
+        labels=["node", "keyspace", "partition"],
+    )
+    for entry in load.partitions(current_ms):
+        labels = [node, entry.keyspace, str(entry.partition)]
+        served.add_metric(labels, entry.requests_total)
+        partition_rate.add_metric(labels, entry.requests_per_second)
+    hot = GaugeMetricFamily(
+        "quorumdb_hot_key_requests_per_second",
+        f"Estimated rate of the {HOT_KEYS_EXPORTED} hottest keys on this node (sampled)",
+        labels=["node", "keyspace", "key"],
+    )
+    for hot_key in load.hottest(current_ms, HOT_KEYS_EXPORTED):
+        key_text = hot_key.key.decode("utf-8", "backslashreplace")
+        hot.add_metric([node, hot_key.keyspace, key_text], hot_key.requests_per_second)
+    yield served
+    yield partition_rate
+    yield hot
 
 
 def build_registry(runtime: NodeRuntime, sampler: RateSampler) -> CollectorRegistry:

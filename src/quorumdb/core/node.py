@@ -16,6 +16,7 @@ from quorumdb.core.cluster import Member, PartitionMap
 from quorumdb.core.effects import Effect, Persist, Reply, Send
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
+from quorumdb.core.load_tracker import LoadTracker
 from quorumdb.core.messages import (
     Append,
     CatalogAck,
@@ -43,6 +44,7 @@ from quorumdb.storage.interface import StorageReader, Write
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 _PARTITION_OPERATIONS = (ScanPartition, CountPartition)
+_KEYED_OPERATIONS = (Get, Put, Delete, Increment, Append)
 NOT_LOCAL = object()  # sentinel of the fast paths: "take the general path instead"
 EXPIRY_MAX_MS = 2**63 - 1  # the stored field is a signed 64-bit integer
 DEFAULT_MAX_KEY_BYTES = 511  # LMDB's compiled-in key size limit
@@ -59,9 +61,16 @@ class NodeLimits:
     catalog_poll_interval_ms: int = 1_000
     catalog_ack_timeout_ms: int = 2_000
     expiry_sweep_keys: int = 20  # keys examined per tick for expired ones to delete
+    load_sample_every: int = 8  # one request in this many feeds the load tracker
 
     def validate(self) -> None:
-        for name in ("max_key_bytes", "max_value_bytes", "max_scan_limit", "forward_timeout_ms"):
+        for name in (
+            "max_key_bytes",
+            "max_value_bytes",
+            "max_scan_limit",
+            "forward_timeout_ms",
+            "load_sample_every",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
         if self.max_key_bytes > DEFAULT_MAX_KEY_BYTES:
@@ -141,6 +150,8 @@ class Node:
         self._seen_forwards: dict[str, tuple[int, _SeenForwards]] = {}
         self._next_forward_id = 1
         self._next_catalog_poll_ms = 0
+        self.load = LoadTracker(sample_every=self.limits.load_sample_every)
+        self._until_load_sample = self.limits.load_sample_every
 
     @property
     def partition_map(self) -> PartitionMap:
@@ -216,6 +227,7 @@ class Node:
             request = CatalogRequest(self.partition_map.version)
             effects.append(Send(self.catalog_holder, request))
         effects.extend(self._sweep_expired(now_ms))
+        self.load.on_tick(now_ms)
         return effects
 
     def _sweep_expired(self, now_ms: int) -> list[Effect]:
@@ -283,6 +295,9 @@ class Node:
         partition = crc32(key) % len(local)
         if not local[partition]:
             return NOT_LOCAL
+        self._until_load_sample -= 1
+        if not self._until_load_sample:
+            self._sample_load(keyspace, partition, key)
         raw = self.storage.get(keyspace, partition, key)
         if raw is not None and raw[0] == 0:  # no expiry: the common case, decoded inline
             return raw[1:]
@@ -302,7 +317,14 @@ class Node:
         partition = crc32(key) % len(local)
         if not local[partition]:
             return None
+        self._until_load_sample -= 1
+        if not self._until_load_sample:
+            self._sample_load(keyspace, partition, key)
         return Write(keyspace, partition, key, encode_record(value))
+
+    def _sample_load(self, keyspace: str, partition: int, key: bytes) -> None:
+        self._until_load_sample = self.limits.load_sample_every
+        self.load.record_sample(keyspace, partition, key)
 
     # --- routing ---------------------------------------------------------------------
 
@@ -369,6 +391,12 @@ class Node:
     # --- execution on the owner ------------------------------------------------------
 
     def _execute(self, now_ms: int, operation: Operation, reply: _ReplyFactory) -> list[Effect]:
+        if isinstance(operation, _KEYED_OPERATIONS) and operation.key:
+            self._until_load_sample -= 1
+            if not self._until_load_sample:
+                keyspace = operation.keyspace
+                key = operation.key
+                self._sample_load(keyspace, self._partition(keyspace, key), key)
         if isinstance(operation, Get):
             problem = self._check_key(operation.key)
             if problem is not None:
