@@ -4,6 +4,7 @@ fallback when an owner is down, and keyspaces."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -220,3 +221,43 @@ def test_owner_down_fails_fast_for_its_keys_only(cluster_losing_node2) -> None:
             await client.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_stale_map_is_corrected_by_moved(client, cluster3) -> None:
+    """A client routing by a wrong map is told the owner (REDIRECT, with the map version),
+    refreshes its map from that node and from then on goes straight to owners."""
+    keys = keys_by_owner(cluster3, "stale", per_node=5)
+    true_map = client.map
+    assert true_map is not None
+    rotated = {
+        name: owners_of_keyspace[1:] + owners_of_keyspace[:1]
+        for name, owners_of_keyspace in true_map.owners.items()
+    }
+    client.router.map = dataclasses.replace(true_map, owners=rotated)
+    first_key = keys["node0"][0]
+    assert client.owner_of(first_key) != "node0"  # the map now lies
+    assert client.put(first_key, "v") is True
+    assert client.redirects_followed == 1
+    assert client.owner_of(first_key) == "node0"  # refreshed from the redirecting node
+    for owned in keys.values():
+        for key in owned:
+            client.put(key, "w")
+            assert client.get(key) == b"w"
+    assert client.redirects_followed == 1
+
+
+def test_redirects_are_opt_in_per_connection(cluster3) -> None:
+    key = keys_by_owner(cluster3, "optin", per_node=1)["node1"][0]
+    with redis.Redis(port=cluster3.resp_port(0)) as plain:
+        plain.set(key, "forwarded")  # off by default: forwarded, as any Redis client expects
+        assert plain.execute_command("QUORUMDB.REDIRECTS") == b"off"
+        assert plain.execute_command("QUORUMDB.REDIRECTS", "ON") == b"OK"
+        with pytest.raises(redis.ResponseError) as raised:
+            plain.get(key)
+        message = str(raised.value)
+        assert message.startswith("REDIRECT") and "node1" in message
+        assert f"127.0.0.1:{cluster3.resp_port(1)}" in message and "map version" in message
+        assert plain.execute_command("QUORUMDB.REDIRECTS", "off") == b"OK"
+        assert plain.get(key) == b"forwarded"
+        with pytest.raises(redis.ResponseError, match="usage"):
+            plain.execute_command("QUORUMDB.REDIRECTS", "sometimes")

@@ -2,7 +2,9 @@
 
 The first word is the error class, as in Redis (`ERR`, `WRONGTYPE`, ...); quorumdb
 adds `TIMEOUT` and `UNAVAILABLE` for outcomes that may or may not have happened,
-and `MOVED` for stale routing, so clients can tell them apart.
+and `REDIRECT` for stale routing, so clients can tell them apart. Not `MOVED`:
+redis-py parses a MOVED reply as Redis Cluster's `MOVED <slot> <host:port>` and
+fails on any other text, which would break plain Redis clients.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ _PREFIX = {
 _CLASS = {
     ErrorCode.TIMEOUT: "TIMEOUT",
     ErrorCode.UNAVAILABLE: "UNAVAILABLE",
-    ErrorCode.MOVED: "MOVED",
+    ErrorCode.MOVED: "REDIRECT",
     ErrorCode.CORRUPT: "CORRUPT",
 }
 

@@ -55,6 +55,8 @@ class CommandContext:
     server: RespServer
     runtime: NodeRuntime
     keyspace: str
+    # Single-key commands for keys owned elsewhere answer REDIRECT instead of being forwarded.
+    redirects: bool
     name: bytes | None
     client_id: int
     protocol: int
@@ -464,6 +466,23 @@ def use_keyspace(context: CommandContext, arguments: list[bytes]) -> None:
         context.reply(encode_error(f"ERR unknown keyspace '{name}'"))
         return
     context.keyspace = name
+    context.reply(OK)
+
+
+@command("quorumdb.redirects", -1, ["fast"])
+def redirects(context: CommandContext, arguments: list[bytes]) -> None:
+    """Show or set whether this connection gets REDIRECT for keys owned by another node.
+
+    Off by default, so plain Redis clients are served by forwarding; smart clients that
+    route by the map turn it on and follow REDIRECT to the owner, refreshing their map."""
+    if len(arguments) == 1:
+        context.reply(encode_bulk(b"on" if context.redirects else b"off"))
+        return
+    choice = arguments[1].lower() if len(arguments) == 2 else b""
+    if choice not in (b"on", b"off"):
+        context.reply(encode_error("ERR usage: QUORUMDB.REDIRECTS [ON|OFF]"))
+        return
+    context.redirects = choice == b"on"
     context.reply(OK)
 
 

@@ -62,6 +62,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
         server.next_client_id += 1
         self.name: bytes | None = None
         self.keyspace = "default"
+        self.redirects = False
         self.protocol = 2
         self.created_at_ms = int(time.time() * 1000)
         # Each slot is [reply or None, durable group it waits for (0: none)] plus, for
@@ -159,7 +160,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
             slot[0] = render(outcome)
             self._drain()
 
-        self.runtime.submit(operation, finished)
+        self.runtime.submit(operation, finished, self.redirects)
 
     def reply_when_durable(self, data: bytes, operation_index: int) -> None:
         """A reply that may reveal a write not yet synced waits for the covering fsync."""

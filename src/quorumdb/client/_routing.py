@@ -66,6 +66,9 @@ class Router:
         self.keyspace = keyspace
         self.map: ClientMap | None = None
 
+    def attempts(self, key: bytes | None) -> Attempts:
+        return Attempts(self, key)
+
     def addresses(self) -> list[Address]:
         known = [(node.host, node.port) for node in self.map.nodes.values()] if self.map else []
         return known + [seed for seed in self.seeds if seed not in known]
@@ -84,14 +87,68 @@ class Router:
         return self.map
 
 
+REDIRECTS_MAX = 3  # REDIRECT answers followed for one request before giving up
+
+
+class Attempts:
+    """The nodes to try for one request, in order, as answers change the plan.
+
+    Both clients drive it the same way (one with blocking calls, one with awaits):
+    `next()` gives the address to try and whether to ask it for redirects: yes for the
+    owner by the map (a wrong map must be corrected, not papered over by forwarding),
+    no for the fallbacks tried after it (those should forward, since the owner may
+    be down). After a connection error or an error reply the
+    client calls `failed`, which says whether to raise, go on, or refresh the map
+    (from `refresh_from`, the node that answered REDIRECT and so has the newer map) and
+    restart with the new owner first."""
+
+    def __init__(self, router: Router, key: bytes | None) -> None:
+        self.router = router
+        self.key = key
+        self.redirects = 0
+        self.last_error: Exception | None = None
+        self.refresh_from: Address | None = None
+        self._queue = router.candidates(key)
+        self._owner_known = router.owner_of(key) is not None if key is not None else False
+        self._tried = 0
+
+    def next(self) -> tuple[Address, bool] | None:
+        if not self._queue:
+            return None
+        redirects = self._owner_known and self._tried == 0
+        self._tried += 1
+        return self._queue.pop(0), redirects
+
+    def failed(self, address: Address, error: Exception, error_message: str | None) -> str:
+        self.last_error = error
+        if error_message is None:
+            return "next"
+        step = next_step(error_message)
+        if step == "refresh":
+            self.redirects += 1
+            if self.redirects > REDIRECTS_MAX:
+                return "give-up"
+            self.refresh_from = address
+        return step
+
+    def restart(self) -> None:
+        """After a refresh: the (new) owner first, then everyone else."""
+        self._queue = self.router.candidates(self.key)
+        self._tried = 0
+
+    def refresh_order(self) -> list[Address]:
+        first = [self.refresh_from] if self.refresh_from else []
+        return first + [address for address in self.router.addresses() if address not in first]
+
+
 def next_step(error_message: str) -> str:
     """What a client does with an error reply: `next` node, `refresh` the map and go on,
     or `raise` it (the request was answered, just not with success).
 
     UNAVAILABLE: that node could not reach the owner; another may (and if none can, the
-    client reports a connection error). MOVED: the map is stale."""
+    client reports a connection error). REDIRECT: the map is stale."""
     if error_message.startswith("UNAVAILABLE"):
         return "next"
-    if error_message.startswith("MOVED"):
+    if error_message.startswith("REDIRECT"):
         return "refresh"
     return "raise"

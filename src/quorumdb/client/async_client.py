@@ -9,19 +9,25 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from quorumdb.client._routing import ClientMap, Router, as_bytes, next_step
+from quorumdb.client._routing import ClientMap, Router, as_bytes
 
 T = TypeVar("T")
 
 
 class _KeyspaceConnection(aioredis.Connection):
-    def __init__(self, *args: Any, keyspace: str = "default", **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, keyspace: str = "default", redirects: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.keyspace = keyspace
+        self.redirects = redirects
 
     # redis-py 8 calls on_connect_check_health() itself on connect, never on_connect().
     async def on_connect_check_health(self, check_health: bool = True) -> None:
         await super().on_connect_check_health(check_health=check_health)
+        if self.redirects:
+            await self.send_command("QUORUMDB.REDIRECTS", "ON", check_health=False)
+            await self.read_response()
         if self.keyspace != "default":
             await self.send_command("QUORUMDB.KEYSPACE", self.keyspace, check_health=False)
             await self.read_response()
@@ -34,7 +40,8 @@ class AsyncClient:
         self.router = Router(seeds, keyspace)
         self.keyspace = keyspace
         self.timeout_seconds = timeout_seconds
-        self._connections: dict[tuple[str, int], aioredis.Redis] = {}
+        self._connections: dict[tuple[str, int, bool], aioredis.Redis] = {}
+        self.redirects_followed = 0  # REDIRECT answers that sent a request elsewhere
 
     @classmethod
     async def connect(
@@ -47,24 +54,25 @@ class AsyncClient:
         await client.refresh_map()
         return client
 
-    def _connection(self, host: str, port: int) -> aioredis.Redis:
-        connection = self._connections.get((host, port))
+    def _connection(self, host: str, port: int, redirects: bool = False) -> aioredis.Redis:
+        connection = self._connections.get((host, port, redirects))
         if connection is None:
             pool = aioredis.ConnectionPool(
                 connection_class=_KeyspaceConnection,
                 host=host,
                 port=port,
                 keyspace=self.keyspace,
+                redirects=redirects,
                 socket_timeout=self.timeout_seconds,
                 max_connections=64,
             )
             connection = aioredis.Redis(connection_pool=pool)
-            self._connections[(host, port)] = connection
+            self._connections[(host, port, redirects)] = connection
         return connection
 
-    async def refresh_map(self) -> ClientMap:
+    async def refresh_map(self, order: list[tuple[str, int]] | None = None) -> ClientMap:
         last_error: Exception | None = None
-        for host, port in self.router.addresses():
+        for host, port in order or self.router.addresses():
             try:
                 document = await self._connection(host, port).execute_command("QUORUMDB.MAP")
             except RedisConnectionError as error:
@@ -76,21 +84,24 @@ class AsyncClient:
     async def _route(
         self, key: bytes | None, action: Callable[[aioredis.Redis], Awaitable[T]]
     ) -> T:
-        candidates = self.router.candidates(key)
-        last_error: Exception | None = None
-        for host, port in candidates:
+        attempts = self.router.attempts(key)
+        while (attempt := attempts.next()) is not None:
+            address, redirects = attempt
             try:
-                return await action(self._connection(host, port))
+                return await action(self._connection(*address, redirects=redirects))
             except RedisConnectionError as error:
-                last_error = error
+                attempts.failed(address, error, None)
             except ResponseError as error:
-                step = next_step(str(error))
+                step = attempts.failed(address, error, str(error))
                 if step == "raise":
                     raise
-                last_error = error
+                if step == "give-up":
+                    break
                 if step == "refresh":
-                    await self.refresh_map()
-        raise RedisConnectionError(f"request failed on every node: {last_error}")
+                    self.redirects_followed += 1
+                    await self.refresh_map(attempts.refresh_order())
+                    attempts.restart()
+        raise RedisConnectionError(f"request failed on every node: {attempts.last_error}")
 
     def owner_of(self, key: bytes | str) -> str | None:
         return self.router.owner_of(key)

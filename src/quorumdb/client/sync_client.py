@@ -1,8 +1,9 @@
 """Blocking Python client: sends each request straight to its key's owner.
 
-It caches the partition map (from any node), routes by it, and when an owner is
-unreachable or answers MOVED it falls back to another node (every node forwards)
-and refreshes the map. Not thread-safe: use one client per thread.
+It caches the partition map (from any node) and routes by it. A node that does not
+own the key answers REDIRECT with its map version; the client then refreshes its map
+from that node and retries on the owner. When an owner is unreachable it falls back
+to another node (every node forwards). Not thread-safe: use one client per thread.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from quorumdb.client._routing import ClientMap, Router, as_bytes, next_step
+from quorumdb.client._routing import ClientMap, Router, as_bytes
 
 T = TypeVar("T")
 
@@ -20,13 +21,19 @@ T = TypeVar("T")
 class _KeyspaceConnection(redis.Connection):
     """Selects the client's keyspace on every (re)connect."""
 
-    def __init__(self, *args: Any, keyspace: str = "default", **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, keyspace: str = "default", redirects: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.keyspace = keyspace
+        self.redirects = redirects
 
     # redis-py 8 calls on_connect_check_health() itself on connect, never on_connect().
     def on_connect_check_health(self, check_health: bool = True) -> None:
         super().on_connect_check_health(check_health=check_health)
+        if self.redirects:
+            self.send_command("QUORUMDB.REDIRECTS", "ON", check_health=False)
+            self.read_response()
         if self.keyspace != "default":
             self.send_command("QUORUMDB.KEYSPACE", self.keyspace, check_health=False)
             self.read_response()
@@ -42,29 +49,31 @@ class Client:
         self.router = Router(seeds, keyspace)
         self.keyspace = keyspace
         self.timeout_seconds = timeout_seconds
-        self._connections: dict[tuple[str, int], redis.Redis] = {}
+        self._connections: dict[tuple[str, int, bool], redis.Redis] = {}
+        self.redirects_followed = 0  # REDIRECT answers that sent a request elsewhere
         self.refresh_map()
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _connection(self, host: str, port: int) -> redis.Redis:
-        connection = self._connections.get((host, port))
+    def _connection(self, host: str, port: int, redirects: bool = False) -> redis.Redis:
+        connection = self._connections.get((host, port, redirects))
         if connection is None:
             pool = redis.ConnectionPool(
                 connection_class=_KeyspaceConnection,
                 host=host,
                 port=port,
                 keyspace=self.keyspace,
+                redirects=redirects,
                 socket_timeout=self.timeout_seconds,
                 max_connections=4,
             )
             connection = redis.Redis(connection_pool=pool)
-            self._connections[(host, port)] = connection
+            self._connections[(host, port, redirects)] = connection
         return connection
 
-    def refresh_map(self) -> ClientMap:
+    def refresh_map(self, order: list[tuple[str, int]] | None = None) -> ClientMap:
         last_error: Exception | None = None
-        for host, port in self.router.addresses():
+        for host, port in order or self.router.addresses():
             try:
                 document = self._connection(host, port).execute_command("QUORUMDB.MAP")
             except redis.ConnectionError as error:
@@ -74,21 +83,24 @@ class Client:
         raise redis.ConnectionError(f"no quorumdb node reachable: {last_error}")
 
     def _route(self, key: bytes | None, action: Callable[[redis.Redis], T]) -> T:
-        candidates = self.router.candidates(key)
-        last_error: Exception | None = None
-        for host, port in candidates:
+        attempts = self.router.attempts(key)
+        while (attempt := attempts.next()) is not None:
+            address, redirects = attempt
             try:
-                return action(self._connection(host, port))
+                return action(self._connection(*address, redirects=redirects))
             except redis.ConnectionError as error:
-                last_error = error
+                attempts.failed(address, error, None)
             except redis.ResponseError as error:
-                step = next_step(str(error))
+                step = attempts.failed(address, error, str(error))
                 if step == "raise":
                     raise
-                last_error = error
+                if step == "give-up":
+                    break
                 if step == "refresh":
-                    self.refresh_map()
-        raise redis.ConnectionError(f"request failed on every node: {last_error}")
+                    self.redirects_followed += 1
+                    self.refresh_map(attempts.refresh_order())
+                    attempts.restart()
+        raise redis.ConnectionError(f"request failed on every node: {attempts.last_error}")
 
     def owner_of(self, key: bytes | str) -> str | None:
         return self.router.owner_of(key)

@@ -169,12 +169,18 @@ class Node:
 
     # --- entry points ----------------------------------------------------------------
 
-    def on_client_request(self, now_ms: int, request_id: int, operation: Operation) -> list[Effect]:
+    def on_client_request(
+        self, now_ms: int, request_id: int, operation: Operation, redirect: bool = False
+    ) -> list[Effect]:
+        """`redirect`: a client that routes by its own copy of the map asked to be told
+        the owner (REDIRECT, with the map version) instead of having the request forwarded."""
         owner = self._owner_of(operation)
         if isinstance(owner, Outcome):
             return [Reply(request_id, owner)]
         if owner == self.node_id:
             return self._execute(now_ms, operation, lambda outcome: Reply(request_id, outcome))
+        if redirect and isinstance(operation, _KEYED_OPERATIONS):
+            return [Reply(request_id, self._moved(operation.keyspace, operation.key, owner))]
         forward_id = self._next_forward_id
         self._next_forward_id += 1
         self._pending_forwards[forward_id] = _PendingForward(
@@ -375,9 +381,21 @@ class Node:
         if isinstance(owner, Outcome):
             return [reply(owner)]
         if owner != self.node_id:
+            if isinstance(operation, _KEYED_OPERATIONS):
+                return [reply(self._moved(operation.keyspace, operation.key, owner))]
             moved = f"map version {self.partition_map.version}: owner is {owner}"
             return [reply(failure(ErrorCode.MOVED, moved))]
         return self._execute(now_ms, operation, reply)
+
+    def _moved(self, keyspace: str, key: bytes, owner: str) -> Outcome:
+        """Where the key lives now, by this node's map, and that map's version."""
+        member = self.partition_map.member(owner)
+        partition = self._partition(keyspace, key)
+        return failure(
+            ErrorCode.MOVED,
+            f"partition {partition} of '{keyspace}' is on {owner}"
+            f" at {member.host}:{member.resp_port} (map version {self.partition_map.version})",
+        )
 
     def _first_time(self, source: str, incarnation: int, forward_id: int) -> bool:
         known = self._seen_forwards.get(source)

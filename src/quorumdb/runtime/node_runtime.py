@@ -105,8 +105,12 @@ class NodeRuntime:
 
     # --- requests from clients -------------------------------------------------------
 
-    def submit(self, operation: Operation, callback: OutcomeCallback) -> None:
-        """Run one operation; `callback` gets its outcome once it may be released."""
+    def submit(
+        self, operation: Operation, callback: OutcomeCallback, redirect: bool = False
+    ) -> None:
+        """Run one operation; `callback` gets its outcome once it may be released.
+
+        `redirect`: answer REDIRECT instead of forwarding a key this node does not own."""
         if self.commit.failed:
             callback(failure(ErrorCode.UNAVAILABLE, "node storage failed; not accepting requests"))
             return
@@ -114,7 +118,7 @@ class NodeRuntime:
         self._next_request_id = request_id + 1
         self._callbacks[request_id] = callback
         try:
-            effects = self.node.on_client_request(now_ms(), request_id, operation)
+            effects = self.node.on_client_request(now_ms(), request_id, operation, redirect)
         except Exception:
             # A bug, not bad input (the core validates input): answer this request, keep
             # serving the others, and leave the evidence in the log.
