@@ -15,6 +15,7 @@ from quorumdb.core import catalog
 from quorumdb.core.cluster import Member, PartitionMap
 from quorumdb.core.effects import Effect, Persist, Reply, Send
 from quorumdb.core.errors import ErrorCode
+from quorumdb.core.integers import INT64_MAX, INT64_MIN, parse_int64
 from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
 from quorumdb.core.load_tracker import LoadTracker
 from quorumdb.core.messages import (
@@ -29,6 +30,7 @@ from quorumdb.core.messages import (
     ForwardRequest,
     Get,
     Increment,
+    KeyOperation,
     Message,
     Operation,
     Outcome,
@@ -39,10 +41,9 @@ from quorumdb.core.messages import (
     failure,
 )
 from quorumdb.core.records import decode_record, encode_record, live_value
+from quorumdb.core.salting import Merge, base_key, expand, is_sub_key
 from quorumdb.storage.interface import StorageReader, Write
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 _PARTITION_OPERATIONS = (ScanPartition, CountPartition)
 _KEYED_OPERATIONS = (Get, Put, Delete, Increment, Append)
 NOT_LOCAL = object()  # sentinel of the fast paths: "take the general path instead"
@@ -121,6 +122,22 @@ class _PendingForward(NamedTuple):
     destination: str
 
 
+class _Gather:
+    """A client request made of several sub-operations (a salted key's sub-keys)."""
+
+    __slots__ = ("merge", "outcomes", "remaining", "request_id")
+
+    def __init__(self, request_id: int, count: int, merge: Merge) -> None:
+        self.request_id = request_id
+        self.merge = merge
+        self.outcomes: list[Outcome] = [_UNANSWERED] * count
+        self.remaining = count
+
+
+_UNANSWERED = Outcome(None)
+_GATHERED = -1  # the request id local sub-operations reply to; see `_gather`
+
+
 class Node:
     def __init__(
         self,
@@ -151,6 +168,12 @@ class Node:
         self._next_forward_id = 1
         self._next_catalog_poll_ms = 0
         self.load = LoadTracker(sample_every=self.limits.load_sample_every)
+        # keyspace -> salted key -> number of sub-keys; set from the cluster metadata.
+        self.salted_keys: dict[str, dict[bytes, int]] = {}
+        self._salt_rotation = 0
+        # Negative request ids stand for sub-operations: id -> (gather, position).
+        self._gather_parts: dict[int, tuple[_Gather, int]] = {}
+        self._next_gather_part = -2
         self._until_load_sample = self.limits.load_sample_every
 
     @property
@@ -174,6 +197,10 @@ class Node:
     ) -> list[Effect]:
         """`redirect`: a client that routes by its own copy of the map asked to be told
         the owner (REDIRECT, with the map version) instead of having the request forwarded."""
+        if self.salted_keys and isinstance(operation, _KEYED_OPERATIONS):
+            ways = self.salted_keys.get(operation.keyspace, {}).get(operation.key)
+            if ways is not None:
+                return self._gather(now_ms, request_id, operation, ways)
         owner = self._owner_of(operation)
         if isinstance(owner, Outcome):
             return [Reply(request_id, owner)]
@@ -181,6 +208,9 @@ class Node:
             return self._execute(now_ms, operation, lambda outcome: Reply(request_id, outcome))
         if redirect and isinstance(operation, _KEYED_OPERATIONS):
             return [Reply(request_id, self._moved(operation.keyspace, operation.key, owner))]
+        return [self._forward(now_ms, request_id, operation, owner)]
+
+    def _forward(self, now_ms: int, request_id: int, operation: Operation, owner: str) -> Send:
         forward_id = self._next_forward_id
         self._next_forward_id += 1
         self._pending_forwards[forward_id] = _PendingForward(
@@ -189,7 +219,55 @@ class Node:
         request = ForwardRequest(
             forward_id, self.partition_map.version, operation, self.incarnation
         )
-        return [Send(owner, request)]
+        return Send(owner, request)
+
+    # --- salted keys: one request, several sub-operations ------------------------------
+
+    def _gather(
+        self, now_ms: int, request_id: int, operation: KeyOperation, ways: int
+    ) -> list[Effect]:
+        """Run a salted key's sub-operations where their sub-keys live, then merge.
+
+        Local sub-operations answer at once (their writes come first in the returned
+        effects, so they are durable before the merged reply leaves); remote ones are
+        forwarded with negative request ids that `_answer` routes back here."""
+        self._salt_rotation += 1
+        plan = expand(operation, ways, self._salt_rotation)
+        if isinstance(plan, Outcome):
+            return [Reply(request_id, plan)]
+        parts, merge = plan
+        gather = _Gather(request_id, len(parts), merge)
+        effects: list[Effect] = []
+        for position, part in enumerate(parts):
+            owner = self._owner_of(part)
+            if isinstance(owner, Outcome):
+                effects += self._fill(gather, position, owner)
+            elif owner == self.node_id:
+                for effect in self._execute(now_ms, part, _reply_to_gather):
+                    if isinstance(effect, Reply) and effect.request_id == _GATHERED:
+                        effects += self._fill(gather, position, effect.outcome)
+                    else:
+                        effects.append(effect)
+            else:
+                part_id = self._next_gather_part
+                self._next_gather_part -= 1
+                self._gather_parts[part_id] = (gather, position)
+                effects.append(self._forward(now_ms, part_id, part, owner))
+        return effects
+
+    def _fill(self, gather: _Gather, position: int, outcome: Outcome) -> list[Effect]:
+        gather.outcomes[position] = outcome
+        gather.remaining -= 1
+        if gather.remaining:
+            return []
+        return [Reply(gather.request_id, gather.merge(gather.outcomes))]
+
+    def _answer(self, request_id: int, outcome: Outcome) -> list[Effect]:
+        """Deliver an outcome: to the client, or to the gather a sub-operation belongs to."""
+        if request_id >= 0:
+            return [Reply(request_id, outcome)]
+        gather, position = self._gather_parts.pop(request_id)
+        return self._fill(gather, position, outcome)
 
     def on_message(self, now_ms: int, source: str, message: Message) -> list[Effect]:
         if isinstance(message, ForwardRequest):
@@ -203,7 +281,7 @@ class Node:
             ):
                 return []
             del self._pending_forwards[message.forward_id]
-            return [Reply(pending.request_id, message.outcome)]
+            return self._answer(pending.request_id, message.outcome)
         if isinstance(message, CatalogRequest):
             if message.known_version >= self.partition_map.version:
                 return []
@@ -224,7 +302,7 @@ class Node:
         for forward_id in expired:
             pending = self._pending_forwards.pop(forward_id)
             message = f"no answer from {pending.destination} in time; the outcome is unknown"
-            effects.append(Reply(pending.request_id, failure(ErrorCode.TIMEOUT, message)))
+            effects += self._answer(pending.request_id, failure(ErrorCode.TIMEOUT, message))
         overdue = [v for v, p in self._pending_creates.items() if p.deadline_ms <= now_ms]
         for version in overdue:
             effects.append(self._pending_creates.pop(version).answer)
@@ -271,14 +349,11 @@ class Node:
             for forward_id, pending in self._pending_forwards.items()
             if pending.destination == peer
         ]
-        message = f"node {peer} is unreachable"
-        return [
-            Reply(
-                self._pending_forwards.pop(forward_id).request_id,
-                failure(ErrorCode.UNAVAILABLE, message),
-            )
-            for forward_id in failed
-        ]
+        outcome = failure(ErrorCode.UNAVAILABLE, f"node {peer} is unreachable")
+        effects: list[Effect] = []
+        for forward_id in failed:
+            effects += self._answer(self._pending_forwards.pop(forward_id).request_id, outcome)
+        return effects
 
     # --- fast paths: plain reads and writes of keys this node owns ----------------------
     #
@@ -295,6 +370,11 @@ class Node:
 
     def read_local(self, now_ms: int, keyspace: str, key: bytes) -> object:
         """The live value (or None) of a key this node owns, else NOT_LOCAL."""
+        if self.salted_keys and key in self.salted_keys.get(keyspace, ()):
+            return NOT_LOCAL
+        return self._read_owned(now_ms, keyspace, key)
+
+    def _read_owned(self, now_ms: int, keyspace: str, key: bytes) -> object:
         local = self._local_partitions.get(keyspace)
         if local is None or not key or len(key) > self.limits.max_key_bytes:
             return NOT_LOCAL
@@ -311,6 +391,11 @@ class Node:
 
     def write_local(self, keyspace: str, key: bytes, value: bytes) -> Write | None:
         """The write for an unconditional put of a key this node owns, else None."""
+        if self.salted_keys and key in self.salted_keys.get(keyspace, ()):
+            return None
+        return self._write_owned(keyspace, key, value)
+
+    def _write_owned(self, keyspace: str, key: bytes, value: bytes) -> Write | None:
         local = self._local_partitions.get(keyspace)
         limits = self.limits
         if (
@@ -359,7 +444,7 @@ class Node:
         # Anything they decline (NOT_LOCAL, None) takes the general path below, which
         # gives the same answer (tests/test_core_node.py runs both side by side).
         if type(operation) is Get:
-            value = self.read_local(now_ms, operation.keyspace, operation.key)
+            value = self._read_owned(now_ms, operation.keyspace, operation.key)
             if value is not NOT_LOCAL:
                 return [Send(source, ForwardReply(forward_id, Outcome(value), incarnation))]
         elif (
@@ -369,7 +454,7 @@ class Node:
             and not operation.keep_expiry
             and not operation.return_previous
         ):
-            write = self.write_local(operation.keyspace, operation.key, operation.value)
+            write = self._write_owned(operation.keyspace, operation.key, operation.value)
             if write is not None:
                 reply_effect = Send(source, ForwardReply(forward_id, _APPLIED, incarnation))
                 return [Persist((write,)), reply_effect]
@@ -524,7 +609,7 @@ class Node:
         current = 0
         expire_at_ms = None
         if previous is not None:
-            parsed = _parse_int64(previous[0])
+            parsed = parse_int64(previous[0])
             if parsed is None:
                 return [reply(failure(ErrorCode.NOT_INTEGER, "value is not an integer"))]
             current, expire_at_ms = parsed, previous[1]
@@ -561,7 +646,10 @@ class Node:
         )
         next_start = rows[operation.limit][0] if len(rows) > operation.limit else None
         items: list[tuple[bytes, bytes]] = []
+        salted = self.salted_keys.get(operation.keyspace)
         for key, raw in rows[: operation.limit]:
+            if salted and is_sub_key(key) and base_key(key) in salted:
+                continue  # sub-key 0, the key itself, stands for the salted key in scans
             value = live_value(raw, now_ms)
             if value is not None:
                 items.append((key, b"" if operation.keys_only else value))
@@ -634,18 +722,9 @@ class Node:
 _Current = tuple[bytes, int | None] | None
 
 
+def _reply_to_gather(outcome: Outcome) -> Effect:
+    return Reply(_GATHERED, outcome)
+
+
 # Turns an outcome into the effect that answers whoever asked (a client or a peer).
 _ReplyFactory = Callable[[Outcome], Effect]
-
-
-def _parse_int64(value: bytes) -> int | None:
-    """Redis accepts only canonical base-10 integers: no spaces, no '+', no leading zeros."""
-    if not value or len(value) > 20:
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        return None
-    if str(number).encode() != value or not INT64_MIN <= number <= INT64_MAX:
-        return None
-    return number
