@@ -133,4 +133,9 @@ class FixedStrategy:
         """Move whole partitions to even out counts by weight, as few as possible."""
         validate_members(members)
         current = expect_layout_type(layout, FixedLayout)
+        if current.partition_count != self.partition_count:
+            raise PartitioningError(
+                f"layout has {current.partition_count} partitions, the spec says"
+                f" {self.partition_count}: the count of a fixed keyspace never changes"
+            )
         return FixedLayout(tuple(reassigned_owners(current.owners, members, rng)))
