@@ -182,13 +182,13 @@ def _merge_excess(
 def _split_for(
     ranges: list[TokenRange], node_id: str, count: int, next_id: int, rng: RandomSource
 ) -> tuple[list[TokenRange], int]:
-    """Split `count` random ranges of other members in half; node_id takes the upper halves."""
+    """Split `count` random ranges of other members in half; node_id takes the upper halves.
+
+    Each round picks distinct ranges; more rounds run if there are fewer than `count`."""
     while count > 0:
-        candidates = [
-            index
-            for index, token_range in enumerate(ranges)
-            if token_range.owner != node_id and _width(ranges, index) >= 2
-        ]
+        wide = [index for index in range(len(ranges)) if _width(ranges, index) >= 2]
+        others = [index for index in wide if ranges[index].owner != node_id]
+        candidates = others or wide  # a sole owner gaining weight splits its own ranges
         if not candidates:
             raise PartitioningError("per-node: no range left wide enough to split")
         rng.shuffle(candidates)
