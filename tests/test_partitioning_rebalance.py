@@ -17,6 +17,7 @@ from quorumdb.core.partitioning import (
     RingLayout,
     parse_partitioning,
     partition_of,
+    plan_rebalance,
 )
 from quorumdb.core.partitioning.hashing import TOKEN_SPACE
 
@@ -157,3 +158,21 @@ def test_weight_change_moves_partitions_toward_the_heavier_node() -> None:
         keys = sample_keys(SEED, 6000)
         share = sum(placement(heavier, key)[1] == "node00" for key in keys) / len(keys)
         assert share > 0.35, spec  # from 1/4 towards 3/6
+
+
+@pytest.mark.parametrize("spec", ["mod-n", "fixed:256", "per-node:8", "ring:vnodes=64"])
+def test_plan_estimate_matches_the_measured_move(spec: str) -> None:
+    print(f"seed={SEED} spec={spec}")
+    strategy = parse_partitioning(spec)
+    keys = sample_keys(SEED, 20_000)
+    old = strategy.initial_layout(nodes(6), random.Random(SEED))
+    new = strategy.rebalance(old, nodes(7), random.Random(SEED + 1))
+    sizes: dict[int, int] = {}
+    for key in keys:
+        sizes[old.locate(key)] = sizes.get(old.locate(key), 0) + 1
+    plan = plan_rebalance(old, new, sizes)
+    unsized = plan_rebalance(old, new, {})
+    measured = moved_fraction(old, new, keys)
+    assert plan.moved_fraction == pytest.approx(measured, abs=0.02)
+    assert unsized.moved_fraction == pytest.approx(measured, abs=0.03)
+    assert plan.estimated_bytes == pytest.approx(measured * len(keys), rel=0.1)

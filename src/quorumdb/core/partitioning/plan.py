@@ -61,17 +61,22 @@ def plan_rebalance(
     The moved fraction weighs by those sizes when any are given, else by each
     partition's share of the keyspace."""
     transfers: list[Transfer] = []
-    moved_by_share = 0.0
+    moved_by_share = moved_bytes = 0.0
     for overlap in old.overlaps(new):
         source_node = old.owner(overlap.old_partition)
         target_node = new.owner(overlap.new_partition)
         if (overlap.old_partition, source_node) == (overlap.new_partition, target_node):
             continue
         size = partition_size_bytes.get(overlap.old_partition, 0)
-        estimated = round(size * overlap.fraction_of_old)
+        estimated = size * overlap.fraction_of_old
+        moved_bytes += estimated
         transfers.append(
             Transfer(
-                source_node, overlap.old_partition, target_node, overlap.new_partition, estimated
+                source_node,
+                overlap.old_partition,
+                target_node,
+                overlap.new_partition,
+                round(estimated),
             )
         )
         moved_by_share += overlap.fraction_of_keyspace
@@ -79,5 +84,5 @@ def plan_rebalance(
     estimated_bytes = sum(transfer.estimated_bytes for transfer in transfers)
     network_bytes = sum(t.estimated_bytes for t in transfers if not t.is_local)
     total_bytes = sum(partition_size_bytes.get(pid, 0) for pid in old.partition_ids)
-    moved_fraction = estimated_bytes / total_bytes if total_bytes > 0 else moved_by_share
+    moved_fraction = moved_bytes / total_bytes if total_bytes > 0 else moved_by_share
     return RebalancePlan(tuple(transfers), estimated_bytes, network_bytes, min(moved_fraction, 1.0))
