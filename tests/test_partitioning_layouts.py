@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,9 +54,9 @@ def check_well_formed(layout: Layout, members: dict[str, int], keys: list[bytes]
         assert layout.locate(key) in ids
 
 
-@settings(max_examples=30, deadline=None)
+@pytest.mark.parametrize("spec", ALL_SPECS)
+@settings(max_examples=20, deadline=None)
 @given(
-    st.sampled_from(ALL_SPECS),
     members_strategy(),
     st.lists(members_strategy(), min_size=1, max_size=4),
     st.integers(0, 2**32),
