@@ -82,3 +82,13 @@ def test_bounds_without_a_complete_tag_pin_nothing() -> None:
     assert shared_hash_tag(b"{user:1", b"{user:2") is None
     assert shared_hash_tag(b"{}:a", b"{}:b") is None
     assert shared_hash_tag(b"user:1", b"user:2") is None
+
+
+def test_hash_layout_scans_fan_out_unless_a_tag_pins_one_partition() -> None:
+    layout = parse_partitioning("ring:vnodes=16").initial_layout({"a": 1, "b": 1}, random.Random(1))
+    pinned = layout.partitions_for_range(b"{user:1}:post:0000", b"{user:1}:post:9999")
+    assert pinned.partition_ids == (layout.locate(b"user:1"),) and pinned.in_key_order
+    spread = layout.partitions_for_range(b"user:1", b"user:2")
+    assert spread.partition_ids == layout.partition_ids and not spread.in_key_order
+    unbounded = layout.partitions_for_range(b"{user:1}:", None)
+    assert unbounded.partition_ids == layout.partition_ids
