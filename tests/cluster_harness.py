@@ -118,17 +118,17 @@ class LocalTestCluster:
 
         import redis
 
-        from quorumdb.core.partitioning import partition_of
+        from quorumdb.core.partitioning import layout_from_dict
 
         if self.node_count < 2:
             return
         with redis.Redis(port=self.resp_port(0)) as client:
             document = json.loads(client.execute_command("QUORUMDB.MAP"))
-        owners = document["keyspaces"]["default"]["owners"]
+        layout = layout_from_dict(document["keyspaces"]["default"]["layout"])
         key_of: dict[str, bytes] = {}
         for candidate in range(10_000):
             key = b"harness:link:%d" % candidate
-            key_of.setdefault(owners[partition_of(key, len(owners))], key)
+            key_of.setdefault(layout.owner(layout.locate(key)), key)
             if len(key_of) == self.node_count:
                 break
         deadline = time.monotonic() + timeout_seconds

@@ -467,7 +467,7 @@ def test_forged_catalog_with_an_invalid_keyspace_is_not_adopted(
     create: a peer (buggy, or anyone who can reach the peer port) must not be able to make
     a node persist a catalog it cannot load again."""
     forged = CatalogUpdate(
-        99, (KeyspaceConfig("default"), KeyspaceConfig("bad name!", "fixed", 5000, 1))
+        99, (KeyspaceConfig("default"), KeyspaceConfig("bad name!", "fixed:5000", 1))
     )
     peer_port = cluster2.members[1].peer_port
     with socket.create_connection(("127.0.0.1", peer_port), timeout=5) as connection:

@@ -149,8 +149,7 @@ def test_status_and_keyspace_verbs(cluster3) -> None:
     shown = quorumdb("keyspace", "show", "cli_ks", *other_http)
     assert json.loads(shown.stdout) == {
         "name": "cli_ks",
-        "partitioning": "fixed",
-        "partition_count": 8,
+        "partitioning": "fixed:8",
         "replication_factor": 1,
     }
     absent = quorumdb("keyspace", "show", "nope", *other_http)

@@ -185,10 +185,10 @@ def test_scan_pages_through_a_partition_in_order() -> None:
 def test_unknown_keyspace_and_creation_spreads_to_all_nodes() -> None:
     cluster = Cluster()
     assert cluster.request("node2", Get("users", b"a")).error is ErrorCode.UNKNOWN_KEYSPACE
-    config = KeyspaceConfig("users", partition_count=8)
+    config = KeyspaceConfig("users", "fixed:8")
     assert cluster.request("node2", CreateKeyspace(config)).value is True
     assert cluster.request("node1", CreateKeyspace(config)).value is False
-    conflicting = KeyspaceConfig("users", partition_count=16)
+    conflicting = KeyspaceConfig("users", "fixed:16")
     assert cluster.request("node1", CreateKeyspace(conflicting)).error is ErrorCode.KEYSPACE_EXISTS
     assert cluster.request("node0", Put("users", b"a", b"1")).ok
     assert cluster.request("node2", Get("users", b"a")).value == b"1"
@@ -200,7 +200,7 @@ def test_unknown_keyspace_and_creation_spreads_to_all_nodes() -> None:
 
 def test_restarted_node_reloads_catalog_from_storage() -> None:
     cluster = Cluster()
-    cluster.request("node0", CreateKeyspace(KeyspaceConfig("orders", partition_count=4)))
+    cluster.request("node0", CreateKeyspace(KeyspaceConfig("orders", "fixed:4")))
     restarted = Node("node1", cluster.members, cluster.storages["node1"])
     assert "orders" in restarted.partition_map.keyspaces
     assert restarted.partition_map.version == 2
@@ -334,7 +334,7 @@ def test_fast_paths_agree_with_the_general_path() -> None:
     """`read_local`/`write_local` answer exactly like Get/Put when the key is local, and
     decline (NOT_LOCAL/None) otherwise, also for keyspaces created or adopted later."""
     cluster = Cluster(limits=NodeLimits(max_key_bytes=8, max_value_bytes=4))
-    cluster.request("node1", CreateKeyspace(KeyspaceConfig("orders", partition_count=5)))
+    cluster.request("node1", CreateKeyspace(KeyspaceConfig("orders", "fixed:5")))
     now_ms = cluster.now_ms
     keys = [f"k{index}".encode() for index in range(40)] + [b"", b"123456789"]
     for node_id, node in cluster.nodes.items():

@@ -153,8 +153,7 @@ def test_keyspaces_create_list_and_use(nodes, cluster3) -> None:
         "created": True,
         "keyspace": {
             "name": "orders",
-            "partitioning": "fixed",
-            "partition_count": 16,
+            "partitioning": "fixed:16",
             "replication_factor": 1,
         },
     }
@@ -243,10 +242,11 @@ def test_cluster_view_and_health(nodes, cluster3) -> None:
                 "http_port": harness.http_port,
             }
         default = document["keyspaces"]["default"]
-        assert default["partition_count"] == len(default["owners"]) == 64
-        assert set(default["owners"]) == {"node0", "node1", "node2"}
+        owners = default["layout"]["owners"]
+        assert default["partition_count"] == len(owners) == 64
+        assert default["partitioning"] == "fixed:64" and set(owners) == {"node0", "node1", "node2"}
         # The owner listed for a key's partition is the node that holds it.
-        owner = default["owners"][partition_of(b"where-am-i", 64)]
+        owner = owners[partition_of(b"where-am-i", 64)]
         owner_index = int(owner.removeprefix("node"))
         with redis.Redis(port=cluster3.resp_port(owner_index)) as client:
             client.set("where-am-i", "here")

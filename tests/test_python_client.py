@@ -14,26 +14,26 @@ import redis
 
 from cluster_harness import LocalTestCluster
 from quorumdb.client import AsyncClient, Client
-from quorumdb.core.partitioning import partition_of
+from quorumdb.core.partitioning import FixedLayout, layout_from_dict
 
 
 def seeds(cluster) -> list[str]:
     return [f"127.0.0.1:{cluster.resp_port(index)}" for index in range(cluster.node_count)]
 
 
-def owners(cluster, keyspace: str = "default") -> list[str]:
+def layout(cluster, keyspace: str = "default"):
     document = httpx.get(f"{cluster.http_url(0)}/v1/cluster", timeout=10).json()
-    return document["keyspaces"][keyspace]["owners"]
+    return layout_from_dict(document["keyspaces"][keyspace]["layout"])
 
 
 def keys_by_owner(cluster, prefix: str, per_node: int, keyspace: str = "default"):
     """`per_node` keys for each node, according to the cluster's own map."""
-    table = owners(cluster, keyspace)
+    table = layout(cluster, keyspace)
     found: dict[str, list[bytes]] = {f"node{i}": [] for i in range(cluster.node_count)}
     index = 0
     while any(len(keys) < per_node for keys in found.values()):
         key = f"{prefix}:{index}".encode()
-        owner = table[partition_of(key, len(table))]
+        owner = table.owner(table.locate(key))
         if len(found[owner]) < per_node:
             found[owner].append(key)
         index += 1
@@ -230,10 +230,10 @@ def test_stale_map_is_corrected_by_moved(client, cluster3) -> None:
     true_map = client.map
     assert true_map is not None
     rotated = {
-        name: owners_of_keyspace[1:] + owners_of_keyspace[:1]
-        for name, owners_of_keyspace in true_map.owners.items()
+        name: FixedLayout(keyspace_layout.owners[1:] + keyspace_layout.owners[:1])  # type: ignore[attr-defined]
+        for name, keyspace_layout in true_map.layouts.items()
     }
-    client.router.map = dataclasses.replace(true_map, owners=rotated)
+    client.router.map = dataclasses.replace(true_map, layouts=rotated)
     first_key = keys["node0"][0]
     assert client.owner_of(first_key) != "node0"  # the map now lies
     assert client.put(first_key, "v") is True

@@ -7,18 +7,17 @@ from pathlib import Path
 
 from fake_transport import RecordingTransport
 from quorumdb.api.resp_server import RespConnection, RespServer
-from quorumdb.core.partitioning import partition_of
 from quorumdb.runtime import node_config
 from quorumdb.runtime.node_runtime import NodeRuntime
 from quorumdb.runtime.process import resp_limits_for
 
 
 def remote_key(runtime: NodeRuntime) -> bytes:
-    owners = runtime.node.partition_map.keyspaces["default"].owners
+    placement = runtime.node.partition_map.keyspaces["default"]
     return next(
         key
         for key in (b"k%d" % index for index in range(1000))
-        if owners[partition_of(key, len(owners))] != runtime.settings.node_id
+        if placement.owner_of_key(key)[1] != runtime.settings.node_id
     )
 
 

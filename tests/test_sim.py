@@ -18,7 +18,7 @@ import pytest
 from quorumdb.check.history import load_history
 from quorumdb.core.cluster import local_members
 from quorumdb.core.effects import Effect, Persist
-from quorumdb.core.keyspace import DEFAULT_KEYSPACE, DEFAULT_PARTITION_COUNT
+from quorumdb.core.keyspace import DEFAULT_KEYSPACE
 from quorumdb.core.messages import CatalogRequest, Get, Message, Outcome, Put
 from quorumdb.core.partitioning import partition_of
 from quorumdb.core.records import decode_record
@@ -29,6 +29,8 @@ from quorumdb.sim.faults import FAULT_KINDS, ParameterOverrides, parse_faults
 from quorumdb.sim.network import LinkProfile, Network
 from quorumdb.sim.simulation import Simulation
 from quorumdb.sim.trace import Trace
+
+DEFAULT_PARTITIONS = 64  # the default keyspace's `fixed:64`
 
 SIM = pathlib.Path(__file__).resolve().parents[1] / "src" / "quorumdb" / "sim"
 
@@ -205,7 +207,7 @@ def make_cluster(
 
 
 def stored(sim_node: SimNode, key: bytes) -> bytes | None:
-    raw = sim_node.disk.get(DEFAULT_KEYSPACE, partition_of(key, DEFAULT_PARTITION_COUNT), key)
+    raw = sim_node.disk.get(DEFAULT_KEYSPACE, partition_of(key, DEFAULT_PARTITIONS), key)
     return None if raw is None else decode_record(raw)[0]
 
 
@@ -268,7 +270,7 @@ def key_owned_by(owner_index: int, node_count: int) -> bytes:
     return next(
         key
         for key in (f"k{index}".encode() for index in range(1_000))
-        if partition_of(key, DEFAULT_PARTITION_COUNT) % node_count == owner_index
+        if partition_of(key, DEFAULT_PARTITIONS) % node_count == owner_index
     )
 
 

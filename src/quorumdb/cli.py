@@ -134,6 +134,14 @@ def _http_base(args: argparse.Namespace) -> str:
     return f"http://{args.http}"
 
 
+def keyspace_owners(layout_document: dict[str, Any]) -> list[str]:
+    """The owner of every partition, decoded by the same layout code the nodes run."""
+    from quorumdb.core.partitioning import layout_from_dict
+
+    layout = layout_from_dict(layout_document)
+    return [layout.owner(partition) for partition in layout.partition_ids]
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     import httpx
     from rich.console import Console
@@ -172,7 +180,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         keyspaces.add_column(column)
     for name, keyspace in document["keyspaces"].items():
         per_node: dict[str, int] = {}
-        for owner in keyspace["owners"]:
+        for owner in keyspace_owners(keyspace["layout"]):
             per_node[owner] = per_node.get(owner, 0) + 1
         spread = ", ".join(f"{node}={count}" for node, count in sorted(per_node.items()))
         keyspaces.add_row(

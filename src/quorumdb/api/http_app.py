@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from quorumdb import __version__
 from quorumdb.api.prometheus import RateSampler, build_registry
 from quorumdb.core.errors import ErrorCode
-from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError, parse_partitioning
+from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
 from quorumdb.core.messages import (
     CreateKeyspace,
     Delete,
@@ -156,8 +156,7 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
     @app.post("/v1/keyspaces", summary="Create a keyspace", status_code=201)
     async def create_keyspace(body: KeyspaceBody, response: Response) -> dict[str, Any]:
         try:
-            strategy, partition_count = parse_partitioning(body.partitioning)
-            config = KeyspaceConfig(body.name, strategy, partition_count)
+            config = KeyspaceConfig(body.name, body.partitioning).canonical()
             config.validate()
         except KeyspaceConfigError as error:
             raise ApiError(400, "invalid-argument", str(error)) from None
@@ -224,12 +223,15 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
         placement = runtime.node.partition_map.keyspaces.get(keyspace)
         if placement is None:
             raise ApiError(404, "unknown-keyspace", f"unknown keyspace '{keyspace}'")
+        # The cursor holds a position in the keyspace's sorted partition ids.
+        partition_ids = placement.partition_ids
         partition, start = _decode_cursor(cursor) if cursor else (0, b"")
         items: list[dict[str, str]] = []
         next_cursor: str | None = None
-        while partition < placement.config.partition_count and len(items) < limit:
+        while partition < len(partition_ids) and len(items) < limit:
             wanted = limit - len(items)
-            outcome = await call(ScanPartition(keyspace, partition, start, wanted), "scan")
+            scan_page = ScanPartition(keyspace, partition_ids[partition], start, wanted)
+            outcome = await call(scan_page, "scan")
             _raise_for(outcome)
             page = outcome.value
             assert isinstance(page, ScanPage)
@@ -248,7 +250,7 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
                 start = page.next_start
             else:
                 partition, start = partition + 1, b""
-        if partition < placement.config.partition_count:
+        if partition < len(partition_ids):
             next_cursor = _encode_cursor(partition, start)
         return {"items": items, "next_cursor": next_cursor}
 

@@ -685,22 +685,23 @@ def exists(context: CommandContext, arguments: list[bytes]) -> None:
 # --- whole-keyspace commands -------------------------------------------------------------
 
 
-def _partition_count(context: CommandContext) -> int:
+def _partition_ids(context: CommandContext) -> tuple[int, ...]:
+    """The keyspace's partitions in id order; cursors hold positions in this list."""
     placement = context.runtime.node.partition_map.keyspaces.get(context.keyspace)
-    return 0 if placement is None else placement.config.partition_count
+    return () if placement is None else placement.partition_ids
 
 
 def _count_keys(
     context: CommandContext, finish: Callable[[int], bytes], name: str | None = None
 ) -> None:
-    partition_count = _partition_count(context)
+    partition_ids = _partition_ids(context)
 
     def total(outcomes: list[Outcome]) -> bytes:
         return _first_error(outcomes) or finish(sum(int(o.value) for o in outcomes))  # type: ignore[call-overload]
 
-    gather = Gather(context, partition_count, total, name)
-    for partition in range(partition_count):
-        gather.run(context, partition, CountPartition(context.keyspace, partition))
+    gather = Gather(context, len(partition_ids), total, name)
+    for index, partition in enumerate(partition_ids):
+        gather.run(context, index, CountPartition(context.keyspace, partition))
 
 
 @command("dbsize", 1, ["readonly", "fast"])
@@ -738,8 +739,9 @@ def scan(context: CommandContext, arguments: list[bytes]) -> None:
             context.reply(SYNTAX_ERROR)
             return
         index += 2
-    partition_count = _partition_count(context)
-    partition = cursor % SCAN_PARTITION_SLOTS
+    partition_ids = _partition_ids(context)
+    partition_count = len(partition_ids)
+    partition = cursor % SCAN_PARTITION_SLOTS  # a position in `partition_ids`
     token = cursor // SCAN_PARTITION_SLOTS
     # An unknown token (evicted or from another node) restarts its partition: SCAN may
     # return duplicates, never skip a key that exists for the whole iteration.
@@ -766,7 +768,9 @@ def scan(context: CommandContext, arguments: list[bytes]) -> None:
             next_cursor = 0
         fill(encode_array([str(next_cursor).encode(), keys]))  # type: ignore[list-item]
 
-    operation = ScanPartition(context.keyspace, partition, start, count, keys_only=True)
+    operation = ScanPartition(
+        context.keyspace, partition_ids[partition], start, count, keys_only=True
+    )
     context.runtime.submit(operation, finished)
 
 

@@ -597,7 +597,6 @@ class _SmartRouting:
 
 async def _smart_routing(endpoint: Endpoint, config: BenchConfig) -> _SmartRouting:
     from quorumdb.client._routing import ClientMap
-    from quorumdb.core.partitioning import partition_of
 
     connection = await RespConnection.open(
         endpoint.host, endpoint.port, config.connect_timeout_seconds
@@ -615,10 +614,8 @@ async def _smart_routing(endpoint: Endpoint, config: BenchConfig) -> _SmartRouti
         for node_id in node_ids
     )
     position = {node_id: index for index, node_id in enumerate(node_ids)}
-    count = partition_map.partition_counts["default"]
-    owners = partition_map.owners["default"]
     key_owners = [
-        position[owners[partition_of((KEY_FORMAT % index).encode(), count)]]
+        position[partition_map.owner("default", (KEY_FORMAT % index).encode()).node_id]  # type: ignore[union-attr]
         for index in range(config.workload.key_count)
     ]
     return _SmartRouting(endpoints, key_owners)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from quorumdb.core.partitioning import partition_of
+from quorumdb.core.partitioning import Layout, layout_from_dict
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,8 +19,7 @@ class NodeAddress:
 class ClientMap:
     version: int
     nodes: dict[str, NodeAddress]
-    partition_counts: dict[str, int]
-    owners: dict[str, tuple[str, ...]]
+    layouts: dict[str, Layout]
 
     @classmethod
     def parse(cls, document: bytes | str) -> ClientMap:
@@ -29,15 +28,18 @@ class ClientMap:
             member["node_id"]: NodeAddress(member["node_id"], member["host"], member["resp_port"])
             for member in data["members"]
         }
-        counts = {name: ks["partition_count"] for name, ks in data["keyspaces"].items()}
-        owners = {name: tuple(ks["owners"]) for name, ks in data["keyspaces"].items()}
-        return cls(int(data["version"]), nodes, counts, owners)
+        layouts = {
+            name: layout_from_dict(keyspace["layout"])
+            for name, keyspace in data["keyspaces"].items()
+        }
+        return cls(int(data["version"]), nodes, layouts)
 
     def owner(self, keyspace: str, key: bytes) -> NodeAddress | None:
-        count = self.partition_counts.get(keyspace)
-        if count is None:
+        """By the same layout code the nodes run, so client and server always agree."""
+        layout = self.layouts.get(keyspace)
+        if layout is None:
             return None
-        return self.nodes.get(self.owners[keyspace][partition_of(key, count)])
+        return self.nodes.get(layout.owner(layout.locate(key)))
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -1,15 +1,17 @@
-"""Static cluster membership and the partition map derived from it.
+"""Cluster membership and the partition map derived from it.
 
-Issue 3 replaces the static member list with a Raft-replicated one; the map's
-`version` is what requests carry so an owner can tell when routing was stale.
+Issue 3 moves the member list and the layouts into the Raft-replicated metadata; the
+map's `version` is what requests carry so an owner can tell when routing was stale.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import MutableSequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from quorumdb.core.keyspace import KeyspaceConfig
-from quorumdb.core.partitioning import FixedPartitions
+from quorumdb.core.partitioning import Layout, layout_from_dict
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +48,41 @@ def local_members(count: int, base_port: int, host: str = "127.0.0.1") -> tuple[
     )
 
 
+class _NoRandomness:
+    """Initial layouts are deterministic, so every node computes the same one alone."""
+
+    def random(self) -> float:
+        raise AssertionError("an initial layout must not draw random numbers")
+
+    def shuffle(self, x: MutableSequence[Any]) -> None:
+        raise AssertionError("an initial layout must not draw random numbers")
+
+
 @dataclass(frozen=True, slots=True)
 class KeyspacePlacement:
     config: KeyspaceConfig
-    strategy: FixedPartitions
-    owners: tuple[str, ...]
+    layout: Layout
+    partition_ids: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "partition_ids", tuple(sorted(self.layout.partition_ids)))
 
     def owner_of_key(self, key: bytes) -> tuple[int, str]:
-        partition = self.strategy.locate(key)
-        return partition, self.owners[partition]
+        partition = self.layout.locate(key)
+        return partition, self.layout.owner(partition)
+
+    def owner(self, partition: int) -> str:
+        return self.layout.owner(partition)
+
+    def local_partitions(self, node_id: str) -> frozenset[int]:
+        return frozenset(p for p in self.partition_ids if self.layout.owner(p) == node_id)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            **self.config.to_dict(),
+            "partition_count": len(self.partition_ids),
+            "layout": self.layout.to_dict(),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +95,12 @@ class PartitionMap:
     def build(
         cls, version: int, members: tuple[Member, ...], configs: tuple[KeyspaceConfig, ...]
     ) -> PartitionMap:
-        member_ids = tuple(member.node_id for member in members)
+        """Every keyspace in its strategy's initial layout over the members (weight 1)."""
+        weights = {member.node_id: 1 for member in members}
         placements: dict[str, KeyspacePlacement] = {}
         for config in configs:
-            strategy = FixedPartitions(config.partition_count)
-            placements[config.name] = KeyspacePlacement(
-                config, strategy, strategy.assign(member_ids)
-            )
+            layout = config.strategy().initial_layout(weights, _NoRandomness())
+            placements[config.name] = KeyspacePlacement(config, layout)
         return cls(version, members, placements)
 
     def member(self, node_id: str) -> Member:
@@ -87,7 +114,11 @@ class PartitionMap:
             "version": self.version,
             "members": [member.to_dict() for member in self.members],
             "keyspaces": {
-                name: {**placement.config.to_dict(), "owners": list(placement.owners)}
-                for name, placement in sorted(self.keyspaces.items())
+                name: placement.to_dict() for name, placement in sorted(self.keyspaces.items())
             },
         }
+
+
+def placement_from_dict(data: dict[str, Any]) -> tuple[KeyspaceConfig, Layout]:
+    """What a client needs of one keyspace in `PartitionMap.to_dict()`."""
+    return KeyspaceConfig.from_dict(data), layout_from_dict(data["layout"])

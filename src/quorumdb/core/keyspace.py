@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from quorumdb.core.partitioning import PartitioningError, PartitioningStrategy, parse_partitioning
+
 DEFAULT_KEYSPACE = "default"
-DEFAULT_PARTITION_COUNT = 64
-PARTITION_COUNT_MAX = 4096
+DEFAULT_PARTITIONING = "fixed:64"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -17,62 +18,55 @@ class KeyspaceConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class KeyspaceConfig:
-    """Settings chosen at creation; later issues add modes beyond `fixed` and factor 1."""
+    """Settings chosen at creation. `partitioning` is a strategy spec such as `fixed:256`,
+    `ring:vnodes=128` or `range`; `canonical()` spells it the one way it is stored."""
 
     name: str
-    partitioning: str = "fixed"
-    partition_count: int = DEFAULT_PARTITION_COUNT
+    partitioning: str = DEFAULT_PARTITIONING
     replication_factor: int = 1
 
+    def strategy(self) -> PartitioningStrategy:
+        try:
+            return parse_partitioning(self.partitioning)
+        except PartitioningError as error:
+            raise KeyspaceConfigError(str(error)) from None
+
     def validate(self) -> None:
-        if not _NAME_PATTERN.match(self.name):
+        if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
             raise KeyspaceConfigError(
                 f"invalid keyspace name {self.name!r}: use 1-64 letters, digits, '_', '.', '-'"
             )
-        if self.partitioning != "fixed":
-            raise KeyspaceConfigError(
-                f"unsupported partitioning {self.partitioning!r}: only 'fixed' is available"
-            )
-        if not 1 <= self.partition_count <= PARTITION_COUNT_MAX:
-            raise KeyspaceConfigError(
-                f"partition count must be between 1 and {PARTITION_COUNT_MAX},"
-                f" got {self.partition_count}"
-            )
+        if not isinstance(self.partitioning, str):
+            raise KeyspaceConfigError("partitioning must be a strategy spec such as 'fixed:64'")
+        self.strategy()
         if self.replication_factor != 1:
             raise KeyspaceConfigError("only replication factor 1 is available")
+
+    def canonical(self) -> KeyspaceConfig:
+        """The same configuration with the spec spelled canonically (`fixed` -> `fixed:64`),
+        so two spellings of one keyspace compare equal."""
+        self.validate()
+        return KeyspaceConfig(self.name, self.strategy().to_text(), self.replication_factor)
 
     def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "partitioning": self.partitioning,
-            "partition_count": self.partition_count,
             "replication_factor": self.replication_factor,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> KeyspaceConfig:
+        partitioning = str(data.get("partitioning", DEFAULT_PARTITIONING))
+        if "partition_count" in data and ":" not in partitioning:
+            # Catalogs from before strategy specs: {"partitioning": "fixed", "partition_count": 8}
+            partitioning = f"{partitioning}:{_as_int(data['partition_count'])}"
         config = cls(
             name=str(data["name"]),
-            partitioning=str(data.get("partitioning", "fixed")),
-            partition_count=_as_int(data.get("partition_count", DEFAULT_PARTITION_COUNT)),
+            partitioning=partitioning,
             replication_factor=_as_int(data.get("replication_factor", 1)),
         )
-        config.validate()
-        return config
-
-
-def parse_partitioning(text: str) -> tuple[str, int]:
-    """Parse a strategy spec such as `fixed` or `fixed:256` into (strategy, partition count)."""
-    name, _, parameter = text.partition(":")
-    if name != "fixed":
-        raise KeyspaceConfigError(f"unsupported partitioning {name!r}: only 'fixed' is available")
-    if not parameter:
-        return name, DEFAULT_PARTITION_COUNT
-    try:
-        return name, int(parameter)
-    except ValueError:
-        message = f"partition count must be an integer, got {parameter!r}"
-        raise KeyspaceConfigError(message) from None
+        return config.canonical()
 
 
 def _as_int(value: object) -> int:

@@ -40,6 +40,7 @@ from quorumdb.core.messages import (
     ScanPartition,
     failure,
 )
+from quorumdb.core.partitioning import FixedLayout, PartitioningError, key_hash
 from quorumdb.core.records import decode_record, encode_record, live_value
 from quorumdb.core.salting import Merge, base_key, expand, is_sub_key
 from quorumdb.storage.interface import StorageReader, Write
@@ -158,7 +159,8 @@ class Node:
         self.members = members
         self.catalog_holder = min(member.node_id for member in members)
         version, configs = catalog.load_catalog(storage)
-        self._local_partitions: dict[str, tuple[bool, ...]] = {}
+        self._fixed_local: dict[str, tuple[bool, ...]] = {}
+        self._other_local: dict[str, tuple[Callable[[bytes], int], frozenset[int]]] = {}
         self.partition_map = PartitionMap.build(version, members, configs)
         self._pending_forwards: dict[int, _PendingForward] = {}
         self._pending_creates: dict[int, _PendingCreate] = {}
@@ -185,10 +187,15 @@ class Node:
         """Every change of the map also refreshes what the fast paths consult, so they can
         never route by a stale map."""
         self._partition_map = partition_map
-        self._local_partitions = {
-            name: tuple(owner == self.node_id for owner in placement.owners)
-            for name, placement in partition_map.keyspaces.items()
-        }
+        self._fixed_local = {}
+        self._other_local = {}
+        for name, placement in partition_map.keyspaces.items():
+            layout = placement.layout
+            if isinstance(layout, FixedLayout):
+                flags = tuple(owner == self.node_id for owner in layout.owners)
+                self._fixed_local[name] = flags
+            else:
+                self._other_local[name] = (layout.locate, placement.local_partitions(self.node_id))
 
     # --- entry points ----------------------------------------------------------------
 
@@ -322,8 +329,8 @@ class Node:
         local = [
             (name, partition)
             for name, placement in sorted(self.partition_map.keyspaces.items())
-            for partition, owner in enumerate(placement.owners)
-            if owner == self.node_id
+            for partition in placement.partition_ids
+            if placement.owner(partition) == self.node_id
         ]
         if not local:
             return []
@@ -363,10 +370,11 @@ class Node:
     # caller takes the general path, which produces the same result (tested side by side).
 
     #
-    # Both consult `_local_partitions` (per keyspace, one "is it ours" flag per partition,
-    # so its length is the partition count) and hash inline as `FixedPartitions.locate`
-    # does: a dict lookup and a tuple index instead of three attribute hops, a method call
-    # and a string comparison per request.
+    # For `fixed` keyspaces (the default) both consult `_fixed_local` (one "is it ours"
+    # flag per partition, so its length is the partition count) and hash inline as
+    # `FixedLayout.locate` does: a dict lookup and a tuple index instead of attribute
+    # hops, two calls and a string comparison per request. Other strategies go through
+    # `_owned_partition`.
 
     def read_local(self, now_ms: int, keyspace: str, key: bytes) -> object:
         """The live value (or None) of a key this node owns, else NOT_LOCAL."""
@@ -375,12 +383,17 @@ class Node:
         return self._read_owned(now_ms, keyspace, key)
 
     def _read_owned(self, now_ms: int, keyspace: str, key: bytes) -> object:
-        local = self._local_partitions.get(keyspace)
-        if local is None or not key or len(key) > self.limits.max_key_bytes:
+        if not key or len(key) > self.limits.max_key_bytes:
             return NOT_LOCAL
-        partition = crc32(key) % len(local)
-        if not local[partition]:
-            return NOT_LOCAL
+        local = self._fixed_local.get(keyspace)
+        if local is not None:
+            partition = (crc32(key) if b"{" not in key else key_hash(key)) % len(local)
+            if not local[partition]:
+                return NOT_LOCAL
+        else:
+            partition = self._owned_partition(keyspace, key)
+            if partition < 0:
+                return NOT_LOCAL
         self._until_load_sample -= 1
         if not self._until_load_sample:
             self._sample_load(keyspace, partition, key)
@@ -396,22 +409,30 @@ class Node:
         return self._write_owned(keyspace, key, value)
 
     def _write_owned(self, keyspace: str, key: bytes, value: bytes) -> Write | None:
-        local = self._local_partitions.get(keyspace)
         limits = self.limits
-        if (
-            local is None
-            or not key
-            or len(key) > limits.max_key_bytes
-            or len(value) > limits.max_value_bytes
-        ):
+        if not key or len(key) > limits.max_key_bytes or len(value) > limits.max_value_bytes:
             return None
-        partition = crc32(key) % len(local)
-        if not local[partition]:
-            return None
+        local = self._fixed_local.get(keyspace)
+        if local is not None:
+            partition = (crc32(key) if b"{" not in key else key_hash(key)) % len(local)
+            if not local[partition]:
+                return None
+        else:
+            partition = self._owned_partition(keyspace, key)
+            if partition < 0:
+                return None
         self._until_load_sample -= 1
         if not self._until_load_sample:
             self._sample_load(keyspace, partition, key)
         return Write(keyspace, partition, key, encode_record(value))
+
+    def _owned_partition(self, keyspace: str, key: bytes) -> int:
+        """The key's partition if this node owns it, else -1 (also for unknown keyspaces)."""
+        other = self._other_local.get(keyspace)
+        if other is None:
+            return -1
+        partition = other[0](key)
+        return partition if partition in other[1] else -1
 
     def _sample_load(self, keyspace: str, partition: int, key: bytes) -> None:
         self._until_load_sample = self.limits.load_sample_every
@@ -426,10 +447,13 @@ class Node:
         if placement is None:
             return failure(ErrorCode.UNKNOWN_KEYSPACE, f"unknown keyspace '{operation.keyspace}'")
         if isinstance(operation, _PARTITION_OPERATIONS):
-            if not 0 <= operation.partition < placement.config.partition_count:
-                return failure(ErrorCode.INVALID_ARGUMENT, "partition out of range")
-            return placement.owners[operation.partition]
-        return placement.owners[placement.strategy.locate(operation.key)]
+            try:
+                return placement.owner(operation.partition)
+            except PartitioningError:
+                return failure(
+                    ErrorCode.INVALID_ARGUMENT, f"no partition {operation.partition} in this map"
+                )
+        return placement.owner_of_key(operation.key)[1]
 
     def _on_forward_request(
         self, now_ms: int, source: str, request: ForwardRequest
@@ -525,7 +549,7 @@ class Node:
         raise TypeError(f"unexpected operation {type(operation).__name__}")
 
     def _partition(self, keyspace: str, key: bytes) -> int:
-        return self.partition_map.keyspaces[keyspace].strategy.locate(key)
+        return self.partition_map.keyspaces[keyspace].layout.locate(key)
 
     def _check_key(self, key: bytes) -> Outcome | None:
         if not key:
@@ -661,7 +685,7 @@ class Node:
         self, now_ms: int, config: KeyspaceConfig, reply: _ReplyFactory
     ) -> list[Effect]:
         try:
-            config.validate()
+            config = config.canonical()
         except KeyspaceConfigError as error:
             return [reply(failure(ErrorCode.INVALID_ARGUMENT, str(error)))]
         existing = self.partition_map.keyspaces.get(config.name)
