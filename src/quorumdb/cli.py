@@ -387,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--partitioning",
         default="fixed:64",
-        help="strategy[:parameter], e.g. fixed:256 (default %(default)s)",
+        help="mod-n | fixed[:COUNT] | range[:split_bytes=64MiB,split_ops_per_second=N]"
+        " | per-node[:COUNT] | ring[:vnodes=N] (default %(default)s; see docs/partitioning.md)",
     )
     http_option(create)
     listing = keyspace_verbs.add_parser("list", help="list keyspaces")
