@@ -161,6 +161,8 @@ class _Search(Generic[State]):
         linearized = 0  # bit i set: operation i is linearized
         cache: set[tuple[int, State]] = set()
         stack: list[tuple[_Event, State]] = []
+        # The operation that blocked the longest linearized prefix: the best witness.
+        blocker_depth, blocker_id = -1, -1
         event = head.next
         while remaining > 0:
             self.steps += 1
@@ -182,9 +184,10 @@ class _Search(Generic[State]):
                     event = event.next
                 continue
             # A completion of an operation not yet linearized, or the end: a dead end.
+            if event is not None and len(stack) > blocker_depth:
+                blocker_depth, blocker_id = len(stack), event.operation_id
             if not stack:
-                assert event is not None
-                return self._violation(operations[event.operation_id])
+                return self._violation(operations[blocker_id], blocker_depth)
             call, state = stack.pop()
             linearized &= ~(1 << call.operation_id)
             remaining += 0 if operations[call.operation_id].indeterminate else 1
@@ -192,10 +195,11 @@ class _Search(Generic[State]):
             event = call.next
         return self._result(Verdict.LINEARIZABLE)
 
-    def _violation(self, operation: Operation) -> CheckResult:
+    def _violation(self, operation: Operation, linearized_count: int) -> CheckResult:
         detail = (
-            f"no valid order: process {operation.process} {operation.function}"
-            f" {operation.key} {operation.argument!r} -> {operation.result!r}"
+            f"no valid order: after {linearized_count} operations, process"
+            f" {operation.process} {operation.function} {operation.key}"
+            f" {operation.argument!r} -> {operation.result!r}"
             f" ({operation.invoked_ms}..{operation.completed_ms} ms) cannot take effect"
         )
         return self._result(Verdict.VIOLATION, detail)

@@ -106,7 +106,8 @@ class ControllerParameters:
             f"seed: {self.seed} scenario: controller",
             f"raft: voters={self.voter_count} spare={self.spare_count}"
             f" heartbeat_ms={self.heartbeat_interval_ms}"
-            f" election_timeout_ms={self.election_timeout_ms_min}..{2 * self.election_timeout_ms_min}"
+            f" election_timeout_ms={self.election_timeout_ms_min}.."
+            f"{2 * self.election_timeout_ms_min}"
             f" snapshot_every={self.snapshot_threshold_entries} membership-changes {membership}",
             f"faults: {','.join(self.faults) or 'none'}",
             f"network: latency_ms={self.latency_ms_min}..{self.latency_ms_max}"
@@ -115,7 +116,8 @@ class ControllerParameters:
             f"partitions: full {every(self.partition_interval_ms, self.partition_duration_ms_max)}"
             f", one-way {every(self.one_way_interval_ms, self.one_way_duration_ms_max)}",
             f"crashes: {every(self.crash_interval_ms, self.restart_delay_ms_max)} down",
-            f"clocks: offset_ms={list(self.clock_offsets_ms)} drift_ppm={list(self.clock_drifts_ppm)}",
+            f"clocks: offset_ms={list(self.clock_offsets_ms)}"
+            f" drift_ppm={list(self.clock_drifts_ppm)}",
             f"disk: fsync_ms={self.fsync_ms_min}..{self.fsync_ms_max}",
             f"clients: {self.client_count} operations={self.operation_count}"
             f" keys={self.key_count} think_ms_max={self.think_ms_max}"
@@ -275,7 +277,9 @@ class ControllerNemesis:
         if not up_node_ids:
             return
         leaders = [
-            node_id for node_id in up_node_ids if (raft := self.cluster.raft(node_id)) and raft.is_leader
+            node_id
+            for node_id in up_node_ids
+            if (raft := self.cluster.raft(node_id)) and raft.is_leader
         ]
         if leaders and self.rng.random() < 0.5:
             node_id = self.rng.choice(leaders)
@@ -354,7 +358,12 @@ class ControllerSimulation:
             self.queue, rng, self.trace, self.cluster, parameters.client_shape()
         )
         self.operator = MembershipOperator(
-            self.queue, rng, self.trace, self.cluster, self.clients, parameters.membership_interval_ms
+            self.queue,
+            rng,
+            self.trace,
+            self.cluster,
+            self.clients,
+            parameters.membership_interval_ms,
         )
         self.nemesis = ControllerNemesis(self.queue, rng, self.cluster, self.network, parameters)
         self.problems: list[str] = []
@@ -385,6 +394,10 @@ class ControllerSimulation:
             self._run_phases()
         except EventLimitExceeded as error:
             self.problems.append(f"event limit: {error}")
+        except AssertionError as error:
+            # A node's own assertion (say, about to overwrite a committed entry) is a
+            # finding of this seed, to report and replay, not a crash of the simulator.
+            self.problems.append(f"assertion failed at {self.queue.now_ms} ms: {error}")
 
     def _run_until(self, delay_ms: int, done: Callable[[], bool] | None) -> bool:
         def stop() -> bool:
@@ -416,7 +429,8 @@ class ControllerSimulation:
     def _converged(self) -> bool:
         """Every member has applied everything the current leader committed."""
         leaders = [
-            raft for node_id in self.cluster.up_node_ids()
+            raft
+            for node_id in self.cluster.up_node_ids()
             if (raft := self.cluster.raft(node_id)) is not None and raft.is_leader
         ]
         if not leaders:

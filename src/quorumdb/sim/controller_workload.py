@@ -231,7 +231,6 @@ class RegisterClients:
         self.queue.schedule_in(pause_ms, functools.partial(self._issue_next, call.process))
 
 
-
 @dataclass(slots=True)
 class OperatorCounts:
     requested: int = 0
@@ -298,9 +297,7 @@ class MembershipOperator:
                 leaders.append((raft.current_term, node_id))
         return max(leaders)[1] if leaders else None
 
-    def _choose(
-        self, voters: frozenset[str], learners: frozenset[str]
-    ) -> MembershipChange | None:
+    def _choose(self, voters: frozenset[str], learners: frozenset[str]) -> MembershipChange | None:
         if learners:
             return MembershipChange(MembershipChangeKind.PROMOTE_LEARNER, min(learners))
         outsiders = sorted(set(self.cluster.node_ids) - voters - learners)

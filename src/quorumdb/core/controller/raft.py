@@ -683,9 +683,9 @@ class RaftNode:
         if self._pending_reads[0].read_index == 0 and self._committed_in_current_term():
             self._heartbeat_round += 1
             self._pending_reads = [
-                read if read.read_index else PendingRead(
-                    read.request_id, self.commit_index, self._heartbeat_round
-                )
+                read
+                if read.read_index
+                else PendingRead(read.request_id, self.commit_index, self._heartbeat_round)
                 for read in self._pending_reads
             ]
             self._broadcast_append()
