@@ -598,6 +598,9 @@ class RaftNode:
         entries: tuple[LogEntry, ...] = ()
         if progress.next_index <= self.log.last_index:
             entries = self.log.entries(progress.next_index, self.config.entries_per_message_max)
+            # Optimistic: the next message continues after these. If they are lost, the
+            # follower rejects the next one and `next_index` backs off to its hint.
+            progress.next_index = entries[-1].index + 1
         request = AppendEntries(
             self.current_term,
             previous_index,

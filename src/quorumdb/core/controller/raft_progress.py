@@ -10,7 +10,8 @@ class Progress:
     """Replication state of one follower or learner, kept by the leader only.
 
     `match_index` only grows within a term; `next_index` is where the next
-    AppendEntries starts and backs off on rejections, never below match + 1.
+    AppendEntries starts: it moves past entries as soon as they are sent (pipelining)
+    and backs off on rejections, never below match + 1.
     """
 
     next_index: int
