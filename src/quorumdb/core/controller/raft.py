@@ -18,8 +18,8 @@ single-server membership changes with learners, and linearizable reads by ReadIn
 
 from __future__ import annotations
 
-import random
 from enum import Enum
+from typing import Protocol
 
 from quorumdb.core.controller.raft_config import RaftConfig
 from quorumdb.core.controller.raft_configuration import (
@@ -53,6 +53,13 @@ from quorumdb.core.effects import Effect, Persist, Reply, Send
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.messages import Outcome, failure
 from quorumdb.storage.interface import Write
+
+
+class RandomSource(Protocol):
+    """What the node needs of its generator: a seeded `random.Random` fits. Passed
+    in, never the module-level one, so a seed replays exactly."""
+
+    def randint(self, a: int, b: int) -> int: ...
 
 
 class Role(Enum):
@@ -96,7 +103,7 @@ class RaftNode:
         config: RaftConfig,
         persisted_state: PersistedState,
         state_machine: StateMachine,
-        rng: random.Random,
+        rng: RandomSource,
     ) -> None:
         self.node_id = node_id
         self.config = config
