@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from quorumdb.core.controller.raft_messages import RaftMessage
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig
 
@@ -162,4 +163,6 @@ class CatalogAck:
     version: int
 
 
-Message = ForwardRequest | ForwardReply | CatalogRequest | CatalogUpdate | CatalogAck
+Message = (
+    ForwardRequest | ForwardReply | CatalogRequest | CatalogUpdate | CatalogAck | RaftMessage
+)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
+from quorumdb.core.controller.raft_messages import RAFT_MESSAGE_TYPES, describe_raft_message
 from quorumdb.core.messages import (
     Append,
     CatalogRequest,
@@ -95,4 +96,6 @@ def describe_message(message: Message) -> str:
         return f"catalog-request v{message.known_version}"
     if isinstance(message, CatalogUpdate):
         return f"catalog-update v{message.version}"
+    if isinstance(message, RAFT_MESSAGE_TYPES):
+        return describe_raft_message(message)
     raise TypeError(f"unexpected message {type(message).__name__}")
