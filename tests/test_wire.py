@@ -8,6 +8,16 @@ import random
 import msgpack
 import pytest
 
+from quorumdb.core.controller.raft_configuration import Configuration
+from quorumdb.core.controller.raft_log import EntryKind, LogEntry, Snapshot
+from quorumdb.core.controller.raft_messages import (
+    AppendEntries,
+    AppendEntriesReply,
+    InstallSnapshot,
+    InstallSnapshotReply,
+    RequestVote,
+    RequestVoteReply,
+)
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig
 from quorumdb.core.messages import (
@@ -55,6 +65,29 @@ MESSAGES: list[object] = [
     CatalogUpdate(2, (KeyspaceConfig("default"), KeyspaceConfig("x", "ring:vnodes=16", 1))),
     CatalogUpdate(0, ()),
     CatalogAck(7),
+    RequestVote(3, 10, 2, True),
+    RequestVoteReply(3, False, True),
+    AppendEntries(
+        4,
+        9,
+        3,
+        (
+            LogEntry(10, 4, EntryKind.NOOP),
+            LogEntry(11, 4, EntryKind.COMMAND, b'{"op": "x"}'),
+            LogEntry(
+                12,
+                4,
+                EntryKind.CONFIGURATION,
+                configuration=Configuration(frozenset({"a", "b"}), frozenset({"c"})),
+            ),
+        ),
+        8,
+        5,
+    ),
+    AppendEntries(4, 0, 0, (), 0),
+    AppendEntriesReply(4, False, 0, 12, 10, 3, 5),
+    InstallSnapshot(5, Snapshot(40, 4, Configuration(frozenset({"a"})), b"\x00state")),
+    InstallSnapshotReply(5, 40),
     "a plain string",
     42,
 ]

@@ -26,6 +26,8 @@ from typing import Any
 import msgpack
 
 from quorumdb.core import messages
+from quorumdb.core.controller import raft_log, raft_messages
+from quorumdb.core.controller.raft_configuration import Configuration
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig
 
@@ -45,7 +47,15 @@ _RECORD_TYPES: tuple[type, ...] = (
     messages.CatalogRequest,
     messages.CatalogUpdate,
     KeyspaceConfig,
-    messages.CatalogAck,  # new records go last: a tag is a record's position
+    messages.CatalogAck,
+    raft_messages.RequestVote,
+    raft_messages.RequestVoteReply,
+    raft_messages.AppendEntries,
+    raft_messages.AppendEntriesReply,
+    raft_messages.InstallSnapshot,
+    raft_messages.InstallSnapshotReply,
+    raft_log.LogEntry,
+    raft_log.Snapshot,  # new records go last: a tag is a record's position
 )
 _RECORD_TAGS = {record_type: tag for tag, record_type in enumerate(_RECORD_TYPES)}
 
@@ -79,6 +89,8 @@ def _default(value: Any) -> Any:
         return (tag, *_FIELD_GETTERS[value_type](value))
     if isinstance(value, Enum):
         return value.value
+    if value_type is frozenset:  # the node ids of a Raft configuration
+        return sorted(value)
     raise TypeError(f"cannot encode {value_type.__name__} for the wire")
 
 
@@ -173,6 +185,51 @@ def _catalog_update(items: tuple[Any, ...]) -> messages.CatalogUpdate:
     return messages.CatalogUpdate(version, _records(keyspaces))
 
 
+def _configuration(items: Any) -> Configuration | None:
+    if items is None:
+        return None
+    voters, learners = items
+    if not all(type(node_id) is str for node_id in (*voters, *learners)):
+        raise WireError("malformed configuration: node ids must be strings")
+    return Configuration(frozenset(voters), frozenset(learners))
+
+
+_ENTRY_KINDS = {kind.value: kind for kind in raft_log.EntryKind}
+
+
+def _log_entry(items: tuple[Any, ...]) -> raft_log.LogEntry:
+    _, index, term, kind, command, configuration = items
+    return raft_log.LogEntry(
+        index, term, _ENTRY_KINDS[kind], command, _configuration(configuration)
+    )
+
+
+def _snapshot(items: tuple[Any, ...]) -> raft_log.Snapshot:
+    _, index, term, configuration, data = items
+    decoded = _configuration(configuration)
+    if decoded is None:
+        raise WireError("malformed snapshot: no configuration")
+    return raft_log.Snapshot(index, term, decoded, data)
+
+
+def _append_entries(items: tuple[Any, ...]) -> raft_messages.AppendEntries:
+    _, term, previous_index, previous_term, entries, leader_commit, heartbeat_round = items
+    decoded = _records(entries)
+    if not all(type(entry) is raft_log.LogEntry for entry in decoded):
+        raise WireError("malformed append: entries must be log entries")
+    return raft_messages.AppendEntries(
+        term, previous_index, previous_term, decoded, leader_commit, heartbeat_round
+    )
+
+
+def _install_snapshot(items: tuple[Any, ...]) -> raft_messages.InstallSnapshot:
+    _, term, snapshot = items
+    decoded = _record(snapshot)
+    if type(decoded) is not raft_log.Snapshot:
+        raise WireError("malformed snapshot message")
+    return raft_messages.InstallSnapshot(term, decoded)
+
+
 def _plain(record_type: type) -> Callable[[tuple[Any, ...]], Any]:
     """Decoder of a record whose fields are all plain msgpack values."""
     return lambda items: record_type(*items[1:])
@@ -185,6 +242,10 @@ _SCHEMA: dict[type, Callable[[tuple[Any, ...]], Any]] = {
     messages.ForwardReply: _forward_reply,
     messages.CreateKeyspace: _create_keyspace,
     messages.CatalogUpdate: _catalog_update,
+    raft_log.LogEntry: _log_entry,
+    raft_log.Snapshot: _snapshot,
+    raft_messages.AppendEntries: _append_entries,
+    raft_messages.InstallSnapshot: _install_snapshot,
 }
 _DECODERS = tuple(_SCHEMA.get(record_type) or _plain(record_type) for record_type in _RECORD_TYPES)
 
