@@ -120,6 +120,7 @@ class LocalTestCluster:
 
         from quorumdb.core.partitioning import layout_from_dict
 
+        self.wait_controller_leader(timeout_seconds)
         if self.node_count < 2:
             return
         with redis.Redis(port=self.resp_port(0)) as client:
@@ -143,6 +144,29 @@ class LocalTestCluster:
                             if time.monotonic() > deadline:
                                 raise
                             time.sleep(0.05)
+
+    def wait_controller_leader(self, timeout_seconds: float = 20.0) -> str:
+        """Until every running node names the same controller leader (its first no-op
+        committed), so tests that count writes or create keyspaces start from quiet."""
+        import httpx
+
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            views = set()
+            for index in self.processes:
+                try:
+                    status = httpx.get(f"{self.http_url(index)}/v1/cluster", timeout=5).json()
+                    controller = status["controller"]
+                    views.add((controller["leader"], controller["commit_index"] > 0))
+                except httpx.HTTPError:
+                    views.add((None, False))
+            if len(views) == 1:
+                leader, committed = views.pop()
+                if leader is not None and committed:
+                    return str(leader)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no agreed controller leader: {views}")
+            time.sleep(0.05)
 
     def kill_node(self, index: int) -> None:
         """SIGKILL: a crash, nothing flushed."""

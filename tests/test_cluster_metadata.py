@@ -22,6 +22,10 @@ def member(node_id: str, port: int, **extra: object) -> dict[str, object]:
     }
 
 
+def fixed(*owners: str) -> dict[str, object]:
+    return {"strategy": "fixed", "owners": list(owners)}
+
+
 def apply(metadata: ClusterMetadata, raw: bytes) -> dict[str, object]:
     result: dict[str, object] = json.loads(metadata.apply(0, raw))
     return result
@@ -35,8 +39,8 @@ def two_node_metadata() -> ClusterMetadata:
         metadata,
         command(
             "create_keyspace",
-            config={"name": "ks", "partitioning": "fixed"},
-            layout={"owners": ["node0", "node1"]},
+            config={"name": "ks", "partitioning": "fixed:2", "replication_factor": 1},
+            layout=fixed("node0", "node1"),
             partitions=[0, 1],
         ),
     )
@@ -68,14 +72,14 @@ def test_layout_changes_are_conditional_and_raise_epochs() -> None:
         "set_layout",
         keyspace="ks",
         expected_layout_version=1,
-        layout={"owners": ["node1", "node1"]},
+        layout=fixed("node1", "node1"),
         changed=[0],
     )
     assert apply(metadata, moved)["layout_version"] == 2
     assert metadata.keyspaces["ks"].epochs == {"0": 2, "1": 1}
     stale = apply(metadata, moved)  # the same proposal again: computed for version 1
     assert stale["ok"] is False and "version 2" in str(stale["error"])
-    assert metadata.keyspaces["ks"].layout == {"owners": ["node1", "node1"]}
+    assert metadata.keyspaces["ks"].layout == fixed("node1", "node1")
 
 
 def test_manual_plan_waits_for_approval_then_switches_ownership_atomically() -> None:
@@ -91,7 +95,7 @@ def test_manual_plan_waits_for_approval_then_switches_ownership_atomically() -> 
     plan = command(
         "propose_plan",
         reason="node0 leaves",
-        target_layouts={"ks": {"owners": ["node1", "node1"]}},
+        target_layouts={"ks": fixed("node1", "node1")},
         based_on={"ks": 1},
         transfers=[transfer],
     )
@@ -103,14 +107,14 @@ def test_manual_plan_waits_for_approval_then_switches_ownership_atomically() -> 
     assert apply(metadata, command("plan_step", plan_id=1, action="approve"))["state"] == "approved"
     copying = command("transfer_progress", plan_id=1, transfer=0, state="copying", copied_bytes=500)
     assert apply(metadata, copying)["state"] == "running"
-    assert metadata.keyspaces["ks"].layout == {"owners": ["node0", "node1"]}  # not yet
+    assert metadata.keyspaces["ks"].layout == fixed("node0", "node1")  # not yet
     assert apply(metadata, command("plan_step", plan_id=1, action="pause"))["state"] == "paused"
     assert apply(metadata, copying)["ok"] is False  # paused: progress reports refused
     assert apply(metadata, command("plan_step", plan_id=1, action="resume"))["state"] == "running"
     done = command("transfer_progress", plan_id=1, transfer=0, state="done", copied_bytes=1000)
     assert apply(metadata, done)["state"] == "done"
     record = metadata.keyspaces["ks"]
-    assert record.layout == {"owners": ["node1", "node1"]}
+    assert record.layout == fixed("node1", "node1")
     assert record.layout_version == 2 and record.epochs == {"0": 2, "1": 1}
     assert apply(metadata, plan)["ok"] is False  # computed for layout version 1: refused
 
@@ -139,6 +143,30 @@ def test_salted_keys_are_validated() -> None:
     assert changing["ok"] is False and "unsalt" in str(changing["error"])
     assert apply(metadata, command("salt_key", keyspace="ks", key_hex=key_hex, ways=0))["ok"]
     assert metadata.keyspaces["ks"].salted_keys == {}
+
+
+def test_keyspaces_and_layouts_every_node_could_not_load_are_refused() -> None:
+    """A refused command changes nothing on any node; an accepted bad layout would stop
+    every node from routing."""
+    metadata = two_node_metadata()
+    for config, layout in (
+        ({"name": "bad name!", "partitioning": "fixed:2", "replication_factor": 1}, fixed("a")),
+        ({"name": "ok", "partitioning": "fixed", "replication_factor": 1}, fixed("a")),
+        ({"name": "ok", "partitioning": "spiral:3", "replication_factor": 1}, fixed("a")),
+        ({"name": "ok", "partitioning": "fixed:2", "replication_factor": 1}, {"strategy": "x"}),
+        ({"name": "ok", "partitioning": "fixed:2", "replication_factor": 1}, {"owners": 7}),
+    ):
+        refused = apply(metadata, command("create_keyspace", config=config, layout=layout))
+        assert refused["ok"] is False, (config, layout)
+    bad_layout = command(
+        "set_layout",
+        keyspace="ks",
+        expected_layout_version=1,
+        layout={"strategy": "fixed"},
+        changed=[],
+    )
+    assert apply(metadata, bad_layout)["ok"] is False
+    assert set(metadata.keyspaces) == {"ks"} and metadata.version == 3
 
 
 _NAMES = st.sampled_from(["node0", "node1", "node2", "ks", "other"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from quorumdb.core.cluster import local_members
 from quorumdb.core.effects import Effect, Persist, Reply, Send
 from quorumdb.core.errors import ErrorCode
@@ -53,13 +55,12 @@ class DictStorage:
 class Cluster:
     """Delivers effects between nodes immediately, collecting client replies."""
 
-    def __init__(self, count: int = 3, limits: NodeLimits | None = None) -> None:
+    def __init__(self, count: int = 3, limits: NodeLimits | None = None, seed: int = 1) -> None:
         self.members = local_members(count, 7000)
+        self.limits = limits
+        self.rng = random.Random(seed)
         self.storages = {m.node_id: DictStorage() for m in self.members}
-        self.nodes = {
-            m.node_id: Node(m.node_id, self.members, self.storages[m.node_id], limits)
-            for m in self.members
-        }
+        self.nodes = {m.node_id: self.start(m.node_id) for m in self.members}
         self.replies: dict[int, Outcome] = {}
         self.next_request_id = 1
         self.now_ms = 1_000
@@ -73,16 +74,47 @@ class Cluster:
                 self.replies[effect.request_id] = effect.outcome
             elif isinstance(effect, Send):
                 self.sent.append((node_id, effect.destination, effect.message))
-                target = self.nodes[effect.destination]
+                target = self.nodes.get(effect.destination)
+                if target is None:
+                    continue  # a peer outside the cluster (a test plays it)
                 self.run(
                     effect.destination, target.on_message(self.now_ms, node_id, effect.message)
                 )
 
+    def start(self, node_id: str) -> Node:
+        """A node (re)starting on its storage."""
+        rng = random.Random(self.rng.random())
+        self.starts = getattr(self, "starts", 0) + 1  # a new incarnation per start
+        storage = self.storages[node_id]
+        return Node(node_id, self.members, storage, self.limits, self.starts, rng=rng)
+
+    def tick(self, elapsed_ms: int = 20) -> None:
+        self.now_ms += elapsed_ms
+        for node_id, node in list(self.nodes.items()):
+            self.run(node_id, node.on_tick(self.now_ms))
+
+    def settle(self) -> str:
+        """Tick until every node knows the controller leader and has applied its log."""
+        for _ in range(500):
+            self.tick()
+            leaders = {node.controller.leader_id for node in self.nodes.values()}
+            applied = {node.controller.raft.applied_index for node in self.nodes.values()}
+            leader = next(iter(leaders))
+            if len(leaders) == 1 and leader is not None and len(applied) == 1:
+                return leader
+        raise AssertionError("no controller leader after 10 virtual seconds")
+
     def request(self, node_id: str, operation) -> Outcome:
+        """Send one request and tick until it is answered (a metadata change needs the
+        controller's log to commit)."""
         request_id = self.next_request_id
         self.next_request_id += 1
         self.run(node_id, self.nodes[node_id].on_client_request(self.now_ms, request_id, operation))
-        return self.replies.pop(request_id)
+        for _ in range(500):
+            if request_id in self.replies:
+                return self.replies.pop(request_id)
+            self.tick()
+        raise AssertionError(f"no answer to {operation!r}")
 
 
 def owner_of(cluster: Cluster, key: bytes) -> str:
@@ -182,28 +214,87 @@ def test_scan_pages_through_a_partition_in_order() -> None:
     assert sorted(seen) == keys and len(seen) == len(keys)
 
 
-def test_unknown_keyspace_and_creation_spreads_to_all_nodes() -> None:
+def test_unknown_keyspace_and_creation_through_the_controller() -> None:
     cluster = Cluster()
-    assert cluster.request("node2", Get("users", b"a")).error is ErrorCode.UNKNOWN_KEYSPACE
+    leader = cluster.settle()
+    follower = next(node_id for node_id in cluster.nodes if node_id != leader)
+    assert cluster.request(follower, Get("users", b"a")).error is ErrorCode.UNKNOWN_KEYSPACE
     config = KeyspaceConfig("users", "fixed:8")
-    assert cluster.request("node2", CreateKeyspace(config)).value is True
-    assert cluster.request("node1", CreateKeyspace(config)).value is False
+    assert cluster.request(follower, CreateKeyspace(config)).value is True
+    # At once, through any node: one that has not applied it yet asks the leader.
+    for node_id in cluster.nodes:
+        assert cluster.request(node_id, Put("users", node_id.encode(), b"1")).ok
+    assert cluster.request(leader, CreateKeyspace(config)).value is False
     conflicting = KeyspaceConfig("users", "fixed:16")
-    assert cluster.request("node1", CreateKeyspace(conflicting)).error is ErrorCode.KEYSPACE_EXISTS
-    assert cluster.request("node0", Put("users", b"a", b"1")).ok
-    assert cluster.request("node2", Get("users", b"a")).value == b"1"
+    assert cluster.request(follower, CreateKeyspace(conflicting)).error is ErrorCode.KEYSPACE_EXISTS
+    respelled = KeyspaceConfig("users", "fixed:8").canonical()
+    assert cluster.request(follower, CreateKeyspace(respelled)).value is False
+    default_count = KeyspaceConfig("users", "fixed")  # that is fixed:64, not fixed:8
+    assert cluster.request(follower, CreateKeyspace(default_count)).error is (
+        ErrorCode.KEYSPACE_EXISTS
+    )
+    cluster.settle()
     versions = {node.partition_map.version for node in cluster.nodes.values()}
-    assert versions == {2}
+    assert len(versions) == 1
     bad = KeyspaceConfig("bad name!")
-    assert cluster.request("node1", CreateKeyspace(bad)).error is ErrorCode.INVALID_ARGUMENT
+    assert cluster.request(follower, CreateKeyspace(bad)).error is ErrorCode.INVALID_ARGUMENT
 
 
-def test_restarted_node_reloads_catalog_from_storage() -> None:
+def test_creation_waits_for_a_controller_leader_then_gives_up_clearly() -> None:
+    cluster = Cluster()  # no ticks yet: no election has happened
+    early = CreateKeyspace(KeyspaceConfig("early"))
+    assert cluster.nodes["node1"].on_client_request(cluster.now_ms, 1, early) == []
+    for _ in range(200):
+        cluster.tick()
+        if 1 in cluster.replies:
+            break
+    assert cluster.replies.pop(1) == Outcome(True)  # answered once a leader was elected
+    # A node cut off from its peers never sees a leader: it answers, retryably.
+    lonely = Node("node1", cluster.members, DictStorage(), rng=random.Random(3))
+    assert lonely.on_client_request(0, 2, CreateKeyspace(KeyspaceConfig("late"))) == []
+    answers: list[Reply] = []
+    for now_ms in range(0, 2_100, 20):
+        answers += [e for e in lonely.on_tick(now_ms) if isinstance(e, Reply)]
+    assert [(reply.request_id, reply.outcome.error) for reply in answers] == [
+        (2, ErrorCode.UNAVAILABLE)
+    ]
+    assert "retry" in answers[0].outcome.message
+
+
+def test_restarted_node_recovers_the_metadata_from_the_controller_log() -> None:
+    for count in (1, 3):
+        cluster = Cluster(count)
+        cluster.settle()
+        cluster.request("node0", CreateKeyspace(KeyspaceConfig("orders", "fixed:4")))
+        cluster.settle()
+        cluster.nodes["node0"] = cluster.start("node0")
+        # Known at once, before any leader is heard: the commit index was persisted.
+        restarted = cluster.nodes["node0"]
+        assert "orders" in restarted.partition_map.keyspaces
+        assert restarted.partition_map.version == 2
+        cluster.settle()
+        assert cluster.request("node0", Put("orders", b"k", b"v")).ok
+
+
+def test_a_forward_routed_by_a_newer_map_waits_for_it() -> None:
     cluster = Cluster()
-    cluster.request("node0", CreateKeyspace(KeyspaceConfig("orders", "fixed:4")))
-    restarted = Node("node1", cluster.members, cluster.storages["node1"])
-    assert "orders" in restarted.partition_map.keyspaces
-    assert restarted.partition_map.version == 2
+    cluster.settle()
+    node = cluster.nodes["node2"]
+    newer = ForwardRequest(1, node.partition_map.version + 1, Get("default", b"k"), 7)
+    assert node.on_message(cluster.now_ms, "node9", newer) == []  # parked, not refused
+    expired = node.on_tick(cluster.now_ms + node.limits.map_wait_ms)
+    [answer] = [e for e in expired if isinstance(e, Send) and e.destination == "node9"]
+    assert answer.destination == "node9"
+    assert answer.message.outcome.error is ErrorCode.UNAVAILABLE
+    # A map change in between serves it instead.
+    owned = next(k for k in (b"k%d" % i for i in range(100)) if owner_of(cluster, k) == "node2")
+    parked = ForwardRequest(2, node.partition_map.version + 1, Get("default", owned), 7)
+    node.on_message(cluster.now_ms, "node9", parked)
+    leader = cluster.settle()
+    cluster.request(leader, CreateKeyspace(KeyspaceConfig("wakeup")))
+    cluster.settle()
+    served = [m for source, target, m in cluster.sent if target == "node9"]
+    assert any(isinstance(m, ForwardReply) and m.forward_id == 2 and m.outcome.ok for m in served)
 
 
 def test_forward_timeout_answers_with_indefinite_error_and_ignores_late_reply() -> None:
@@ -237,49 +328,6 @@ def test_expiry_beyond_the_stored_range_is_refused_without_writing() -> None:
     outcome = cluster.request("node0", Put("default", b"k", b"v", expire_at_ms=2**63))
     assert outcome.error is ErrorCode.INVALID_ARGUMENT
     assert cluster.request("node0", Get("default", b"k")).value is None
-
-
-def test_catalog_updates_are_taken_only_from_the_holder_and_only_when_valid() -> None:
-    from quorumdb.core.messages import CatalogUpdate
-
-    cluster = Cluster()
-    node = cluster.nodes["node2"]
-    forged = CatalogUpdate(9, (KeyspaceConfig("default"), KeyspaceConfig("extra")))
-    assert node.on_message(cluster.now_ms, "node1", forged) == []
-    invalid = CatalogUpdate(9, (KeyspaceConfig("default"), KeyspaceConfig("bad name!")))
-    assert node.on_message(cluster.now_ms, "node0", invalid) == []
-    assert node.partition_map.version == 1
-    valid = CatalogUpdate(9, (KeyspaceConfig("default"), KeyspaceConfig("extra")))
-    assert node.on_message(cluster.now_ms, "node0", valid) != []
-    assert "extra" in node.partition_map.keyspaces
-
-
-def test_keyspace_creation_is_answered_once_every_node_holds_it() -> None:
-    from quorumdb.core.messages import CatalogAck, CatalogUpdate
-
-    cluster = Cluster()
-    holder = cluster.nodes["node0"]
-    effects = holder.on_client_request(cluster.now_ms, 7, CreateKeyspace(KeyspaceConfig("late")))
-    updates = [e for e in effects if isinstance(e, Send)]
-    assert {e.destination for e in updates} == {"node1", "node2"}
-    assert all(isinstance(e.message, CatalogUpdate) for e in updates)
-    assert not [e for e in effects if isinstance(e, Reply)]  # not before the others have it
-    assert holder.on_message(cluster.now_ms, "node1", CatalogAck(2)) == []
-    answer = holder.on_message(cluster.now_ms, "node2", CatalogAck(2))
-    assert [(e.request_id, e.outcome.value) for e in answer] == [(7, True)]
-
-
-def test_keyspace_creation_is_answered_after_the_timeout_when_a_node_is_silent() -> None:
-    from quorumdb.core.messages import CatalogAck
-
-    cluster = Cluster()
-    holder = cluster.nodes["node0"]
-    holder.on_client_request(cluster.now_ms, 8, CreateKeyspace(KeyspaceConfig("partial")))
-    holder.on_message(cluster.now_ms, "node1", CatalogAck(2))
-    assert not [e for e in holder.on_tick(cluster.now_ms + 10) if isinstance(e, Reply)]
-    later = cluster.now_ms + holder.limits.catalog_ack_timeout_ms
-    replies = [e for e in holder.on_tick(later) if isinstance(e, Reply)]
-    assert [(e.request_id, e.outcome.value) for e in replies] == [(8, True)]
 
 
 def test_forwarded_gets_and_puts_answer_like_the_general_path() -> None:

@@ -194,6 +194,11 @@ def test_owner_down_fails_fast_for_its_keys_only(cluster_losing_node2) -> None:
             for key in keys[owner]:
                 assert sync_client.get(key) == key
                 assert sync_client.put(key, b"again") is True
+        with redis.Redis(port=cluster.resp_port(0)) as plain:
+            # A key whose owner is down is not reported missing: MGET fails instead.
+            with pytest.raises(redis.ResponseError, match="UNAVAILABLE|TIMEOUT"):
+                plain.mget([keys["node0"][0], keys["node2"][0]])
+            assert plain.mget(keys["node0"]) == [b"again"] * len(keys["node0"])
         for key in keys["node2"]:
             started = time.monotonic()
             with pytest.raises(redis.ConnectionError, match="UNAVAILABLE|refused|connect"):

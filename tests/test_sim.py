@@ -17,9 +17,10 @@ import pytest
 
 from quorumdb.check.history import load_history
 from quorumdb.core.cluster import local_members
+from quorumdb.core.controller.raft_messages import InstallSnapshotReply
 from quorumdb.core.effects import Effect, Persist
 from quorumdb.core.keyspace import DEFAULT_KEYSPACE
-from quorumdb.core.messages import CatalogRequest, Get, Message, Outcome, Put
+from quorumdb.core.messages import Get, Message, Outcome, Put
 from quorumdb.core.partitioning import partition_of
 from quorumdb.core.records import decode_record
 from quorumdb.sim import command
@@ -97,8 +98,8 @@ def make_network(
     arrived: list[tuple[str, str, int]] = []
 
     def deliver(source: str, destination: str, message: Message) -> None:
-        assert isinstance(message, CatalogRequest)
-        arrived.append((source, destination, message.known_version))
+        assert isinstance(message, InstallSnapshotReply)
+        arrived.append((source, destination, message.term))
 
     network.attach(deliver)
     return queue, network, arrived
@@ -107,7 +108,7 @@ def make_network(
 def test_loss_drops_and_counts_messages() -> None:
     queue, network, arrived = make_network(loss=1.0)
     for number in range(20):
-        network.send("a", "b", CatalogRequest(number))
+        network.send("a", "b", InstallSnapshotReply(number, 0))
     queue.run_until(1_000)
     assert arrived == []
     assert network.stats.dropped_by_loss == 20
@@ -116,7 +117,7 @@ def test_loss_drops_and_counts_messages() -> None:
 def test_duplication_delivers_twice_and_counts() -> None:
     queue, network, arrived = make_network(duplicate=1.0)
     for number in range(20):
-        network.send("a", "b", CatalogRequest(number))
+        network.send("a", "b", InstallSnapshotReply(number, 0))
     queue.run_until(1_000)
     assert sorted(number for _, _, number in arrived) == sorted(list(range(20)) * 2)
     assert network.stats.duplicated == 20
@@ -127,7 +128,7 @@ def test_jitter_reorders_and_a_seed_replays_the_same_order() -> None:
     for _ in range(2):
         queue, network, arrived = make_network(seed=11, jitter_ms_mean=20.0)
         for number in range(30):
-            network.send("a", "b", CatalogRequest(number))
+            network.send("a", "b", InstallSnapshotReply(number, 0))
         queue.run_until(10_000)
         orders.append([number for _, _, number in arrived])
     assert orders[0] == orders[1]
@@ -137,14 +138,14 @@ def test_jitter_reorders_and_a_seed_replays_the_same_order() -> None:
 def test_a_partition_blocks_both_directions_until_healed() -> None:
     queue, network, arrived = make_network()
     cut_id = network.partition([["a"], ["b", "c"]])
-    network.send("a", "b", CatalogRequest(1))
-    network.send("c", "a", CatalogRequest(2))
-    network.send("b", "c", CatalogRequest(3))
+    network.send("a", "b", InstallSnapshotReply(1, 0))
+    network.send("c", "a", InstallSnapshotReply(2, 0))
+    network.send("b", "c", InstallSnapshotReply(3, 0))
     queue.run_until(100)
     assert arrived == [("b", "c", 3)]
     assert network.stats.dropped_by_cut == 2
     network.heal(cut_id)
-    network.send("a", "b", CatalogRequest(4))
+    network.send("a", "b", InstallSnapshotReply(4, 0))
     queue.run_until(200)
     assert arrived[-1] == ("a", "b", 4)
 
@@ -152,15 +153,15 @@ def test_a_partition_blocks_both_directions_until_healed() -> None:
 def test_a_one_way_partition_blocks_only_one_direction() -> None:
     queue, network, arrived = make_network()
     network.cut_one_way("a", "b")
-    network.send("a", "b", CatalogRequest(1))
-    network.send("b", "a", CatalogRequest(2))
+    network.send("a", "b", InstallSnapshotReply(1, 0))
+    network.send("b", "a", InstallSnapshotReply(2, 0))
     queue.run_until(100)
     assert arrived == [("b", "a", 2)]
 
 
 def test_a_cut_drops_messages_already_in_flight() -> None:
     queue, network, arrived = make_network()
-    network.send("a", "b", CatalogRequest(1))
+    network.send("a", "b", InstallSnapshotReply(1, 0))
     network.partition([["a"], ["b"]])
     queue.run_until(100)
     assert arrived == []

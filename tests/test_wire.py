@@ -22,9 +22,6 @@ from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig
 from quorumdb.core.messages import (
     Append,
-    CatalogAck,
-    CatalogRequest,
-    CatalogUpdate,
     CountPartition,
     CreateKeyspace,
     Delete,
@@ -61,10 +58,7 @@ MESSAGES: list[object] = [
     ForwardReply(1, Outcome(None, ErrorCode.MOVED, "owner is node2")),
     ForwardReply(1, Outcome(ScanPage(((b"a", b"1"), (b"b", b"")), b"c"))),
     ForwardReply(1, Outcome(ScanPage((), None))),
-    CatalogRequest(3),
-    CatalogUpdate(2, (KeyspaceConfig("default"), KeyspaceConfig("x", "ring:vnodes=16", 1))),
-    CatalogUpdate(0, ()),
-    CatalogAck(7),
+    ForwardRequest(3, 4, CreateKeyspace(KeyspaceConfig("x", "ring:vnodes=16", 1))),
     RequestVote(3, 10, 2, True),
     RequestVoteReply(3, False, True),
     AppendEntries(

@@ -146,6 +146,7 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
     async def cluster() -> dict[str, Any]:
         document = runtime.node.partition_map.to_dict()
         document["node"] = runtime.settings.node_id
+        document["controller"] = runtime.node.controller.status()
         return document
 
     @app.get("/v1/keyspaces", summary="List keyspaces")

@@ -628,8 +628,10 @@ def mget(context: CommandContext, arguments: list[bytes]) -> None:
     keys = arguments[1:]
 
     def finish(outcomes: list[Outcome]) -> bytes:
-        # Like Redis, a key that cannot be read as a string shows as nil in MGET.
-        return encode_array([o.value if o.error is None else None for o in outcomes])  # type: ignore[misc]
+        # Every value here is a string, so Redis's nil-for-wrong-type never applies; an
+        # error (an owner unreachable, a timeout) fails the command rather than passing
+        # for a missing key.
+        return _first_error(outcomes) or encode_array([o.value for o in outcomes])  # type: ignore[misc]
 
     gather = Gather(context, len(keys), finish, "mget")
     for index, key in enumerate(keys):

@@ -10,7 +10,8 @@ from collections.abc import MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from quorumdb.core.keyspace import KeyspaceConfig
+from quorumdb.core.cluster_metadata import ClusterMetadata, KeyspaceRecord, MemberRecord
+from quorumdb.core.keyspace import DEFAULT_KEYSPACE, KeyspaceConfig
 from quorumdb.core.partitioning import Layout, layout_from_dict
 
 
@@ -103,6 +104,24 @@ class PartitionMap:
             placements[config.name] = KeyspacePlacement(config, layout)
         return cls(version, members, placements)
 
+    @classmethod
+    def from_metadata(cls, metadata: ClusterMetadata) -> PartitionMap:
+        """The routing view of the controller's metadata (members that have not left)."""
+        members = tuple(
+            Member(
+                record.node_id, record.host, record.peer_port, record.resp_port, record.http_port
+            )
+            for _, record in sorted(metadata.members.items())
+            if record.state != "left"
+        )
+        placements = {
+            name: KeyspacePlacement(
+                KeyspaceConfig.from_dict(record.config), layout_from_dict(record.layout)
+            )
+            for name, record in metadata.keyspaces.items()
+        }
+        return cls(metadata.version, members, placements)
+
     def member(self, node_id: str) -> Member:
         for member in self.members:
             if member.node_id == node_id:
@@ -122,3 +141,27 @@ class PartitionMap:
 def placement_from_dict(data: dict[str, Any]) -> tuple[KeyspaceConfig, Layout]:
     """What a client needs of one keyspace in `PartitionMap.to_dict()`."""
     return KeyspaceConfig.from_dict(data), layout_from_dict(data["layout"])
+
+
+def founding_metadata(members: tuple[Member, ...]) -> ClusterMetadata:
+    """What every founding node holds before the controller's first log entry: the
+    members and the `default` keyspace. Deterministic, so all founders agree on it."""
+    records = [
+        MemberRecord(
+            member.node_id, member.host, member.peer_port, member.resp_port, member.http_port
+        )
+        for member in members
+    ]
+    config = KeyspaceConfig(DEFAULT_KEYSPACE).canonical()
+    weights = {member.node_id: 1 for member in members}
+    layout = config.strategy().initial_layout(weights, _NoRandomness())
+    default = KeyspaceRecord(
+        config.to_dict(),
+        layout.to_dict(),
+        1,
+        {str(partition): 1 for partition in layout.partition_ids},
+    )
+    metadata = ClusterMetadata(version=1)
+    metadata.members = {record.node_id: record for record in records}
+    metadata.keyspaces = {DEFAULT_KEYSPACE: default}
+    return metadata

@@ -16,6 +16,9 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
+from quorumdb.core.partitioning import PartitioningError, layout_from_dict
+
 MEMBER_STATES = ("joining", "active", "leaving", "left")
 REBALANCE_MODES = ("manual", "automatic")
 PLAN_STATES = ("proposed", "approved", "running", "paused", "done", "cancelled")
@@ -217,15 +220,32 @@ def _set_weight(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
     return {}
 
 
+def _checked_layout(layout: Any) -> dict[str, Any]:
+    """A layout every node can decode: one that could not be would stop routing."""
+    if not isinstance(layout, dict):
+        raise MetadataError("a layout is a JSON object")
+    try:
+        layout_from_dict(layout)
+    except PartitioningError as error:
+        raise MetadataError(f"invalid layout: {error}") from None
+    return layout
+
+
 def _create_keyspace(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
     config: dict[str, Any] = document["config"]
+    try:
+        canonical = KeyspaceConfig.from_dict(config).to_dict()
+    except (KeyspaceConfigError, KeyError, TypeError) as error:
+        raise MetadataError(f"invalid keyspace: {error}") from None
+    if canonical != config:
+        raise MetadataError("a keyspace configuration must be proposed in canonical form")
     name = config["name"]
     existing = metadata.keyspaces.get(name)
     if existing is not None:
         if existing.config == config:
             return {"changed": False, "created": False}
         raise MetadataError(f"keyspace '{name}' exists")
-    layout: dict[str, Any] = document["layout"]
+    layout = _checked_layout(document["layout"])
     epochs = {str(partition): 1 for partition in document.get("partitions", [])}
     metadata.keyspaces[name] = KeyspaceRecord(config, layout, 1, epochs)
     return {"created": True}
@@ -242,7 +262,8 @@ def _set_layout(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
             f"layout of '{name}' is at version {record.layout_version},"
             f" not {document['expected_layout_version']}"
         )
-    metadata.keyspaces[name] = _with_layout(record, document["layout"], document["changed"])
+    layout = _checked_layout(document["layout"])
+    metadata.keyspaces[name] = _with_layout(record, layout, document["changed"])
     return {"layout_version": record.layout_version + 1}
 
 
@@ -306,6 +327,8 @@ def _propose_plan(metadata: ClusterMetadata, document: dict[str, Any]) -> Result
         if record is None or record.layout_version != layout_version:
             raise MetadataError(f"the plan was computed for an older map of '{name}'")
     transfers = tuple(TransferRecord(**transfer) for transfer in document["transfers"])
+    for layout in document["target_layouts"].values():
+        _checked_layout(layout)
     for transfer in transfers:
         for node_id in (transfer.source_node, transfer.target_node):
             _member(metadata, node_id)

@@ -143,26 +143,4 @@ class ForwardReply:
     incarnation: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class CatalogRequest:
-    """Ask the catalog holder for keyspaces newer than `known_version`."""
-
-    known_version: int
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogUpdate:
-    version: int
-    keyspaces: tuple[KeyspaceConfig, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogAck:
-    """A node durably holds catalog `version`: the holder answers a create once all have."""
-
-    version: int
-
-
-Message = (
-    ForwardRequest | ForwardReply | CatalogRequest | CatalogUpdate | CatalogAck | RaftMessage
-)
+Message = ForwardRequest | ForwardReply | RaftMessage

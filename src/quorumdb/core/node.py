@@ -6,13 +6,17 @@ and carries out the returned effects (persist, then send and reply).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import NamedTuple
+import json
+from collections.abc import Callable, MutableSequence
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple, Protocol
 from zlib import crc32
 
-from quorumdb.core import catalog
-from quorumdb.core.cluster import Member, PartitionMap
+from quorumdb.core.cluster import Member, PartitionMap, founding_metadata
+from quorumdb.core.cluster_metadata import command
+from quorumdb.core.controller.controller import DEFAULT_VOTERS, Controller, choose_voters
+from quorumdb.core.controller.raft_config import RaftConfig
+from quorumdb.core.controller.raft_messages import RAFT_MESSAGE_TYPES
 from quorumdb.core.effects import Effect, Persist, Reply, Send
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.integers import INT64_MAX, INT64_MIN, parse_int64
@@ -20,9 +24,6 @@ from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
 from quorumdb.core.load_tracker import LoadTracker
 from quorumdb.core.messages import (
     Append,
-    CatalogAck,
-    CatalogRequest,
-    CatalogUpdate,
     CountPartition,
     CreateKeyspace,
     Delete,
@@ -60,8 +61,9 @@ class NodeLimits:
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     max_scan_limit: int = 10_000
     forward_timeout_ms: int = 5_000
-    catalog_poll_interval_ms: int = 1_000
-    catalog_ack_timeout_ms: int = 2_000
+    # A forwarded request routed by a newer map than this node has waits this long for
+    # the controller's log to catch up before it is refused.
+    map_wait_ms: int = 2_000
     expiry_sweep_keys: int = 20  # keys examined per tick for expired ones to delete
     load_sample_every: int = 8  # one request in this many feeds the load tracker
 
@@ -103,15 +105,22 @@ class _SeenForwards:
         return True
 
 
-@dataclass(slots=True)
-class _PendingCreate:
-    """A keyspace creation answered once every other node holds the new catalog (or the
-    timeout passes: the stragglers catch up by polling), so a client that created it can
-    use it through any node at once."""
+class NodeRandom(Protocol):
+    """A seeded `random.Random` fits: Raft draws election timeouts, layouts shuffle."""
 
-    answer: Effect
-    waiting: set[str]
+    def randint(self, a: int, b: int) -> int: ...
+
+    def random(self) -> float: ...
+
+    def shuffle(self, x: MutableSequence[Any]) -> None: ...
+
+
+class _Parked(NamedTuple):
+    """A forwarded request that waits for this node's map to reach its sender's version."""
+
     deadline_ms: int
+    source: str
+    request: ForwardRequest
 
 
 class _PendingForward(NamedTuple):
@@ -147,34 +156,46 @@ class Node:
         storage: StorageReader,
         limits: NodeLimits | None = None,
         incarnation: int = 0,
+        *,
+        rng: NodeRandom,
+        raft_config: RaftConfig | None = None,
+        controller_voters: int = DEFAULT_VOTERS,
     ) -> None:
-        """`incarnation` must grow with every start of this node (boot time or a counter)."""
+        """`members` are the founding members (they bootstrap the controller's metadata);
+        `incarnation` must grow with every start of this node (boot time or a counter);
+        `rng` is a seeded generator (Raft's election timeouts, layouts' random choices)."""
         self.node_id = node_id
         self.incarnation = incarnation
         self.storage = storage
+        self.rng = rng
         self.limits = limits or NodeLimits()
         self.limits.validate()
         if node_id not in {member.node_id for member in members}:
             raise ValueError(f"node {node_id!r} is not among the members")
         self.members = members
-        self.catalog_holder = min(member.node_id for member in members)
-        version, configs = catalog.load_catalog(storage)
+        voters = choose_voters([member.node_id for member in members], controller_voters)
+        learners = tuple(sorted({member.node_id for member in members} - set(voters)))
+        config = raft_config or RaftConfig()
+        config = replace(config, bootstrap_voters=voters, bootstrap_learners=learners)
+        self.controller = Controller(node_id, founding_metadata(members), storage, rng, config)
         self._fixed_local: dict[str, tuple[bool, ...]] = {}
         self._other_local: dict[str, tuple[Callable[[bytes], int], frozenset[int]]] = {}
-        self.partition_map = PartitionMap.build(version, members, configs)
+        self.partition_map = PartitionMap.from_metadata(self.controller.metadata)
         self._pending_forwards: dict[int, _PendingForward] = {}
-        self._pending_creates: dict[int, _PendingCreate] = {}
+        self._parked: list[_Parked] = []
+        self._awaiting_leader: list[tuple[int, int, CreateKeyspace]] = []
         self._sweep_position = 0  # which local partition the expiry sweep examines next
         self._sweep_start = b""  # and from which key
         self._seen_forwards: dict[str, tuple[int, _SeenForwards]] = {}
         self._next_forward_id = 1
-        self._next_catalog_poll_ms = 0
         self.load = LoadTracker(sample_every=self.limits.load_sample_every)
         # keyspace -> salted key -> number of sub-keys; set from the cluster metadata.
         self.salted_keys: dict[str, dict[bytes, int]] = {}
         self._salt_rotation = 0
-        # Negative request ids stand for sub-operations: id -> (gather, position).
+        # Negative request ids stand for sub-operations: id -> (gather, position), and for
+        # relayed forwards: id -> (peer, its forward id, its incarnation).
         self._gather_parts: dict[int, tuple[_Gather, int]] = {}
+        self._relays: dict[int, tuple[str, int, int]] = {}
         self._next_gather_part = -2
         self._until_load_sample = self.limits.load_sample_every
 
@@ -204,6 +225,11 @@ class Node:
     ) -> list[Effect]:
         """`redirect`: a client that routes by its own copy of the map asked to be told
         the owner (REDIRECT, with the map version) instead of having the request forwarded."""
+        if isinstance(operation, CreateKeyspace) and self.controller.leader_id is None:
+            # Just started, or an election is on: wait for a leader rather than refuse.
+            deadline_ms = now_ms + self.limits.map_wait_ms
+            self._awaiting_leader.append((deadline_ms, request_id, operation))
+            return []
         if self.salted_keys and isinstance(operation, _KEYED_OPERATIONS):
             ways = self.salted_keys.get(operation.keyspace, {}).get(operation.key)
             if ways is not None:
@@ -270,9 +296,14 @@ class Node:
         return [Reply(gather.request_id, gather.merge(gather.outcomes))]
 
     def _answer(self, request_id: int, outcome: Outcome) -> list[Effect]:
-        """Deliver an outcome: to the client, or to the gather a sub-operation belongs to."""
+        """Deliver an outcome: to the client, to the gather a sub-operation belongs to, or
+        back to the peer whose forward this node relayed."""
         if request_id >= 0:
             return [Reply(request_id, outcome)]
+        relay = self._relays.pop(request_id, None)
+        if relay is not None:
+            source, forward_id, incarnation = relay
+            return [Send(source, ForwardReply(forward_id, outcome, incarnation))]
         gather, position = self._gather_parts.pop(request_id)
         return self._fill(gather, position, outcome)
 
@@ -289,14 +320,10 @@ class Node:
                 return []
             del self._pending_forwards[message.forward_id]
             return self._answer(pending.request_id, message.outcome)
-        if isinstance(message, CatalogRequest):
-            if message.known_version >= self.partition_map.version:
-                return []
-            return [Send(source, self._catalog_update())]
-        if isinstance(message, CatalogUpdate):
-            return self._adopt_catalog(source, message)
-        if isinstance(message, CatalogAck):
-            return self._on_catalog_ack(source, message.version)
+        if isinstance(message, RAFT_MESSAGE_TYPES):
+            return self._after_controller(
+                now_ms, self.controller.on_message(now_ms, source, message)
+            )
         raise TypeError(f"unexpected message {type(message).__name__}")
 
     def on_tick(self, now_ms: int) -> list[Effect]:
@@ -310,13 +337,29 @@ class Node:
             pending = self._pending_forwards.pop(forward_id)
             message = f"no answer from {pending.destination} in time; the outcome is unknown"
             effects += self._answer(pending.request_id, failure(ErrorCode.TIMEOUT, message))
-        overdue = [v for v, p in self._pending_creates.items() if p.deadline_ms <= now_ms]
-        for version in overdue:
-            effects.append(self._pending_creates.pop(version).answer)
-        if self.node_id != self.catalog_holder and now_ms >= self._next_catalog_poll_ms:
-            self._next_catalog_poll_ms = now_ms + self.limits.catalog_poll_interval_ms
-            request = CatalogRequest(self.partition_map.version)
-            effects.append(Send(self.catalog_holder, request))
+        effects += self._after_controller(now_ms, self.controller.on_tick(now_ms))
+        if self._awaiting_leader:
+            waiting, self._awaiting_leader = self._awaiting_leader, []
+            leader_known = self.controller.leader_id is not None
+            for deadline_ms, request_id, operation in waiting:
+                if leader_known:
+                    effects += self.on_client_request(now_ms, request_id, operation)
+                elif deadline_ms > now_ms:
+                    self._awaiting_leader.append((deadline_ms, request_id, operation))
+                else:
+                    message = "no controller leader was elected in time; retry"
+                    effects.append(Reply(request_id, failure(ErrorCode.UNAVAILABLE, message)))
+        waited_out = [parked for parked in self._parked if parked.deadline_ms <= now_ms]
+        if waited_out:
+            self._parked = [parked for parked in self._parked if parked.deadline_ms > now_ms]
+            for parked in waited_out:
+                version = parked.request.map_version
+                message = (
+                    f"this node's map is at version {self.partition_map.version}, not {version}"
+                )
+                outcome = failure(ErrorCode.UNAVAILABLE, message)
+                reply = ForwardReply(parked.request.forward_id, outcome, parked.request.incarnation)
+                effects.append(Send(parked.source, reply))
         effects.extend(self._sweep_expired(now_ms))
         self.load.on_tick(now_ms)
         return effects
@@ -442,9 +485,14 @@ class Node:
 
     def _owner_of(self, operation: Operation) -> str | Outcome:
         if isinstance(operation, CreateKeyspace):
-            return self.catalog_holder
+            return self.controller.leader_id or self.node_id
         placement = self.partition_map.keyspaces.get(operation.keyspace)
         if placement is None:
+            # Perhaps created a moment ago and not yet applied here: the controller leader
+            # has applied every keyspace it has acknowledged, so it answers for certain.
+            leader = self.controller.leader_id
+            if leader is not None and leader != self.node_id:
+                return leader
             return failure(ErrorCode.UNKNOWN_KEYSPACE, f"unknown keyspace '{operation.keyspace}'")
         if isinstance(operation, _PARTITION_OPERATIONS):
             try:
@@ -462,6 +510,17 @@ class Node:
         incarnation = request.incarnation
         if not self._first_time(source, incarnation, forward_id):
             return []  # a duplicate: the first copy's reply answers the sender
+        if request.map_version > self.partition_map.version:
+            # Routed by a map this node has not applied yet (a keyspace just created, an
+            # ownership just switched): wait for the controller's log rather than refuse.
+            deadline_ms = now_ms + self.limits.map_wait_ms
+            self._parked.append(_Parked(deadline_ms, source, request))
+            return []
+        return self._serve_forward(now_ms, source, request)
+
+    def _serve_forward(self, now_ms: int, source: str, request: ForwardRequest) -> list[Effect]:
+        forward_id = request.forward_id
+        incarnation = request.incarnation
         operation = request.operation
         # Plain GETs and SETs of keys this node owns, most forwarded traffic, take the
         # client fast paths: one hash and no reply closure, routing or dispatch chain.
@@ -490,6 +549,13 @@ class Node:
         if isinstance(owner, Outcome):
             return [reply(owner)]
         if owner != self.node_id:
+            if request.map_version < self.partition_map.version:
+                # The sender routed by an older map: pass the request on to the owner by
+                # this newer one. Each hop's map is newer than the last, so it ends.
+                relay_id = self._next_gather_part
+                self._next_gather_part -= 1
+                self._relays[relay_id] = (source, forward_id, incarnation)
+                return [self._forward(now_ms, relay_id, operation, owner)]
             if isinstance(operation, _KEYED_OPERATIONS):
                 return [reply(self._moved(operation.keyspace, operation.key, owner))]
             moved = f"map version {self.partition_map.version}: owner is {owner}"
@@ -679,7 +745,24 @@ class Node:
                 items.append((key, b"" if operation.keys_only else value))
         return Outcome(ScanPage(tuple(items), next_start))
 
-    # --- keyspace catalog ------------------------------------------------------------
+    # --- metadata, through the controller ---------------------------------------------
+
+    def _after_controller(self, now_ms: int, effects: list[Effect]) -> list[Effect]:
+        """Adopt the metadata the controller has applied, and wake what waited for it."""
+        if self.controller.metadata.version == self.partition_map.version:
+            return effects
+        self.partition_map = PartitionMap.from_metadata(self.controller.metadata)
+        self.salted_keys = {
+            name: {bytes.fromhex(key): ways for key, ways in record.salted_keys.items()}
+            for name, record in self.controller.metadata.keyspaces.items()
+            if record.salted_keys
+        }
+        ready = [p for p in self._parked if p.request.map_version <= self.partition_map.version]
+        if ready:
+            self._parked = [p for p in self._parked if p not in ready]
+            for parked in ready:
+                effects = effects + self._serve_forward(now_ms, parked.source, parked.request)
+        return effects
 
     def _create_keyspace(
         self, now_ms: int, config: KeyspaceConfig, reply: _ReplyFactory
@@ -693,57 +776,48 @@ class Node:
             if existing.config == config:
                 return [reply(Outcome(False))]
             return [reply(failure(ErrorCode.KEYSPACE_EXISTS, f"keyspace '{config.name}' exists"))]
-        configs = self._configs() + (config,)
-        version = self.partition_map.version + 1
-        self.partition_map = PartitionMap.build(version, self.members, configs)
-        effects: list[Effect] = [Persist((catalog.catalog_write(version, configs),))]
-        update = self._catalog_update()
-        others = {member.node_id for member in self.members} - {self.node_id}
-        for node_id in sorted(others):
-            effects.append(Send(node_id, update))
-        if not others:
-            effects.append(reply(Outcome(True)))
-            return effects
-        deadline_ms = now_ms + self.limits.catalog_ack_timeout_ms
-        self._pending_creates[version] = _PendingCreate(reply(Outcome(True)), others, deadline_ms)
-        return effects
+        if not self.controller.is_leader:
+            leader = self.controller.leader_id
+            message = f"the controller leader is {leader}" if leader else "no controller leader yet"
+            return [reply(failure(ErrorCode.UNAVAILABLE, f"{message}; retry"))]
+        weights = self.controller.metadata.active_members()
+        layout = config.strategy().initial_layout(weights, self.rng)
+        proposal = command(
+            "create_keyspace",
+            config=config.to_dict(),
+            layout=layout.to_dict(),
+            partitions=list(layout.partition_ids),
+        )
 
-    def _on_catalog_ack(self, source: str, version: int) -> list[Effect]:
-        answers: list[Effect] = []
-        for pending_version in sorted(self._pending_creates):
-            if pending_version > version:
-                break
-            pending = self._pending_creates[pending_version]
-            pending.waiting.discard(source)
-            if not pending.waiting:
-                answers.append(self._pending_creates.pop(pending_version).answer)
-        return answers
+        def answer(outcome: Outcome) -> list[Effect]:
+            result = _creation_outcome(config.name, outcome)
+            if result.value is not True:
+                return [reply(result)]
+            # Answer once every node has it, so the client can use it through any node.
+            index = self.controller.raft.applied_index
+            deadline_ms = now_ms + self.limits.map_wait_ms
+            return self.controller.when_applied_everywhere(
+                index, deadline_ms, lambda: [reply(result)]
+            )
 
-    def _configs(self) -> tuple[KeyspaceConfig, ...]:
-        return tuple(placement.config for placement in self.partition_map.keyspaces.values())
-
-    def _catalog_update(self) -> CatalogUpdate:
-        return CatalogUpdate(self.partition_map.version, self._configs())
-
-    def _adopt_catalog(self, source: str, update: CatalogUpdate) -> list[Effect]:
-        """Only the catalog holder speaks for the catalog, and only valid keyspaces are
-        kept: a node must never persist a catalog it could not load again."""
-        if source != self.catalog_holder or update.version < self.partition_map.version:
-            return []
-        acknowledge = Send(source, CatalogAck(update.version))
-        if update.version == self.partition_map.version:
-            return [acknowledge]
-        try:
-            for config in update.keyspaces:
-                config.validate()
-        except (KeyspaceConfigError, TypeError):
-            return []
-        self.partition_map = PartitionMap.build(update.version, self.members, update.keyspaces)
-        write = catalog.catalog_write(update.version, update.keyspaces)
-        return [Persist((write,)), acknowledge]  # the ack leaves only once the write is durable
+        return self._after_controller(now_ms, self.controller.propose(now_ms, proposal, answer))
 
 
 _Current = tuple[bytes, int | None] | None
+
+
+def _creation_outcome(name: str, outcome: Outcome) -> Outcome:
+    """What a client hears of a create_keyspace proposal."""
+    if outcome.error is not None:
+        if outcome.error is ErrorCode.MOVED:  # leadership moved before it was appended
+            return failure(ErrorCode.UNAVAILABLE, "the controller leader changed; retry")
+        return outcome
+    result = json.loads(outcome.value)  # type: ignore[arg-type]
+    if result["ok"]:
+        return Outcome(bool(result["created"]))
+    if "exists" in result["error"]:
+        return failure(ErrorCode.KEYSPACE_EXISTS, f"keyspace '{name}' exists")
+    return failure(ErrorCode.INVALID_ARGUMENT, str(result["error"]))
 
 
 def _reply_to_gather(outcome: Outcome) -> Effect:

@@ -44,10 +44,7 @@ _RECORD_TYPES: tuple[type, ...] = (
     messages.Outcome,
     messages.ForwardRequest,
     messages.ForwardReply,
-    messages.CatalogRequest,
-    messages.CatalogUpdate,
     KeyspaceConfig,
-    messages.CatalogAck,
     raft_messages.RequestVote,
     raft_messages.RequestVoteReply,
     raft_messages.AppendEntries,
@@ -180,11 +177,6 @@ def _create_keyspace(items: tuple[Any, ...]) -> messages.CreateKeyspace:
     return messages.CreateKeyspace(_record(config))
 
 
-def _catalog_update(items: tuple[Any, ...]) -> messages.CatalogUpdate:
-    _, version, keyspaces = items
-    return messages.CatalogUpdate(version, _records(keyspaces))
-
-
 def _configuration(items: Any) -> Configuration | None:
     if items is None:
         return None
@@ -241,7 +233,6 @@ _SCHEMA: dict[type, Callable[[tuple[Any, ...]], Any]] = {
     messages.ForwardRequest: _forward_request,
     messages.ForwardReply: _forward_reply,
     messages.CreateKeyspace: _create_keyspace,
-    messages.CatalogUpdate: _catalog_update,
     raft_log.LogEntry: _log_entry,
     raft_log.Snapshot: _snapshot,
     raft_messages.AppendEntries: _append_entries,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from quorumdb.core.cluster import Member
+from quorumdb.core.controller.raft_config import RaftConfig
 from quorumdb.core.effects import Effect, Persist, Reply, Send
 from quorumdb.core.messages import Message, Operation, Outcome
 from quorumdb.core.node import Node, NodeLimits
@@ -30,6 +31,9 @@ from quorumdb.storage.sim_disk import SimDisk
 # Node clocks start near a real date so expiry arithmetic looks like production.
 EPOCH_MS = 1_700_000_000_000
 TICK_INTERVAL_MS = 100
+SIM_RAFT_CONFIG = RaftConfig(
+    election_timeout_ms_min=600, election_timeout_ms_max=1_200, heartbeat_interval_ms=100
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,4 +296,14 @@ class SimCluster:
 
     def _new_node(self, node_id: str, disk: SimDisk) -> Node:
         self._starts += 1  # every start of any node gets a larger incarnation
-        return Node(node_id, self.members, disk, self.limits, self._starts)
+        # The controller's timing suits this driver's 100 ms ticks; its generator is drawn
+        # from the run's, so the seed still decides everything.
+        return Node(
+            node_id,
+            self.members,
+            disk,
+            self.limits,
+            self._starts,
+            rng=random.Random(self.rng.getrandbits(64)),
+            raft_config=SIM_RAFT_CONFIG,
+        )

@@ -11,8 +11,6 @@ import hashlib
 from quorumdb.core.controller.raft_messages import RAFT_MESSAGE_TYPES, describe_raft_message
 from quorumdb.core.messages import (
     Append,
-    CatalogRequest,
-    CatalogUpdate,
     CountPartition,
     CreateKeyspace,
     Delete,
@@ -92,10 +90,6 @@ def describe_message(message: Message) -> str:
         return f"forward#{message.forward_id} v{message.map_version} {operation}"
     if isinstance(message, ForwardReply):
         return f"forward-reply#{message.forward_id} {describe_outcome(message.outcome)}"
-    if isinstance(message, CatalogRequest):
-        return f"catalog-request v{message.known_version}"
-    if isinstance(message, CatalogUpdate):
-        return f"catalog-update v{message.version}"
     if isinstance(message, RAFT_MESSAGE_TYPES):
         return describe_raft_message(message)
     raise TypeError(f"unexpected message {type(message).__name__}")

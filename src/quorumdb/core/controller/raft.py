@@ -42,6 +42,7 @@ from quorumdb.core.controller.raft_messages import (
 from quorumdb.core.controller.raft_persistence import (
     HardState,
     PersistedState,
+    commit_write,
     entry_delete,
     entry_write,
     hard_state_write,
@@ -113,7 +114,9 @@ class RaftNode:
         self.voted_for = persisted_state.hard_state.voted_for
         snapshot = persisted_state.snapshot
         if snapshot is None:
-            bootstrap = Configuration(frozenset(config.bootstrap_voters))
+            bootstrap = Configuration(
+                frozenset(config.bootstrap_voters), frozenset(config.bootstrap_learners)
+            )
             snapshot = Snapshot(0, 0, bootstrap, b"")
         else:
             state_machine.restore(snapshot.data)
@@ -123,6 +126,16 @@ class RaftNode:
         )
         self.commit_index = snapshot.index
         self.applied_index = snapshot.index
+        # Entries known committed before a restart are applied at once (no replies are
+        # owed for them): the metadata is back without waiting for a leader.
+        known_committed = min(persisted_state.commit_index, self.log.last_index)
+        while self.applied_index < known_committed:
+            self.applied_index += 1
+            entry = self.log.entry(self.applied_index)
+            if entry.kind is EntryKind.COMMAND:
+                state_machine.apply(entry.index, entry.command)
+        self.commit_index = self.applied_index
+        self._persisted_commit_index = self.commit_index
         self.role = Role.FOLLOWER
         self.leader_id: str | None = None
         self._now_ms = 0
@@ -207,6 +220,16 @@ class RaftNode:
 
     # --- read-only views ------------------------------------------------------------------
 
+    def applied_everywhere(self, index: int) -> bool:
+        """Leader only: has every other member of the configuration applied `index`?"""
+        if self.role is not Role.LEADER:
+            return False
+        return all(
+            progress.applied_index >= index
+            for node_id, progress in self._progress.items()
+            if node_id != self.node_id
+        )
+
     @property
     def is_leader(self) -> bool:
         return self.role is Role.LEADER
@@ -224,6 +247,9 @@ class RaftNode:
             self._reset_election_deadline()
 
     def _finish(self) -> list[Effect]:
+        if self.commit_index > self._persisted_commit_index:
+            self._persisted_commit_index = self.commit_index
+            self._writes.append(commit_write(self.commit_index))
         self._flush_writes()
         effects, self._effects = self._effects, []
         return effects
@@ -480,7 +506,11 @@ class RaftNode:
             self.commit_index = max(self.commit_index, min(request.leader_commit, match_index))
             self._apply_committed()
         reply = AppendEntriesReply(
-            self.current_term, True, match_index, heartbeat_round=request.heartbeat_round
+            self.current_term,
+            True,
+            match_index,
+            heartbeat_round=request.heartbeat_round,
+            applied_index=self.applied_index,
         )
         self._send(source, reply)
 
@@ -533,6 +563,7 @@ class RaftNode:
             return
         progress.recently_active = True
         progress.acked_round = max(progress.acked_round, reply.heartbeat_round)
+        progress.applied_index = max(progress.applied_index, reply.applied_index)
         if reply.success:
             progress.match_index = max(progress.match_index, reply.match_index)
             progress.next_index = max(progress.next_index, progress.match_index + 1)

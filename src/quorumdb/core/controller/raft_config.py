@@ -16,8 +16,9 @@ class RaftConfigError(ValueError):
 class RaftConfig:
     """Times are in the driver's milliseconds (`now_ms`); ticks may come at any rate.
 
-    `bootstrap_voters` is the first configuration, the same on every founding member;
-    a node joining later leaves it empty and waits to be added as a learner.
+    `bootstrap_voters` (and `bootstrap_learners`, members that only receive the log) is
+    the first configuration, the same on every founding member; a node joining later
+    leaves both empty and waits to be added as a learner.
     """
 
     election_timeout_ms_min: int = 300
@@ -27,6 +28,7 @@ class RaftConfig:
     entries_per_message_max: int = 32
     pending_requests_max: int = 1_000
     bootstrap_voters: tuple[str, ...] = ()
+    bootstrap_learners: tuple[str, ...] = ()
     pre_vote: bool = True
     check_quorum: bool = True
 
@@ -45,3 +47,5 @@ class RaftConfig:
             raise RaftConfigError("pending_requests_max must be positive")
         if len(set(self.bootstrap_voters)) != len(self.bootstrap_voters):
             raise RaftConfigError("bootstrap_voters has duplicates")
+        if set(self.bootstrap_learners) & set(self.bootstrap_voters):
+            raise RaftConfigError("a bootstrap learner cannot also be a voter")

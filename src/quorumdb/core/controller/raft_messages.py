@@ -63,6 +63,9 @@ class AppendEntriesReply:
     conflict_index: int = 0
     conflict_term: int = 0
     heartbeat_round: int = 0
+    # How far the follower has applied the log: lets the leader tell when a change has
+    # reached every member's state machine (so a client may use it through any node).
+    applied_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)

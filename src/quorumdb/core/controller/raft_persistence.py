@@ -28,6 +28,7 @@ from quorumdb.storage.interface import StorageReader, Write
 KEYSPACE = "_raft"
 PARTITION = 0
 HARD_STATE_KEY = b"hard-state"
+COMMIT_KEY = b"commit"
 SNAPSHOT_KEY = b"snapshot"
 LOG_KEY_PREFIX = b"log:"
 _LOG_KEY_END = b"log;"  # the byte after ':' bounds the scan of log keys
@@ -52,6 +53,10 @@ class PersistedState(NamedTuple):
     hard_state: HardState
     snapshot: Snapshot | None
     entries: tuple[LogEntry, ...]
+    # The highest index known committed when last persisted (as etcd's HardState.Commit):
+    # not needed for safety, but it lets a restarted node apply its log at once instead
+    # of waiting to hear from a leader.
+    commit_index: int = 0
 
     @property
     def is_empty(self) -> bool:
@@ -63,6 +68,10 @@ EMPTY_STATE = PersistedState(HardState(0, None), None, ())
 
 def log_key(index: int) -> bytes:
     return LOG_KEY_PREFIX + _U64.pack(index)
+
+
+def commit_write(commit_index: int) -> Write:
+    return Write(KEYSPACE, PARTITION, COMMIT_KEY, _U64.pack(commit_index))
 
 
 def hard_state_write(hard_state: HardState) -> Write:
@@ -145,4 +154,10 @@ def load_persisted_state(reader: StorageReader) -> PersistedState:
     for offset, entry in enumerate(entries):
         if entry.index != snapshot_index + 1 + offset:
             raise PersistedFormatError(f"log has a gap before entry {entry.index}")
-    return PersistedState(hard_state, snapshot, tuple(entries))
+    raw_commit = reader.get(KEYSPACE, PARTITION, COMMIT_KEY)
+    commit_index = 0
+    if raw_commit is not None:
+        if len(raw_commit) != _U64.size:
+            raise PersistedFormatError("commit index is not 8 bytes")
+        (commit_index,) = _U64.unpack(raw_commit)
+    return PersistedState(hard_state, snapshot, tuple(entries), commit_index)

@@ -17,6 +17,7 @@ class Progress:
     next_index: int
     match_index: int = 0
     acked_round: int = 0
+    applied_index: int = 0
     recently_active: bool = False
     snapshot_retry_at_ms: int = 0
 
