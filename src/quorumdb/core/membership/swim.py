@@ -25,7 +25,6 @@ it is given, and everything it wants done comes back as effects.
 from __future__ import annotations
 
 import heapq
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -52,6 +51,7 @@ from quorumdb.core.membership.messages import (
     Ping,
     PingRequest,
 )
+from quorumdb.core.membership.random_source import RandomSource
 
 RELAYS_PENDING_MAX = 1024
 """Indirect probes an intermediary runs at once; further requests are ignored."""
@@ -119,11 +119,12 @@ class Membership:
         node_id: str,
         address: str,
         config: MembershipConfig,
-        rng: random.Random,
+        rng: RandomSource,
         incarnation: int = 0,
     ) -> None:
-        """`incarnation` should exceed any used by a previous life of this node (the
-        runtime persists it); a stale one is corrected as soon as a peer mentions it."""
+        """`rng` is a seeded `random.Random`. `incarnation` should exceed any used by a
+        previous life of this node (the runtime persists it); a stale one is corrected as
+        soon as a peer mentions it."""
         assert node_id
         assert incarnation >= 0
         self.node_id = node_id
