@@ -135,6 +135,8 @@ class Membership:
         self.phase = Phase.IDLE
         self.statistics = Statistics()
         self._members: dict[str, _Member] = {}
+        self._member_ids: list[str] = []
+        """Every member ever known, for O(1) random draws; never shrinks (members stay)."""
         self._facts: dict[str, Fact] = {}
         self._updates: GossipBuffer[str, MemberUpdate] = GossipBuffer(config.gossip_buffer_size_max)
         self._fact_buffer: GossipBuffer[str, Fact] = GossipBuffer(config.gossip_buffer_size_max)
@@ -206,6 +208,7 @@ class Membership:
         effects: list[MembershipEffect] = []
         for update in known_members:
             self._load_known(now_ms, update, effects)
+        self._reshuffle()
         self._updates.add(self.node_id, self._self_update_as(MemberState.ALIVE))
         self._seed_addresses = tuple(
             address for address in seed_addresses if address != self.address
@@ -345,13 +348,16 @@ class Membership:
                 if member is not None and member.state in PROBEABLE:
                     return node_id
                 self._in_probe_order.discard(node_id)
-            self._probe_order = sorted(
-                node_id for node_id, member in self._members.items() if member.state in PROBEABLE
-            )
-            self.rng.shuffle(self._probe_order)
-            self._in_probe_order = set(self._probe_order)
-            self._probe_index = 0
+            self._reshuffle()
         return None
+
+    def _reshuffle(self) -> None:
+        self._probe_order = sorted(
+            node_id for node_id, member in self._members.items() if member.state in PROBEABLE
+        )
+        self.rng.shuffle(self._probe_order)
+        self._in_probe_order = set(self._probe_order)
+        self._probe_index = 0
 
     def _add_to_probe_order(self, node_id: str) -> None:
         """A new or revived member goes to a random place in the current round."""
@@ -511,6 +517,7 @@ class Membership:
         if member is None:
             member = _Member(update.node_id, update.address, state, update.incarnation, suspecters)
             self._members[update.node_id] = member
+            self._member_ids.append(member.node_id)
             effects.append(MemberChanged(member.node_id, member.address, state, member.incarnation))
             self._entered_state(now_ms, member)
         elif precedence(state, update.incarnation) > precedence(member.state, member.incarnation):
@@ -544,7 +551,7 @@ class Membership:
         self, now_ms: int, update: MemberUpdate, effects: list[MembershipEffect]
     ) -> None:
         """The fast path of `_apply` for a view handed over at start: a thousand members
-        must not cost a thousand random insertions and events; the first probe shuffles."""
+        must not cost a thousand random insertions and events; `join` shuffles once after."""
         if update.node_id == self.node_id or update.node_id in self._members:
             self._apply(now_ms, update, effects, spread=False)
             return
@@ -553,7 +560,7 @@ class Membership:
             return
         member = _Member(update.node_id, update.address, update.state, update.incarnation)
         self._members[update.node_id] = member
-        self._probe_index = len(self._probe_order)  # reshuffle at the next probe
+        self._member_ids.append(member.node_id)
 
     def _entered_state(self, now_ms: int, member: _Member) -> None:
         if member.state in PROBEABLE:
@@ -640,11 +647,11 @@ class Membership:
         effects.append(Send(destination, message))
 
     def _random_alive_members(self, count: int, exclude: Iterable[str]) -> list[str]:
-        """Up to `count` distinct alive members, drawn by bounded rejection sampling
-        from the probe list so that a large cluster costs O(count), not O(n)."""
+        """Up to `count` distinct alive members, drawn by bounded rejection sampling so
+        that a large cluster costs O(count), not O(n)."""
         excluded = set(exclude)
         chosen: list[str] = []
-        candidates = self._probe_order
+        candidates = self._member_ids
         for _ in range(4 * count + 16):
             if len(chosen) == count or not candidates:
                 break
