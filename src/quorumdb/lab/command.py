@@ -12,7 +12,9 @@ import importlib
 from types import ModuleType
 
 # name -> module path; add a line here to register a scenario.
-SCENARIOS: dict[str, str] = {}
+SCENARIOS: dict[str, str] = {
+    "failure-detection": "quorumdb.lab.failure_detection",
+}
 
 
 def _load(name: str) -> ModuleType:

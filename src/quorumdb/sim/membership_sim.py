@@ -227,6 +227,8 @@ class RunParameters:
     crash_at_ms: int | None = None
     latency_ms_base: int = 2
     jitter_ms_mean: float = 3.0
+    lossy_member_outbound_loss: float | None = None
+    """If set, the first member loses this share of everything it sends (only it)."""
     config: MembershipConfig = field(default_factory=MembershipConfig)
 
     def membership_config(self) -> MembershipConfig:
@@ -245,63 +247,87 @@ class RunResult:
     all_detection_ms: int | None = None
     """Crash to every live member holding it down."""
     false_downs: int = 0
-    """Distinct (member, incarnation) declared down while that member was not crashed."""
-    live_member_ms: int = 0
-    """Sum over members of the virtual time they were live: the exposure to false downs."""
+    """Distinct (member, incarnation) declared down in the crash-free part of the run."""
+    lossy_member_downs: int = 0
+    """Distinct incarnations of the lossy member declared down (rightly: it cannot answer)."""
+    false_downs_after_crash: int = 0
+    """The same, for members other than the crashed one, after the crash."""
+    crash_free_member_ms: int = 0
+    """Members x virtual time of the crash-free part: the exposure for `false_downs`."""
+    virtual_ms: int = 0
+    """Where the run stopped on the virtual clock."""
     probes: int = 0
     messages_sent: int = 0
     messages_lost: int = 0
     digest: str = ""
 
     @property
-    def live_member_hours(self) -> float:
-        return self.live_member_ms / 3_600_000
+    def crash_free_member_hours(self) -> float:
+        return self.crash_free_member_ms / 3_600_000
 
 
 def run(parameters: RunParameters) -> RunResult:
-    """Start a formed cluster, crash one member if asked, and measure detection."""
+    """Start a formed cluster; crash one member if asked, and measure its detection.
+
+    The crashed member is drawn from the seed. A run has a crash or a lossy member,
+    not both.
+
+    False positives are counted only before the crash, so that a run with a crash
+    also serves as a run without one for its first `crash_at_ms`.
+    """
+    node_count = parameters.node_count
     cluster = MembershipCluster(
-        parameters.seed,
-        parameters.node_count,
-        parameters.network_model(),
-        parameters.membership_config(),
+        parameters.seed, node_count, parameters.network_model(), parameters.membership_config()
     )
     result = RunResult(parameters)
     false_downs: set[tuple[str, int]] = set()
+    false_downs_after_crash: set[tuple[str, int]] = set()
     holders: set[str] = set()
+    lossy_member_downs: set[int] = set()
     crash_at_ms = parameters.crash_at_ms
+    lossy_member: str | None = None
+    if parameters.lossy_member_outbound_loss is not None:
+        lossy_member = cluster.node_ids[0]
+        cluster.outbound_loss[lossy_member] = parameters.lossy_member_outbound_loss
 
     def observe(now_ms: int, observer: str, change: MemberChanged) -> None:
         if change.state is not MemberState.DOWN:
             return
-        if change.node_id != result.crashed_node:
+        if change.node_id == lossy_member:
+            lossy_member_downs.add(change.incarnation)
+            return
+        if result.crashed_node is None:
             false_downs.add((change.node_id, change.incarnation))
+            return
+        if change.node_id != result.crashed_node:
+            false_downs_after_crash.add((change.node_id, change.incarnation))
             return
         assert crash_at_ms is not None
         if result.first_detection_ms is None:
             result.first_detection_ms = now_ms - crash_at_ms
         holders.add(observer)
-        if result.all_detection_ms is None and len(holders) == parameters.node_count - 1:
+        if result.all_detection_ms is None and len(holders) == node_count - 1:
             result.all_detection_ms = now_ms - crash_at_ms
 
     cluster.observers.append(observe)
     cluster.start_converged()
+    assert crash_at_ms is None or lossy_member is None
     if crash_at_ms is None:
         cluster.run_until(parameters.duration_ms)
-        result.live_member_ms = parameters.node_count * parameters.duration_ms
+        result.crash_free_member_ms = node_count * parameters.duration_ms
     else:
-        crashed = cluster.node_ids[cluster.rng.randrange(parameters.node_count)]
+        crashed = cluster.node_ids[cluster.rng.randrange(node_count)]
         cluster.run_until(crash_at_ms)
         result.crashed_node = crashed
         cluster.crash(crashed)
         cluster.run_until(
             crash_at_ms + parameters.duration_ms, lambda: result.all_detection_ms is not None
         )
-        live_after_ms = cluster.now_ms - crash_at_ms
-        result.live_member_ms = (
-            parameters.node_count * crash_at_ms + (parameters.node_count - 1) * live_after_ms
-        )
+        result.crash_free_member_ms = node_count * crash_at_ms
     result.false_downs = len(false_downs)
+    result.false_downs_after_crash = len(false_downs_after_crash)
+    result.lossy_member_downs = len(lossy_member_downs)
+    result.virtual_ms = cluster.now_ms
     result.probes = sum(node.statistics.probes_sent for node in cluster.nodes.values())
     result.messages_sent = cluster.traffic.sent
     result.messages_lost = cluster.traffic.lost
