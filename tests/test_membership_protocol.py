@@ -97,8 +97,7 @@ class Wire:
     def probe_from(self, prober: str, target: str, start_ms: int, drop: Drop) -> int:
         """Run one full protocol period of `prober` against `target`; returns its end."""
         member = self.members[prober]
-        member._probe_order = [target]  # white-box: pick the target of this period
-        member._probe_index = 0
+        member._probe_order.reshuffle([target])  # white-box: pick the target of this period
         member._next_probe_ms = start_ms
         self.tick(prober, start_ms)
         self.deliver(start_ms, drop)

@@ -50,9 +50,9 @@ class Plan:
 
 FULL_PLAN = Plan(
     sizes=(
-        SizePlan(10, runs=20, crash_free_ms=120_000, detection_cap_ms=120_000),
-        SizePlan(100, runs=8, crash_free_ms=30_000, detection_cap_ms=60_000),
-        SizePlan(1000, runs=2, crash_free_ms=10_000, detection_cap_ms=45_000),
+        SizePlan(10, runs=10, crash_free_ms=120_000, detection_cap_ms=60_000),
+        SizePlan(100, runs=4, crash_free_ms=40_000, detection_cap_ms=40_000),
+        SizePlan(1000, runs=1, crash_free_ms=20_000, detection_cap_ms=25_000),
     ),
     loss_probabilities=(0.0, 0.05, 0.2),
     required_sources=(1, 2),

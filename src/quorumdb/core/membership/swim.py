@@ -51,6 +51,7 @@ from quorumdb.core.membership.messages import (
     Ping,
     PingRequest,
 )
+from quorumdb.core.membership.probe_order import ProbeOrder
 from quorumdb.core.membership.random_source import RandomSource
 
 RELAYS_PENDING_MAX = 1024
@@ -140,9 +141,7 @@ class Membership:
         self._facts: dict[str, Fact] = {}
         self._updates: GossipBuffer[str, MemberUpdate] = GossipBuffer(config.gossip_buffer_size_max)
         self._fact_buffer: GossipBuffer[str, Fact] = GossipBuffer(config.gossip_buffer_size_max)
-        self._probe_order: list[str] = []
-        self._probe_index = 0
-        self._in_probe_order: set[str] = set()
+        self._probe_order = ProbeOrder(rng)
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._timers: list[tuple[int, int, _Timer, str, int]] = []
@@ -339,33 +338,20 @@ class Membership:
         )
 
     def _next_probe_target(self) -> str | None:
-        """Round-robin over a shuffled list, reshuffled after each full round (SWIM 4.3)."""
-        for _ in range(2):
-            while self._probe_index < len(self._probe_order):
-                node_id = self._probe_order[self._probe_index]
-                self._probe_index += 1
-                member = self._members.get(node_id)
-                if member is not None and member.state in PROBEABLE:
-                    return node_id
-                self._in_probe_order.discard(node_id)
+        target = self._probe_order.next_in_round(self._probeable)
+        if target is None:
             self._reshuffle()
-        return None
+            target = self._probe_order.next_in_round(self._probeable)
+        return target
+
+    def _probeable(self, node_id: str) -> bool:
+        member = self._members.get(node_id)
+        return member is not None and member.state in PROBEABLE
 
     def _reshuffle(self) -> None:
-        self._probe_order = sorted(
+        self._probe_order.reshuffle(
             node_id for node_id, member in self._members.items() if member.state in PROBEABLE
         )
-        self.rng.shuffle(self._probe_order)
-        self._in_probe_order = set(self._probe_order)
-        self._probe_index = 0
-
-    def _add_to_probe_order(self, node_id: str) -> None:
-        """A new or revived member goes to a random place in the current round."""
-        if node_id in self._in_probe_order:
-            return
-        position = self.rng.randint(self._probe_index, len(self._probe_order))
-        self._probe_order.insert(position, node_id)
-        self._in_probe_order.add(node_id)
 
     def _send_indirect_probes(self, probe: _Probe, effects: list[MembershipEffect]) -> None:
         # A second direct ping too (memberlist sends it over TCP): another independent path.
@@ -564,7 +550,7 @@ class Membership:
 
     def _entered_state(self, now_ms: int, member: _Member) -> None:
         if member.state in PROBEABLE:
-            self._add_to_probe_order(member.node_id)
+            self._probe_order.add(member.node_id)
         if member.state is MemberState.SUSPECT:
             timeout_ms = self.config.suspicion_timeout_ms(len(self._members) + 1)
             self._add_timer(
