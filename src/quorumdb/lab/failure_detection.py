@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs", type=int, default=2, help="worker processes; results do not depend on it"
     )
+    parser.add_argument(
+        "--indirect-probes",
+        type=int,
+        default=3,
+        metavar="K",
+        help="members asked to probe a target that missed its direct ack (default 3)",
+    )
 
 
 def percentile(values: Sequence[int], share: float) -> int | None:
@@ -92,8 +100,11 @@ def run_seed(base_seed: int, run_index: int) -> int:
     return base_seed * 1000 + run_index
 
 
-def _grid(plan: Plan, base_seed: int) -> list[RunParameters]:
+def _grid(plan: Plan, base_seed: int, indirect_probe_count: int) -> list[RunParameters]:
+    from quorumdb.core.membership import MembershipConfig
     from quorumdb.sim.membership_sim import RunParameters
+
+    config = MembershipConfig(indirect_probe_count=indirect_probe_count)
 
     grid = []
     for size in plan.sizes:
@@ -108,6 +119,7 @@ def _grid(plan: Plan, base_seed: int) -> list[RunParameters]:
                             required_sources=sources,
                             duration_ms=size.detection_cap_ms,
                             crash_at_ms=size.crash_free_ms,
+                            config=config,
                         )
                     )
     for node_count in plan.lossy_link_sizes:
@@ -120,6 +132,7 @@ def _grid(plan: Plan, base_seed: int) -> list[RunParameters]:
                     required_sources=sources,
                     duration_ms=plan.lossy_link_ms,
                     lossy_member_outbound_loss=LOSSY_LINK_LOSS,
+                    config=config,
                 )
             )
     return grid
@@ -201,13 +214,18 @@ def _print_text(
     plan: Plan,
     rows: list[dict[str, Any]],
     lossy: list[dict[str, Any]],
-    base_seed: int,
-    quick: bool,
+    args: argparse.Namespace,
     wall_s: float,
 ) -> None:
-    command = f"quorumdb lab failure-detection --seed {base_seed}" + (" --quick" if quick else "")
+    command = f"quorumdb lab failure-detection --seed {args.seed}"
+    if args.quick:
+        command += " --quick"
+    if args.indirect_probes != 3:
+        command += f" --indirect-probes {args.indirect_probes}"
     print(f"SWIM failure detection (virtual time; reproduce: {command})")
-    print("Defaults: probe every 1 s, probe timeout 300 ms, 3 indirect probes, suspicion")
+    print(
+        f"Probe every 1 s, probe timeout 300 ms, {args.indirect_probes} indirect probes, suspicion"
+    )
     print("4 x max(1, log10 n) s, updates retransmitted 4 x ceil(log10(n+1)) times.")
     print("Latency 2 ms + exponential jitter (mean 3 ms); loss applies to every datagram.")
     for size in plan.sizes:
@@ -260,8 +278,11 @@ def _print_text(
 
 def run(args: argparse.Namespace) -> int:
     plan = QUICK_PLAN if args.quick else FULL_PLAN
+    if args.indirect_probes < 0:
+        print("--indirect-probes must be 0 or more", file=sys.stderr)
+        return 2
     started = time.perf_counter()
-    grid = _grid(plan, args.seed)
+    grid = _grid(plan, args.seed, args.indirect_probes)
     results = _execute(grid, max(1, args.jobs))
     rows, lossy = _summarize(results)
     wall_s = time.perf_counter() - started
@@ -270,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
             "scenario": "failure-detection",
             "seed": args.seed,
             "quick": args.quick,
+            "indirect_probe_count": args.indirect_probes,
             "plan": {
                 "sizes": [
                     {
@@ -288,5 +310,5 @@ def run(args: argparse.Namespace) -> int:
         }
         print(json.dumps(document, indent=2))
     else:
-        _print_text(plan, rows, lossy, args.seed, args.quick, wall_s)
+        _print_text(plan, rows, lossy, args, wall_s)
     return 0
