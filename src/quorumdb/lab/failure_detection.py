@@ -230,7 +230,8 @@ def _print_text(
     print("Latency 2 ms + exponential jitter (mean 3 ms); loss applies to every datagram.")
     for size in plan.sizes:
         print(
-            f"  {size.node_count} members: {size.runs} runs per cell, crash-free window "
+            f"  {size.node_count} members: {size.runs} run{'' if size.runs == 1 else 's'} "
+            "per cell, crash-free window "
             f"{size.crash_free_ms // 1000} s, then one crash, wait <= "
             f"{size.detection_cap_ms // 1000} s"
         )
