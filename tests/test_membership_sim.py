@@ -185,3 +185,46 @@ def test_a_leave_and_a_decommission_spread_as_left_never_as_down(seed: int) -> N
             view = cluster.nodes[observer].member(node_id)
             assert view is not None and view.state is MemberState.LEFT, (observer, node_id)
     assert log.downs == []
+
+
+@pytest.mark.parametrize("seed", range(1, 4))
+def test_after_a_partition_heals_both_sides_come_back_alive(seed: int) -> None:
+    print(replay("test_after_a_partition_heals_both_sides_come_back_alive", seed))
+    cluster = MembershipCluster(seed, 12, NetworkModel(loss_probability=0.05), MembershipConfig())
+    log = DownLog(cluster)
+    cluster.start_converged()
+    cluster.run_until(2_000)
+    left_side, right_side = cluster.node_ids[:6], cluster.node_ids[6:]
+    cluster.partition([left_side, right_side])
+    cluster.run_until(40_000)
+    # Each side has declared the whole other side down ...
+    for observer in left_side:
+        assert {cluster.nodes[observer].member(other).state for other in right_side} == {
+            MemberState.DOWN
+        }, observer
+    assert log.downed() == set(cluster.node_ids)
+    cluster.heal()
+    cluster.run_until(100_000)
+    # ... and after healing nobody is held down any more.
+    for observer in cluster.node_ids:
+        states = {update.state for update in cluster.nodes[observer].members()}
+        assert states == {MemberState.ALIVE}, (observer, cluster.nodes[observer].members())
+
+
+def test_no_member_is_ever_held_down_on_fewer_sources_than_required() -> None:
+    """The two-sources rule as an invariant, checked on every view every second."""
+    seed = 11
+    print(replay("test_no_member_is_ever_held_down_on_fewer_sources_than_required", seed))
+    config = MembershipConfig(required_sources=2)
+    cluster = MembershipCluster(seed, 20, NetworkModel(loss_probability=0.2), config)
+    cluster.outbound_loss[node_name(0)] = 0.9
+    log = DownLog(cluster)
+    cluster.start_converged()
+    cluster.crash(node_name(5))
+    for second in range(1, 121):
+        cluster.run_until(second * 1000)
+        for observer in cluster.live_node_ids():
+            for update in cluster.nodes[observer].members():
+                if update.state is MemberState.DOWN:
+                    assert len(set(update.suspecters)) >= 2, (observer, update)
+    assert node_name(5) in log.downed()  # the check saw downs, not an idle cluster

@@ -94,6 +94,8 @@ class MembershipCluster:
         self._id_by_address = {node_address(node_id): node_id for node_id in self.node_ids}
         self.crashed: set[str] = set()
         self.outbound_loss: dict[str, float] = {}
+        self.cut_links: set[tuple[str, str]] = set()
+        """(source, destination) pairs that drop everything, at sending and at arrival."""
         """Per-member loss on everything it sends, replacing the network's rate."""
         self.traffic = TrafficStatistics()
         self.observers: list[MemberChangedObserver] = []
@@ -121,6 +123,18 @@ class MembershipCluster:
     def crash(self, node_id: str) -> None:
         self.crashed.add(node_id)
         self._record(f"crash {node_id}")
+
+    def partition(self, groups: list[list[str]]) -> None:
+        """Members in different groups cannot reach each other, either way, until `heal`."""
+        for group in groups:
+            for other in groups:
+                if other is not group:
+                    self.cut_links.update((source, target) for source in group for target in other)
+        self._record(f"partition {' | '.join(','.join(group) for group in groups)}")
+
+    def heal(self) -> None:
+        self.cut_links.clear()
+        self._record("heal")
 
     def act(self, node_id: str, command: Callable[[Membership], list[MembershipEffect]]) -> None:
         """Run a command (leave, decommission, ...) on a member now and carry out its effects."""
@@ -193,7 +207,7 @@ class MembershipCluster:
         jitter_ms = self.rng.expovariate(1.0 / network.jitter_ms_mean)
         self.traffic.sent += 1
         loss_probability = self.outbound_loss.get(source, network.loss_probability)
-        if loss_roll < loss_probability:
+        if loss_roll < loss_probability or (source, destination) in self.cut_links:
             self.traffic.lost += 1
             return
         delay_ms = network.latency_ms_base + int(
@@ -203,6 +217,8 @@ class MembershipCluster:
         def arrive() -> None:
             if destination in self.crashed:
                 self.traffic.delivered_to_crashed += 1
+                return
+            if (source, destination) in self.cut_links:
                 return
             node = self.nodes[destination]
             self._carry_out(destination, node.on_message(self.queue.now_ms, source, message))

@@ -37,6 +37,9 @@ class MembershipConfig:
     push_fanout: int = 4
     """Members told at once, by a one-way `Gossip`, of a leave or a decommission."""
     join_retry_interval_ms: int = 2000
+    reconnect_interval_ms: int = 10_000
+    """How often a member pings one member it holds down, so that a healed partition,
+    whose sides declared each other down, reconnects."""
 
     def __post_init__(self) -> None:
         assert self.probe_interval_ms > 0
@@ -52,6 +55,7 @@ class MembershipConfig:
         assert self.gossip_buffer_size_max >= self.updates_per_message_max
         assert self.push_fanout >= 1
         assert self.join_retry_interval_ms > 0
+        assert self.reconnect_interval_ms > 0
 
     def suspicion_timeout_ms(self, member_count: int) -> int:
         scale = max(1.0, math.log10(max(member_count, 1)))

@@ -111,6 +111,7 @@ class Statistics:
     nacks_sent: int = 0
     messages_sent: int = 0
     refutations: int = 0
+    reconnects_sent: int = 0
     down_declared: int = 0
 
 
@@ -150,6 +151,8 @@ class Membership:
         self._next_probe_ms = 0
         self._seed_addresses: tuple[str, ...] = ()
         self._join_retry_ms = 0
+        self._down: set[str] = set()
+        self._next_reconnect_ms = 0
 
     # --- queries --------------------------------------------------------------------------
 
@@ -183,6 +186,8 @@ class Membership:
             wakeup = min(wakeup, self._timers[0][0])
         if self.phase is Phase.JOINING:
             wakeup = min(wakeup, self._join_retry_ms)
+        if self._down:
+            wakeup = min(wakeup, self._next_reconnect_ms)
         return wakeup
 
     # --- commands -------------------------------------------------------------------------
@@ -277,6 +282,9 @@ class Membership:
             )
         if self.phase is Phase.JOINING and now_ms >= self._join_retry_ms:
             self._send_joins(now_ms, effects)
+        if now_ms >= self._next_reconnect_ms:
+            self._reconnect(effects)
+            self._next_reconnect_ms = now_ms + self.config.reconnect_interval_ms
         return effects
 
     def on_message(
@@ -352,6 +360,22 @@ class Membership:
         self._probe_order.reshuffle(
             node_id for node_id, member in self._members.items() if member.state in PROBEABLE
         )
+
+    def _reconnect(self, effects: list[MembershipEffect]) -> None:
+        """Ping one member held down, in case it is alive after all.
+
+        Down members are never probed, so after a healed partition, where each side
+        declared the other down, nobody would talk across again. The ping carries our
+        `down` about it first; a live member refutes, and its ack's incarnation revives
+        it here (Serf's reconnect does the same job).
+        """
+        if not self._down:
+            return
+        candidates = sorted(self._down)
+        target = candidates[self.rng.randrange(len(candidates))]
+        self._sequence += 1
+        self.statistics.reconnects_sent += 1
+        self._send(effects, target, self._ping(self._sequence, target))
 
     def _send_indirect_probes(self, probe: _Probe, effects: list[MembershipEffect]) -> None:
         # A second direct ping too (memberlist sends it over TCP): another independent path.
@@ -505,6 +529,7 @@ class Membership:
             self._members[update.node_id] = member
             self._member_ids.append(member.node_id)
             effects.append(MemberChanged(member.node_id, member.address, state, member.incarnation))
+            self._track_down(member)
             self._entered_state(now_ms, member)
         elif precedence(state, update.incarnation) > precedence(member.state, member.incarnation):
             member.address = update.address
@@ -563,7 +588,14 @@ class Membership:
         if member.state is state:
             return
         member.state = state
+        self._track_down(member)
         effects.append(MemberChanged(member.node_id, member.address, state, member.incarnation))
+
+    def _track_down(self, member: _Member) -> None:
+        if member.state is MemberState.DOWN:
+            self._down.add(member.node_id)
+        else:
+            self._down.discard(member.node_id)
 
     def _apply_about_self(self, update: MemberUpdate, effects: list[MembershipEffect]) -> None:
         if update.incarnation < self.incarnation:
