@@ -63,3 +63,12 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([4, 1, 3, 2], 0.5) == 2
     assert percentile(list(range(1, 101)), 0.99) == 99
     assert percentile(list(range(1, 11)), 0.99) == 10
+
+
+def test_the_numbers_depend_on_the_seed_only_not_on_the_worker_count() -> None:
+    def numbers(*arguments: str) -> dict[str, object]:
+        document = json.loads(lab("--json", *arguments))
+        del document["wall_seconds"]
+        return document
+
+    assert numbers("--jobs", "1") == numbers("--jobs", "2")
