@@ -450,3 +450,12 @@ def test_limits_scale_with_the_cluster_and_bad_settings_are_refused() -> None:
         MembershipConfig(required_sources=0)
     with pytest.raises(AssertionError):
         MembershipConfig(probe_interval_ms=1000, probe_timeout_ms=400)
+
+
+def test_a_suspicion_without_any_source_is_ignored_as_invalid() -> None:
+    wire = Wire(["a", "b"])
+    wire.start_formed()
+    sourceless = MemberUpdate("b", address("b"), MemberState.SUSPECT, 0, ())
+    wire.members["a"].on_message(0, "b", Gossip(address("b"), 0, (sourceless,)))
+    assert wire.state("a", "b") is MemberState.ALIVE
+    assert wire.members["a"].statistics.invalid_updates_ignored == 1

@@ -112,6 +112,7 @@ class Statistics:
     messages_sent: int = 0
     refutations: int = 0
     reconnects_sent: int = 0
+    invalid_updates_ignored: int = 0
     down_declared: int = 0
 
 
@@ -524,6 +525,9 @@ class Membership:
             state = MemberState.SUSPECT  # too few sources: keep suspecting, never down
         if state not in (MemberState.SUSPECT, MemberState.DOWN):
             suspecters = ()
+        elif not suspecters:
+            self.statistics.invalid_updates_ignored += 1
+            return  # a suspicion without any source: no member sends that, so drop it
         if member is None:
             member = _Member(update.node_id, update.address, state, update.incarnation, suspecters)
             self._members[update.node_id] = member
