@@ -13,6 +13,7 @@ from types import ModuleType
 
 # name -> module path; add a line here to register a scenario.
 SCENARIOS: dict[str, str] = {
+    "failure-detection": "quorumdb.lab.failure_detection",
     "rebalance-cost": "quorumdb.lab.rebalance_cost",
 }
 
