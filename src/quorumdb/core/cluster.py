@@ -13,6 +13,7 @@ from typing import Any
 from quorumdb.core.cluster_metadata import ClusterMetadata, KeyspaceRecord, MemberRecord
 from quorumdb.core.keyspace import DEFAULT_KEYSPACE, KeyspaceConfig
 from quorumdb.core.partitioning import Layout, layout_from_dict
+from quorumdb.core.partitioning.transition import TransitionLayout
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +115,18 @@ class PartitionMap:
             for _, record in sorted(metadata.members.items())
             if record.state != "left"
         )
-        placements = {
-            name: KeyspacePlacement(
-                KeyspaceConfig.from_dict(record.config), layout_from_dict(record.layout)
-            )
-            for name, record in metadata.keyspaces.items()
-        }
+        plan = metadata.plan_in_force()
+        placements: dict[str, KeyspacePlacement] = {}
+        for name, record in metadata.keyspaces.items():
+            layout = layout_from_dict(record.layout)
+            if plan is not None and name in plan.target_layouts:
+                done = frozenset(
+                    (transfer.source_partition, transfer.target_partition)
+                    for transfer in plan.transfers
+                    if transfer.keyspace == name and transfer.state == "done"
+                )
+                layout = TransitionLayout(layout, layout_from_dict(plan.target_layouts[name]), done)
+            placements[name] = KeyspacePlacement(KeyspaceConfig.from_dict(record.config), layout)
         return cls(metadata.version, members, placements)
 
     def member(self, node_id: str) -> Member:
@@ -160,6 +167,8 @@ def founding_metadata(members: tuple[Member, ...]) -> ClusterMetadata:
         layout.to_dict(),
         1,
         {str(partition): 1 for partition in layout.partition_ids},
+        {},
+        weights,
     )
     metadata = ClusterMetadata(version=1)
     metadata.members = {record.node_id: record for record in records}

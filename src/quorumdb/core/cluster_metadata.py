@@ -51,6 +51,9 @@ class KeyspaceRecord:
     epochs: dict[str, int] = field(default_factory=dict)
     # hex of a salted key -> number of sub-keys its writes spread over
     salted_keys: dict[str, int] = field(default_factory=dict)
+    # The members (id -> weight) the layout was computed for: when the active members
+    # differ, the controller plans a rebalance.
+    placed_for: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,7 @@ class PlanRecord:
     based_on: dict[str, int]
     transfers: tuple[TransferRecord, ...]
     state: str = "proposed"
+    placed_for: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -123,6 +127,13 @@ class ClusterMetadata:
             for node_id, member in sorted(self.members.items())
             if member.state in ("active", "joining")
         }
+
+    def plan_in_force(self) -> PlanRecord | None:
+        """The plan whose transfers may run (or are paused mid-way), if any."""
+        plan = self.plan
+        if plan is None or plan.state not in ("approved", "running", "paused"):
+            return None
+        return plan
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -247,7 +258,8 @@ def _create_keyspace(metadata: ClusterMetadata, document: dict[str, Any]) -> Res
         raise MetadataError(f"keyspace '{name}' exists")
     layout = _checked_layout(document["layout"])
     epochs = {str(partition): 1 for partition in document.get("partitions", [])}
-    metadata.keyspaces[name] = KeyspaceRecord(config, layout, 1, epochs)
+    placed_for = {str(k): int(v) for k, v in document.get("placed_for", {}).items()}
+    metadata.keyspaces[name] = KeyspaceRecord(config, layout, 1, epochs, {}, placed_for)
     return {"created": True}
 
 
@@ -340,9 +352,13 @@ def _propose_plan(metadata: ClusterMetadata, document: dict[str, Any]) -> Result
         dict(based_on),
         transfers,
         state,
+        {str(k): int(v) for k, v in document.get("placed_for", {}).items()},
     )
     metadata.next_plan_id += 1
-    return {"plan_id": metadata.plan.plan_id, "state": state}
+    if state == "approved" and not transfers:
+        _switch_ownership(metadata, metadata.plan)  # nothing to copy: switch at once
+        metadata.plan = replace(metadata.plan, state="done")
+    return {"plan_id": metadata.plan.plan_id, "state": metadata.plan.state}
 
 
 def _plan_step(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
@@ -364,8 +380,12 @@ def _plan_step(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
     new_state = {"approve": "approved", "pause": "paused", "resume": "running"}.get(
         action, "cancelled"
     )
-    metadata.plan = replace(plan, state=new_state)
-    return {"state": new_state}
+    plan = replace(plan, state=new_state)
+    if new_state == "approved" and not plan.transfers:
+        _switch_ownership(metadata, plan)
+        plan = replace(plan, state="done")
+    metadata.plan = plan
+    return {"state": plan.state}
 
 
 def _transfer_progress(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
@@ -384,7 +404,7 @@ def _transfer_progress(metadata: ClusterMetadata, document: dict[str, Any]) -> R
     transfers = list(plan.transfers)
     transfers[index] = replace(transfers[index], state=state, copied_bytes=document["copied_bytes"])
     plan = replace(plan, transfers=tuple(transfers), state="running")
-    if all(transfer.state == "done" for transfer in transfers):
+    if all(transfer.state == "done" for transfer in transfers) or not transfers:
         _switch_ownership(metadata, plan)
         plan = replace(plan, state="done")
     metadata.plan = plan
@@ -398,7 +418,8 @@ def _switch_ownership(metadata: ClusterMetadata, plan: PlanRecord) -> None:
         targets.setdefault(transfer.keyspace, set()).add(transfer.target_partition)
     for name, layout in plan.target_layouts.items():
         record = metadata.keyspaces[name]
-        metadata.keyspaces[name] = _with_layout(record, layout, sorted(targets.get(name, ())))
+        installed = _with_layout(record, layout, sorted(targets.get(name, ())))
+        metadata.keyspaces[name] = replace(installed, placed_for=dict(plan.placed_for))
 
 
 _HANDLERS = {

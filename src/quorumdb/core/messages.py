@@ -86,7 +86,15 @@ class CreateKeyspace:
     config: KeyspaceConfig
 
 
-Operation = KeyOperation | PartitionOperation | CreateKeyspace
+@dataclass(frozen=True, slots=True)
+class ChangeMetadata:
+    """Any other metadata command (see `core/cluster_metadata.py`), run by the controller
+    leader; the outcome's value is the command's JSON result."""
+
+    command: bytes
+
+
+Operation = KeyOperation | PartitionOperation | CreateKeyspace | ChangeMetadata
 
 # --- outcomes ----------------------------------------------------------------------------
 

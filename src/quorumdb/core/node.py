@@ -24,6 +24,7 @@ from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
 from quorumdb.core.load_tracker import LoadTracker
 from quorumdb.core.messages import (
     Append,
+    ChangeMetadata,
     CountPartition,
     CreateKeyspace,
     Delete,
@@ -48,6 +49,7 @@ from quorumdb.storage.interface import StorageReader, Write
 
 _PARTITION_OPERATIONS = (ScanPartition, CountPartition)
 _KEYED_OPERATIONS = (Get, Put, Delete, Increment, Append)
+_METADATA_OPERATIONS = (CreateKeyspace, ChangeMetadata)
 NOT_LOCAL = object()  # sentinel of the fast paths: "take the general path instead"
 EXPIRY_MAX_MS = 2**63 - 1  # the stored field is a signed 64-bit integer
 DEFAULT_MAX_KEY_BYTES = 511  # LMDB's compiled-in key size limit
@@ -173,6 +175,7 @@ class Node:
         if node_id not in {member.node_id for member in members}:
             raise ValueError(f"node {node_id!r} is not among the members")
         self.members = members
+        self.controller_voters = controller_voters
         voters = choose_voters([member.node_id for member in members], controller_voters)
         learners = tuple(sorted({member.node_id for member in members} - set(voters)))
         config = raft_config or RaftConfig()
@@ -183,7 +186,7 @@ class Node:
         self.partition_map = PartitionMap.from_metadata(self.controller.metadata)
         self._pending_forwards: dict[int, _PendingForward] = {}
         self._parked: list[_Parked] = []
-        self._awaiting_leader: list[tuple[int, int, CreateKeyspace]] = []
+        self._awaiting_leader: list[tuple[int, int, CreateKeyspace | ChangeMetadata]] = []
         self._sweep_position = 0  # which local partition the expiry sweep examines next
         self._sweep_start = b""  # and from which key
         self._seen_forwards: dict[str, tuple[int, _SeenForwards]] = {}
@@ -225,7 +228,7 @@ class Node:
     ) -> list[Effect]:
         """`redirect`: a client that routes by its own copy of the map asked to be told
         the owner (REDIRECT, with the map version) instead of having the request forwarded."""
-        if isinstance(operation, CreateKeyspace) and self.controller.leader_id is None:
+        if isinstance(operation, _METADATA_OPERATIONS) and self.controller.leader_id is None:
             # Just started, or an election is on: wait for a leader rather than refuse.
             deadline_ms = now_ms + self.limits.map_wait_ms
             self._awaiting_leader.append((deadline_ms, request_id, operation))
@@ -338,6 +341,8 @@ class Node:
             message = f"no answer from {pending.destination} in time; the outcome is unknown"
             effects += self._answer(pending.request_id, failure(ErrorCode.TIMEOUT, message))
         effects += self._after_controller(now_ms, self.controller.on_tick(now_ms))
+        duty = self.controller.membership_duty(now_ms, self.controller_voters)
+        effects += self._after_controller(now_ms, duty)
         if self._awaiting_leader:
             waiting, self._awaiting_leader = self._awaiting_leader, []
             leader_known = self.controller.leader_id is not None
@@ -484,7 +489,7 @@ class Node:
     # --- routing ---------------------------------------------------------------------
 
     def _owner_of(self, operation: Operation) -> str | Outcome:
-        if isinstance(operation, CreateKeyspace):
+        if isinstance(operation, _METADATA_OPERATIONS):
             return self.controller.leader_id or self.node_id
         placement = self.partition_map.keyspaces.get(operation.keyspace)
         if placement is None:
@@ -612,6 +617,8 @@ class Node:
             return [reply(Outcome(count))]
         if isinstance(operation, CreateKeyspace):
             return self._create_keyspace(now_ms, operation.config, reply)
+        if isinstance(operation, ChangeMetadata):
+            return self._change_metadata(now_ms, operation.command, reply)
         raise TypeError(f"unexpected operation {type(operation).__name__}")
 
     def _partition(self, keyspace: str, key: bytes) -> int:
@@ -764,6 +771,27 @@ class Node:
                 effects = effects + self._serve_forward(now_ms, parked.source, parked.request)
         return effects
 
+    def _change_metadata(self, now_ms: int, proposal: bytes, reply: _ReplyFactory) -> list[Effect]:
+        """Propose any metadata command; answered with its JSON result once every node
+        has applied it (or the wait ran out), like a keyspace creation."""
+        if not self.controller.is_leader:
+            leader = self.controller.leader_id
+            message = f"the controller leader is {leader}" if leader else "no controller leader yet"
+            return [reply(failure(ErrorCode.UNAVAILABLE, f"{message}; retry"))]
+
+        def answer(outcome: Outcome) -> list[Effect]:
+            if outcome.error is not None:
+                if outcome.error is ErrorCode.MOVED:
+                    outcome = failure(ErrorCode.UNAVAILABLE, "the controller leader changed; retry")
+                return [reply(outcome)]
+            index = self.controller.raft.applied_index
+            deadline_ms = now_ms + self.limits.map_wait_ms
+            return self.controller.when_applied_everywhere(
+                index, deadline_ms, lambda: [reply(outcome)]
+            )
+
+        return self._after_controller(now_ms, self.controller.propose(now_ms, proposal, answer))
+
     def _create_keyspace(
         self, now_ms: int, config: KeyspaceConfig, reply: _ReplyFactory
     ) -> list[Effect]:
@@ -787,6 +815,7 @@ class Node:
             config=config.to_dict(),
             layout=layout.to_dict(),
             partitions=list(layout.partition_ids),
+            placed_for=weights,
         )
 
         def answer(outcome: Outcome) -> list[Effect]:

@@ -245,11 +245,29 @@ class PeerTransport:
             lambda: _Inbound(self), member.host, member.peer_port, reuse_address=True
         )
 
+    def update_members(self, members: tuple[Member, ...]) -> None:
+        """Follow the cluster's member list (a node joined, left, or moved ports): new
+        peers get a connection, peers that are gone lose theirs."""
+        wanted = {member.node_id: member for member in members}
+        wanted.setdefault(self.node_id, self.members[self.node_id])
+        for node_id, outbound in list(self.outbound.items()):
+            if wanted.get(node_id) != self.members.get(node_id):
+                outbound.close()
+                del self.outbound[node_id]
+        for node_id, member in wanted.items():
+            if node_id != self.node_id and node_id not in self.outbound:
+                self.outbound[node_id] = _Outbound(self, member)
+        self.members = wanted
+
     def send(self, destination: str, message: object) -> None:
         if self.closed:
             return  # e.g. a reply released by the final fsync while the node stops
+        outbound = self.outbound.get(destination)
+        if outbound is None:
+            self.unreachable(destination)  # not (or no longer) a member
+            return
         self.sent_message_count += 1
-        self.outbound[destination].enqueue(pack_message(message))
+        outbound.enqueue(pack_message(message))
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run a connection task, kept so that `close()` can cancel it."""

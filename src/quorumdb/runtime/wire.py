@@ -52,7 +52,8 @@ _RECORD_TYPES: tuple[type, ...] = (
     raft_messages.InstallSnapshot,
     raft_messages.InstallSnapshotReply,
     raft_log.LogEntry,
-    raft_log.Snapshot,  # new records go last: a tag is a record's position
+    raft_log.Snapshot,
+    messages.ChangeMetadata,  # new records go last: a tag is a record's position
 )
 _RECORD_TAGS = {record_type: tag for tag, record_type in enumerate(_RECORD_TYPES)}
 

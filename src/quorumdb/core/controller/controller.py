@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from quorumdb.core.cluster_metadata import ClusterMetadata
 from quorumdb.core.controller.raft import RaftNode, RandomSource, Role
 from quorumdb.core.controller.raft_config import RaftConfig
+from quorumdb.core.controller.raft_configuration import MembershipChange, MembershipChangeKind
 from quorumdb.core.controller.raft_messages import RaftMessage
 from quorumdb.core.controller.raft_persistence import load_persisted_state
 from quorumdb.core.effects import Effect, Reply
@@ -53,6 +54,7 @@ class Controller:
         self._next_request_id = 1
         # (log index, deadline, what to do): see `when_applied_everywhere`.
         self._waiters: list[tuple[int, int, Callable[[], list[Effect]]]] = []
+        self._membership_in_flight = False
 
     @property
     def leader_id(self) -> str | None:
@@ -98,6 +100,56 @@ class Controller:
         self._next_request_id += 1
         self._continuations[request_id] = then
         return self._absorb(self.raft.propose(now_ms, request_id, command))
+
+    def change_membership(
+        self, now_ms: int, change: MembershipChange, then: Continuation
+    ) -> list[Effect]:
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        self._continuations[request_id] = then
+        return self._absorb(self.raft.change_membership(now_ms, request_id, change))
+
+    def membership_duty(self, now_ms: int, voter_count: int) -> list[Effect]:
+        """Leader only: make the Raft configuration follow the metadata's member list, one
+        server at a time: add new members as learners, remove those that left, and keep
+        `voter_count` voters (fewer if fewer members) by promoting learners."""
+        raft = self.raft
+        if not self.is_leader or self._membership_in_flight:
+            return []
+        configuration = raft.configuration
+        wanted = {
+            node_id
+            for node_id, member in self.metadata.members.items()
+            if member.state != "left"
+        }
+        change: MembershipChange | None = None
+        for node_id in sorted(wanted - configuration.members):
+            change = MembershipChange(MembershipChangeKind.ADD_LEARNER, node_id)
+            break
+        if change is None:
+            for node_id in sorted(configuration.members - wanted):
+                if node_id != raft.node_id or len(configuration.voters) > 1:
+                    change = MembershipChange(MembershipChangeKind.REMOVE, node_id)
+                    break
+        if change is None:
+            target = min(voter_count, len(wanted))
+            caught_up = [
+                node_id
+                for node_id in sorted(configuration.learners & wanted)
+                if (progress := raft.progress_of(node_id)) is not None
+                and progress.match_index >= raft.commit_index
+            ]
+            if len(configuration.voters) < target and caught_up:
+                change = MembershipChange(MembershipChangeKind.PROMOTE_LEARNER, caught_up[0])
+        if change is None:
+            return []
+        self._membership_in_flight = True
+
+        def done(outcome: Outcome) -> list[Effect]:
+            self._membership_in_flight = False
+            return []
+
+        return self.change_membership(now_ms, change, done)
 
     def status(self) -> dict[str, object]:
         """What operators and tests see of the controller, from this node."""

@@ -10,6 +10,7 @@ from quorumdb.core.partitioning.key_range import KeyRangeLayout
 from quorumdb.core.partitioning.mod_n import ModNLayout
 from quorumdb.core.partitioning.per_node import PerNodeLayout
 from quorumdb.core.partitioning.ring import RingLayout
+from quorumdb.core.partitioning.transition import TransitionLayout
 
 _DECODERS: dict[str, Callable[[dict[str, object]], Layout]] = {
     "mod-n": ModNLayout.from_dict,
@@ -20,8 +21,21 @@ _DECODERS: dict[str, Callable[[dict[str, object]], Layout]] = {
 }
 
 
+def _transition_from_dict(data: dict[str, object]) -> Layout:
+    old, new, done = data["old"], data["new"], data["done"]
+    if not isinstance(old, dict) or not isinstance(new, dict) or not isinstance(done, list):
+        raise TypeError("a transition holds two layouts and a list of done pairs")
+    pairs = frozenset((int(pair[0]), int(pair[1])) for pair in done)
+    return TransitionLayout(layout_from_dict(old), layout_from_dict(new), pairs)
+
+
 def layout_from_dict(data: dict[str, object]) -> Layout:
     """Inverse of `layout.to_dict()`; raises `PartitioningError` on anything malformed."""
+    if data.get("strategy") == "transition":
+        try:
+            return _transition_from_dict(data)
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise PartitioningError(f"malformed transition layout: {error}") from None
     decoder = _DECODERS.get(str(data.get("strategy")))
     if decoder is None:
         raise PartitioningError(f"unknown layout strategy {data.get('strategy')!r}")
