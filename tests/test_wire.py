@@ -22,6 +22,7 @@ from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig
 from quorumdb.core.messages import (
     Append,
+    ChangeMetadata,
     CountPartition,
     CreateKeyspace,
     Delete,
@@ -34,6 +35,13 @@ from quorumdb.core.messages import (
     PutCondition,
     ScanPage,
     ScanPartition,
+)
+from quorumdb.core.transfer import (
+    TransferAbort,
+    TransferAck,
+    TransferData,
+    TransferKey,
+    TransferOpen,
 )
 from quorumdb.runtime.wire import WireError, pack_message, unpack_message
 
@@ -82,6 +90,11 @@ MESSAGES: list[object] = [
     AppendEntriesReply(4, False, 0, 12, 10, 3, 5),
     InstallSnapshot(5, Snapshot(40, 4, Configuration(frozenset({"a"})), b"\x00state")),
     InstallSnapshotReply(5, 40),
+    TransferOpen(TransferKey(3, 1, 77), "ks", 4, 9),
+    TransferData(TransferKey(3, 1, 77), 5, ((b"a", b"\x00v"), (b"b", None)), True, False),
+    TransferAck(TransferKey(3, 1, 77), 5),
+    TransferAbort(TransferKey(3, 1, 77), "restarted"),
+    ForwardRequest(1, 2, ChangeMetadata(b'{"op": "set_weight"}')),
     "a plain string",
     42,
 ]

@@ -43,13 +43,17 @@ from quorumdb.core.messages import (
     failure,
 )
 from quorumdb.core.partitioning import FixedLayout, PartitioningError, key_hash
+from quorumdb.core.rebalancer import Rebalancer
 from quorumdb.core.records import decode_record, encode_record, live_value
 from quorumdb.core.salting import Merge, base_key, expand, is_sub_key
+from quorumdb.core.transfer import TransferAbort, TransferAck, TransferData, TransferOpen
 from quorumdb.storage.interface import StorageReader, Write
 
 _PARTITION_OPERATIONS = (ScanPartition, CountPartition)
 _KEYED_OPERATIONS = (Get, Put, Delete, Increment, Append)
 _METADATA_OPERATIONS = (CreateKeyspace, ChangeMetadata)
+_TRANSFER_MESSAGES = (TransferOpen, TransferData, TransferAck, TransferAbort)
+INTERNAL_REQUESTS_FROM = 1 << 62  # request ids of the node's own proposals; replies dropped
 NOT_LOCAL = object()  # sentinel of the fast paths: "take the general path instead"
 EXPIRY_MAX_MS = 2**63 - 1  # the stored field is a signed 64-bit integer
 DEFAULT_MAX_KEY_BYTES = 511  # LMDB's compiled-in key size limit
@@ -162,27 +166,40 @@ class Node:
         rng: NodeRandom,
         raft_config: RaftConfig | None = None,
         controller_voters: int = DEFAULT_VOTERS,
+        founder: bool | None = None,
     ) -> None:
         """`members` are the founding members (they bootstrap the controller's metadata);
         `incarnation` must grow with every start of this node (boot time or a counter);
-        `rng` is a seeded generator (Raft's election timeouts, layouts' random choices)."""
+        `rng` is a seeded generator (Raft's election timeouts, layouts' random choices).
+        A node that joins later (`founder` False) starts from the same founding metadata
+        and an empty controller configuration, and waits for the leader to add it."""
         self.node_id = node_id
         self.incarnation = incarnation
         self.storage = storage
         self.rng = rng
         self.limits = limits or NodeLimits()
         self.limits.validate()
-        if node_id not in {member.node_id for member in members}:
-            raise ValueError(f"node {node_id!r} is not among the members")
+        if founder is None:
+            founder = node_id in {member.node_id for member in members}
+        elif founder and node_id not in {member.node_id for member in members}:
+            raise ValueError(f"node {node_id!r} is not among the founding members")
         self.members = members
         self.controller_voters = controller_voters
         voters = choose_voters([member.node_id for member in members], controller_voters)
         learners = tuple(sorted({member.node_id for member in members} - set(voters)))
         config = raft_config or RaftConfig()
-        config = replace(config, bootstrap_voters=voters, bootstrap_learners=learners)
+        if founder:
+            config = replace(config, bootstrap_voters=voters, bootstrap_learners=learners)
+        else:
+            config = replace(config, bootstrap_voters=(), bootstrap_learners=())
         self.controller = Controller(node_id, founding_metadata(members), storage, rng, config)
         self._fixed_local: dict[str, tuple[bool, ...]] = {}
         self._other_local: dict[str, tuple[Callable[[bytes], int], frozenset[int]]] = {}
+        self._moving_out: set[tuple[str, int]] = set()
+        self.rebalancer = Rebalancer(node_id, incarnation, storage)
+        # Requests for keys sealed for a hand-over: (deadline, how to run it again).
+        self._held: list[tuple[int, Callable[[int], list[Effect]], _ReplyFactory]] = []
+        self._next_internal_request = INTERNAL_REQUESTS_FROM
         self.partition_map = PartitionMap.from_metadata(self.controller.metadata)
         self._pending_forwards: dict[int, _PendingForward] = {}
         self._parked: list[_Parked] = []
@@ -211,15 +228,30 @@ class Node:
         """Every change of the map also refreshes what the fast paths consult, so they can
         never route by a stale map."""
         self._partition_map = partition_map
+        self._refresh_fast_paths()
+
+    def _refresh_fast_paths(self) -> None:
+        """Partitions whose keys are being copied away are left to the general path, where
+        every write reaches the transfer and sealed keys wait."""
+        moving = self.rebalancer.moving_out() if hasattr(self, "rebalancer") else set()
+        self._moving_out = moving
         self._fixed_local = {}
         self._other_local = {}
-        for name, placement in partition_map.keyspaces.items():
+        for name, placement in self._partition_map.keyspaces.items():
             layout = placement.layout
             if isinstance(layout, FixedLayout):
-                flags = tuple(owner == self.node_id for owner in layout.owners)
+                flags = tuple(
+                    owner == self.node_id and (name, partition) not in moving
+                    for partition, owner in enumerate(layout.owners)
+                )
                 self._fixed_local[name] = flags
             else:
-                self._other_local[name] = (layout.locate, placement.local_partitions(self.node_id))
+                local = frozenset(
+                    partition
+                    for partition in placement.local_partitions(self.node_id)
+                    if (name, partition) not in moving
+                )
+                self._other_local[name] = (layout.locate, local)
 
     # --- entry points ----------------------------------------------------------------
 
@@ -241,6 +273,13 @@ class Node:
         if isinstance(owner, Outcome):
             return [Reply(request_id, owner)]
         if owner == self.node_id:
+            if self._moving_out and self._sealed(operation):
+                self._hold(
+                    now_ms,
+                    lambda at_ms: self.on_client_request(at_ms, request_id, operation),
+                    lambda outcome: Reply(request_id, outcome),
+                )
+                return []
             return self._execute(now_ms, operation, lambda outcome: Reply(request_id, outcome))
         if redirect and isinstance(operation, _KEYED_OPERATIONS):
             return [Reply(request_id, self._moved(operation.keyspace, operation.key, owner))]
@@ -323,6 +362,12 @@ class Node:
                 return []
             del self._pending_forwards[message.forward_id]
             return self._answer(pending.request_id, message.outcome)
+        if isinstance(message, _TRANSFER_MESSAGES):
+            metadata = self.controller.metadata
+            effects = self.rebalancer.on_message(now_ms, source, message, metadata)
+            if self.rebalancer.moving_out() != self._moving_out:
+                self._refresh_fast_paths()
+            return self._deliver_to_self(now_ms, effects)
         if isinstance(message, RAFT_MESSAGE_TYPES):
             return self._after_controller(
                 now_ms, self.controller.on_message(now_ms, source, message)
@@ -343,6 +388,7 @@ class Node:
         effects += self._after_controller(now_ms, self.controller.on_tick(now_ms))
         duty = self.controller.membership_duty(now_ms, self.controller_voters)
         effects += self._after_controller(now_ms, duty)
+        effects += self._rebalance_tick(now_ms)
         if self._awaiting_leader:
             waiting, self._awaiting_leader = self._awaiting_leader, []
             leader_known = self.controller.leader_id is not None
@@ -527,6 +573,13 @@ class Node:
         forward_id = request.forward_id
         incarnation = request.incarnation
         operation = request.operation
+        if self._moving_out and self._sealed(operation):
+            self._hold(
+                now_ms,
+                lambda at_ms: self._serve_forward(at_ms, source, request),
+                lambda outcome: Send(source, ForwardReply(forward_id, outcome, incarnation)),
+            )
+            return []
         # Plain GETs and SETs of keys this node owns, most forwarded traffic, take the
         # client fast paths: one hash and no reply closure, routing or dispatch chain.
         # Anything they decline (NOT_LOCAL, None) takes the general path below, which
@@ -589,6 +642,17 @@ class Node:
     # --- execution on the owner ------------------------------------------------------
 
     def _execute(self, now_ms: int, operation: Operation, reply: _ReplyFactory) -> list[Effect]:
+        effects = self._execute_here(now_ms, operation, reply)
+        if self._moving_out:
+            for effect in effects:
+                if type(effect) is Persist:
+                    for write in effect.writes:
+                        self.rebalancer.on_write(write)
+        return effects
+
+    def _execute_here(
+        self, now_ms: int, operation: Operation, reply: _ReplyFactory
+    ) -> list[Effect]:
         if isinstance(operation, _KEYED_OPERATIONS) and operation.key:
             self._until_load_sample -= 1
             if not self._until_load_sample:
@@ -751,6 +815,76 @@ class Node:
             if value is not None:
                 items.append((key, b"" if operation.keys_only else value))
         return Outcome(ScanPage(tuple(items), next_start))
+
+    # --- rebalancing ----------------------------------------------------------------------
+
+    def _sealed(self, operation: Operation) -> bool:
+        if not isinstance(operation, _KEYED_OPERATIONS) or not operation.key:
+            return False
+        placement = self.partition_map.keyspaces.get(operation.keyspace)
+        if placement is None:
+            return False
+        partition, owner = placement.owner_of_key(operation.key)
+        if owner != self.node_id:
+            return False
+        return self.rebalancer.sealed_for(operation.keyspace, partition, operation.key)
+
+    def _hold(self, now_ms: int, redo: Callable[[int], list[Effect]], reply: _ReplyFactory) -> None:
+        self._held.append((now_ms + self.limits.map_wait_ms, redo, reply))
+
+    def _owns(self, keyspace: str, partition: int, key: bytes) -> bool:
+        placement = self.partition_map.keyspaces.get(keyspace)
+        if placement is None:
+            return False
+        return placement.owner_of_key(key) == (partition, self.node_id)
+
+    def _propose_internal(self, now_ms: int) -> Callable[[bytes], list[Effect]]:
+        """A metadata proposal of this node's own (transfer progress, a plan): through the
+        leader like a client's, its answer dropped (the metadata shows what happened)."""
+
+        def propose(proposal: bytes) -> list[Effect]:
+            request_id = self._next_internal_request
+            self._next_internal_request += 1
+            return self.on_client_request(now_ms, request_id, ChangeMetadata(proposal))
+
+        return propose
+
+    def _rebalance_tick(self, now_ms: int) -> list[Effect]:
+        controller = self.controller
+        effects = self.rebalancer.on_tick(
+            now_ms,
+            controller.metadata,
+            controller.is_leader,
+            self.rng,
+            self._propose_internal(now_ms),
+            self._owns,
+        )
+        if self.rebalancer.moving_out() != self._moving_out:
+            self._refresh_fast_paths()
+        if self._held:
+            held, self._held = self._held, []
+            waited_out = failure(ErrorCode.UNAVAILABLE, "the key is being handed over; retry")
+            for deadline_ms, redo, reply in held:
+                if deadline_ms <= now_ms:
+                    effects.append(reply(waited_out))  # never run: a definite refusal
+                else:
+                    effects += redo(now_ms)  # runs, goes to the new owner, or waits again
+        effects = [
+            e for e in effects if not (type(e) is Reply and e.request_id >= INTERNAL_REQUESTS_FROM)
+        ]
+        return self._deliver_to_self(now_ms, effects)
+
+    def _deliver_to_self(self, now_ms: int, effects: list[Effect]) -> list[Effect]:
+        """Messages a node sends itself (a transfer between two partitions it owns)."""
+        if not any(type(e) is Send and e.destination == self.node_id for e in effects):
+            return effects
+        result: list[Effect] = []
+        for effect in effects:
+            if type(effect) is Send and effect.destination == self.node_id:
+                result += self.on_message(now_ms, self.node_id, effect.message)
+            else:
+                result.append(effect)
+        return result
 
     # --- metadata, through the controller ---------------------------------------------
 

@@ -116,7 +116,7 @@ class OutgoingTransfer:
         self._unacked: list[TransferData] = []
         self._next_sequence = 1
         self._last_send_ms = now_ms
-        self._tokens = float(limits.chunk_bytes)
+        self._tokens = float(self._burst_bytes())
         self._tokens_at_ms = now_ms
 
     @property
@@ -173,12 +173,16 @@ class OutgoingTransfer:
             return message
         return None
 
+    def _burst_bytes(self) -> int:
+        """A tenth of a second's worth, and never more than one chunk: the rate holds
+        over any window longer than that."""
+        return max(1, min(self.limits.chunk_bytes, self.throttle_bytes_per_second // 10))
+
     def _take_tokens(self, now_ms: int) -> bool:
         elapsed_ms = now_ms - self._tokens_at_ms
         self._tokens_at_ms = now_ms
-        burst = float(max(self.limits.chunk_bytes, self.throttle_bytes_per_second // 10))
         refill = self.throttle_bytes_per_second * elapsed_ms / 1000.0
-        self._tokens = min(burst, self._tokens + refill)
+        self._tokens = min(float(self._burst_bytes()), self._tokens + refill)
         return self._tokens > 0
 
     def _chunk(self, storage: StorageReader) -> TransferData:
@@ -189,8 +193,9 @@ class OutgoingTransfer:
         items: list[tuple[bytes, bytes | None]] = []
         size_bytes = 0
         next_cursor: bytes | None = None
+        size_limit = self._burst_bytes()
         for index, (key, record) in enumerate(rows):
-            if index == self.limits.chunk_keys or (items and size_bytes >= self.limits.chunk_bytes):
+            if index == self.limits.chunk_keys or (items and size_bytes >= size_limit):
                 next_cursor = key
                 break
             if self.moves(key):

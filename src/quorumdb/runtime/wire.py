@@ -25,7 +25,7 @@ from typing import Any
 
 import msgpack
 
-from quorumdb.core import messages
+from quorumdb.core import messages, transfer
 from quorumdb.core.controller import raft_log, raft_messages
 from quorumdb.core.controller.raft_configuration import Configuration
 from quorumdb.core.errors import ErrorCode
@@ -53,7 +53,11 @@ _RECORD_TYPES: tuple[type, ...] = (
     raft_messages.InstallSnapshotReply,
     raft_log.LogEntry,
     raft_log.Snapshot,
-    messages.ChangeMetadata,  # new records go last: a tag is a record's position
+    messages.ChangeMetadata,
+    transfer.TransferOpen,
+    transfer.TransferData,
+    transfer.TransferAck,
+    transfer.TransferAbort,  # new records go last: a tag is a record's position
 )
 _RECORD_TAGS = {record_type: tag for tag, record_type in enumerate(_RECORD_TYPES)}
 
@@ -223,6 +227,18 @@ def _install_snapshot(items: tuple[Any, ...]) -> raft_messages.InstallSnapshot:
     return raft_messages.InstallSnapshot(term, decoded)
 
 
+def _transfer_key(items: Any) -> transfer.TransferKey:
+    plan_id, transfer_index, attempt = items
+    if not all(type(value) is int for value in (plan_id, transfer_index, attempt)):
+        raise WireError("malformed transfer key")
+    return transfer.TransferKey(plan_id, transfer_index, attempt)
+
+
+def _transfer_message(record_type: type) -> Callable[[tuple[Any, ...]], Any]:
+    """Transfer messages lead with their key, a named tuple msgpack sends as an array."""
+    return lambda items: record_type(_transfer_key(items[1]), *items[2:])
+
+
 def _plain(record_type: type) -> Callable[[tuple[Any, ...]], Any]:
     """Decoder of a record whose fields are all plain msgpack values."""
     return lambda items: record_type(*items[1:])
@@ -238,6 +254,10 @@ _SCHEMA: dict[type, Callable[[tuple[Any, ...]], Any]] = {
     raft_log.Snapshot: _snapshot,
     raft_messages.AppendEntries: _append_entries,
     raft_messages.InstallSnapshot: _install_snapshot,
+    transfer.TransferOpen: _transfer_message(transfer.TransferOpen),
+    transfer.TransferData: _transfer_message(transfer.TransferData),
+    transfer.TransferAck: _transfer_message(transfer.TransferAck),
+    transfer.TransferAbort: _transfer_message(transfer.TransferAbort),
 }
 _DECODERS = tuple(_SCHEMA.get(record_type) or _plain(record_type) for record_type in _RECORD_TYPES)
 

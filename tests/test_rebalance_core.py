@@ -1,0 +1,111 @@
+"""Growing a cluster in process: a node joins, the controller plans, the operator approves,
+partitions stream to the newcomer while clients keep writing, ownership switches per
+transfer, and nothing acknowledged is lost or missed."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from quorumdb.core.cluster import local_members
+from quorumdb.core.cluster_metadata import command
+from quorumdb.core.messages import ChangeMetadata, Get, Put
+from quorumdb.core.node import Node
+from test_core_node import Cluster, DictStorage
+
+
+def metadata_change(cluster: Cluster, node_id: str, proposal: bytes) -> dict[str, object]:
+    outcome = cluster.request(node_id, ChangeMetadata(proposal))
+    assert outcome.error is None, outcome
+    result: dict[str, object] = json.loads(outcome.value)
+    return result
+
+
+def join(cluster: Cluster, index: int) -> str:
+    member = local_members(index + 1, 7000)[index]
+    node_id = member.node_id
+    cluster.storages[node_id] = DictStorage()
+    cluster.nodes[node_id] = Node(
+        node_id,
+        cluster.members,
+        cluster.storages[node_id],
+        cluster.limits,
+        100 + index,
+        rng=random.Random(index),
+        founder=False,
+    )
+    added = metadata_change(cluster, "node1", command("add_member", member=member.to_dict()))
+    assert added["ok"], added
+    return node_id
+
+
+def test_a_joining_node_gets_its_share_while_clients_write() -> None:
+    seed = 11
+    print(f"seed {seed}: replay with pytest tests/test_rebalance_core.py")
+    cluster = Cluster(seed=seed)
+    cluster.settle()
+    rng = random.Random(seed)
+    expected: dict[bytes, bytes] = {}
+    filler = b"x" * 100
+    for index in range(1_200):
+        key = b"k%d" % index
+        assert cluster.request(f"node{index % 3}", Put("default", key, filler)).ok
+        expected[key] = filler
+    # A slow copy (1 KiB/s per transfer), so many writes land while it runs.
+    throttled = metadata_change(cluster, "node0", command("set_throttle", bytes_per_second=1024))
+    assert throttled["ok"], throttled
+    newcomer = join(cluster, 3)
+    cluster.settle()
+    assert newcomer in cluster.nodes["node0"].controller.raft.configuration.learners
+    # Manual mode: the plan waits for the operator.
+    for _ in range(100):
+        cluster.tick()
+    plan = cluster.nodes["node0"].controller.metadata.plan
+    assert plan is not None and plan.state == "proposed", plan
+    assert plan.transfers and {t.target_node for t in plan.transfers} == {newcomer}
+    approved = metadata_change(
+        cluster, "node2", command("plan_step", plan_id=plan.plan_id, action="approve")
+    )
+    assert approved["ok"], approved
+    # Clients keep writing and reading through every node while partitions move.
+    writes_during_copy = 0
+    for step in range(4_000):
+        cluster.tick()
+        for _ in range(3):
+            key = b"k%d" % rng.randrange(1_250)
+            entry = f"node{rng.randrange(4)}"
+            if rng.random() < 0.5:
+                value = b"v%d" % step
+                outcome = cluster.request(entry, Put("default", key, value))
+                assert outcome.ok, (step, outcome)
+                expected[key] = value
+                writes_during_copy += 1
+            else:
+                outcome = cluster.request(entry, Get("default", key))
+                assert outcome.ok and outcome.value == expected.get(key), (step, key, outcome)
+        if cluster.nodes["node0"].controller.metadata.plan.state == "done":
+            break
+    print(f"{writes_during_copy} writes while the plan ran ({step} ticks of 20 ms)")
+    assert step >= 50  # the throttle made the copy slow enough to overlap many writes
+    metadata = cluster.nodes["node0"].controller.metadata
+    assert metadata.plan is not None and metadata.plan.state == "done", metadata.plan
+    cluster.settle()
+    for node_id in cluster.nodes:
+        for key, value in expected.items():
+            assert cluster.request(node_id, Get("default", key)).value == value
+    owners = cluster.nodes["node0"].partition_map.keyspaces["default"]
+    shares = {node_id: 0 for node_id in cluster.nodes}
+    for partition in owners.partition_ids:
+        shares[owners.owner(partition)] += 1
+    assert shares == {"node0": 16, "node1": 16, "node2": 16, "node3": 16}, shares
+    # Every key lives on its owner only (the sources deleted what they handed over).
+    for _ in range(100):
+        cluster.tick()
+    for key in expected:
+        partition, owner = owners.owner_of_key(key)
+        holders = {
+            node_id
+            for node_id, storage in cluster.storages.items()
+            if storage.get("default", partition, key) is not None
+        }
+        assert holders == {owner}, (key, holders, owner)
