@@ -73,6 +73,25 @@ class LocalTestCluster:
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.log_paths = {i: self.data_dir / f"node{i}.log" for i in range(self.node_count)}
 
+    def join_node(self, index: int) -> subprocess.Popen[bytes]:
+        """Start node `index` (beyond the founders) joining through node0; the base port
+        must leave room for it (free_base_port(index + 1))."""
+        member = local_members(index + 1, self.base_port)[index]
+        self.members = (*self.members, member)
+        self.log_paths[index] = self.data_dir / f"node{index}.log"
+        command = [
+            sys.executable, "-m", "quorumdb", "node",
+            "--index", str(index), "--port", str(self.base_port),
+            "--data-dir", str(self.data_dir), "--fsync", self.fsync,
+            "--join", f"127.0.0.1:{self.members[0].http_port}",
+        ]  # fmt: skip
+        log = open(self.log_paths[index], "ab")  # noqa: SIM115 - owned by the process
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.processes[index] = process
+        self.wait_ready(index)
+        return process
+
     def command(self, index: int) -> list[str]:
         return [
             sys.executable, "-m", "quorumdb", "node",

@@ -61,6 +61,10 @@ def _cmd_node(args: argparse.Namespace) -> int:
     try:
         if args.config:
             settings = node_config.settings_from_toml(args.config, args.data_dir_override)
+        elif args.join:
+            settings = node_config.joining_settings(
+                args.index, args.port, args.data_dir, args.join, args.fsync, args.host
+            )
         else:
             settings = node_config.local_settings(
                 args.index, args.nodes, args.port, args.data_dir, args.fsync, args.host
@@ -74,7 +78,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
     )
     try:
         run(settings)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:  # a taken port, a refused join
         print(f"error: node {settings.node_id} cannot start: {error}", file=sys.stderr)
         return 1
     return 0
@@ -253,8 +257,25 @@ def _print_hot(cluster: dict[str, Any], args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rebalance(args: argparse.Namespace) -> int:
+    from quorumdb import admin_cli
+
+    return admin_cli.run_rebalance(args)
+
+
+def _cmd_member(args: argparse.Namespace) -> int:
+    from quorumdb import admin_cli
+
+    return admin_cli.run_member(args)
+
+
 def _cmd_keyspace(args: argparse.Namespace) -> int:
     import httpx
+
+    if args.keyspace_command == "salt":
+        from quorumdb import admin_cli
+
+        return admin_cli.run_salt(args)
 
     base = _http_base(args)
     try:
@@ -321,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help="TOML file with node_id, members and settings (see --print-example-config)"
     )
     node.add_argument("--data-dir-override", help=argparse.SUPPRESS)
+    node.add_argument(
+        "--join",
+        metavar="HOST:HTTP_PORT",
+        help="join a running cluster through any member's HTTP address; with --index and"
+        " --port this node takes the local layout's ports for its index (e.g. --index 3"
+        " --join 127.0.0.1:7100 adds node3 on 7003/7103/7203)",
+    )
     node.add_argument(
         "--print-example-config",
         action="store_true",
@@ -396,6 +424,21 @@ def build_parser() -> argparse.ArgumentParser:
     show = keyspace_verbs.add_parser("show", help="show one keyspace")
     show.add_argument("name")
     http_option(show)
+    salt = keyspace_verbs.add_parser(
+        "salt", help="spread a hot counter key's writes over WAYS sub-keys (0: switch off)"
+    )
+    salt.add_argument("name")
+    salt.add_argument("key")
+    salt.add_argument("--ways", type=int, required=True, help="2 to 64, or 0 to unsalt")
+    http_option(salt)
+
+    from quorumdb import admin_cli
+
+    rebalance = verb(
+        "rebalance", "plan, approve, pause, resume and watch data movement", _cmd_rebalance
+    )
+    member = verb("member", "member weights and decommissioning", _cmd_member)
+    admin_cli.add_arguments(rebalance, member, http_option)
 
     bench = verb("bench", "measure throughput and latency of RESP targets in one run", _cmd_bench)
     from quorumdb.bench import command as bench_command

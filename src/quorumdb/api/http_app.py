@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from quorumdb import __version__
+from quorumdb.api.admin_routes import MetadataRefused, add_admin_routes
 from quorumdb.api.prometheus import RateSampler, build_registry
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
@@ -126,6 +127,12 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         return JSONResponse({"error": error.code, "message": error.message}, error.status)
+
+    @app.exception_handler(MetadataRefused)
+    async def metadata_refused(request: Request, error: MetadataRefused) -> JSONResponse:
+        return JSONResponse({"error": "refused", "message": error.message}, 409)
+
+    add_admin_routes(app, runtime, call, _raise_for)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -377,6 +377,11 @@ def _plan_step(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
         raise MetadataError(f"unknown plan action {action!r}")
     if plan.state not in allowed[action]:
         raise MetadataError(f"cannot {action} a plan that is {plan.state}")
+    switched = sum(1 for transfer in plan.transfers if transfer.state == "done")
+    if action == "cancel" and switched:
+        # Their sources may already have deleted what they handed over: going back to
+        # the old layout would lose those keys. Pausing is the way to stop.
+        raise MetadataError(f"{switched} transfers already switched ownership; pause instead")
     new_state = {"approve": "approved", "pause": "paused", "resume": "running"}.get(
         action, "cancelled"
     )

@@ -145,7 +145,7 @@ class Rebalancer:
         if is_leader and now_ms >= self._next_plan_check_ms:
             self._next_plan_check_ms = now_ms + PLAN_CHECK_INTERVAL_MS
             if metadata.plan is None or metadata.plan.state in ("done", "cancelled"):
-                proposal = plan_command(metadata, rng)
+                proposal = plan_command(metadata, rng) or _departure(metadata)
                 if proposal is not None:
                     effects += propose(proposal)
         self._forget_finished(metadata.plan)
@@ -361,6 +361,16 @@ class Rebalancer:
                 for item in self.incoming.values()
             ],
         }
+
+
+def _departure(metadata: ClusterMetadata) -> bytes | None:
+    """A leaving member that no layout places anything on any more has left."""
+    for node_id, member in sorted(metadata.members.items()):
+        if member.state != "leaving":
+            continue
+        if all(node_id not in record.placed_for for record in metadata.keyspaces.values()):
+            return command("set_member_state", node_id=node_id, state="left")
+    return None
 
 
 def _transfer_state(plan: PlanRecord | None, index_key: tuple[int, int]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from typing import Any
 
 from quorumdb.core.cluster import Member, local_members
@@ -84,6 +85,25 @@ def local_settings(
         raise ConfigError(f"node index {index} outside 0..{node_count - 1}")
     members = local_members(node_count, base_port, host)
     return build_settings(members[index].node_id, members, data_dir, fsync, **limits)
+
+
+def joining_settings(
+    index: int,
+    base_port: int,
+    data_dir: str,
+    join: str,
+    fsync: str = "always",
+    host: str = "127.0.0.1",
+) -> NodeSettings:
+    """A node that joins a running cluster: it knows itself and one member to ask."""
+    if index < 0:
+        raise ConfigError("node index must not be negative")
+    seed_host, _, seed_port = join.rpartition(":")
+    if not seed_host or not seed_port.isdigit():
+        raise ConfigError(f"--join expects HOST:HTTP_PORT, got {join!r}")
+    member = local_members(index + 1, base_port, host)[index]
+    settings = build_settings(member.node_id, (member,), data_dir, fsync)
+    return replace(settings, join=join)
 
 
 def build_settings(

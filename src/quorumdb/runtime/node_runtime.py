@@ -41,6 +41,10 @@ class NodeSettings:
     transport: TransportLimits = field(default_factory=TransportLimits)
     max_clients: int = 10_000
     max_pipeline_depth: int = 1_024
+    # The cluster's founding members when this node joined later (None: it is a founder
+    # and `members` are the founders). `join` is a member's HTTP address to join through.
+    founders: tuple[Member, ...] | None = None
+    join: str | None = None
 
     @property
     def member(self) -> Member:
@@ -65,13 +69,15 @@ class NodeRuntime:
         self.commit = GroupCommit(self.storage, settings.fsync, loop)
         # Boot time in ms grows across restarts, so replies meant for a previous life of
         # this node are recognised (the core compares incarnations, never clocks).
+        founders = settings.founders if settings.founders is not None else settings.members
         self.node = Node(
             settings.node_id,
-            settings.members,
+            founders,
             self.commit,
             settings.limits,
             now_ms(),
             rng=random.Random(),
+            founder=any(member.node_id == settings.node_id for member in founders),
         )
         self.transport = PeerTransport(
             settings.node_id,
@@ -87,6 +93,7 @@ class NodeRuntime:
         # a clock read per GET were ~7% of its cost, so callers pass a time they already
         # have (the RESP server: the arrival of the chunk holding the command).
         self.read_local = self.node.read_local
+        self._known_members = self.node.partition_map.members
         self._callbacks: dict[int, OutcomeCallback] = {}
         self._next_request_id = 1
         self._tasks: list[asyncio.Task[None]] = []
@@ -158,6 +165,13 @@ class NodeRuntime:
 
     # --- effects ---------------------------------------------------------------------
 
+    def _follow_members(self) -> None:
+        """Peers come and go with the metadata's member list."""
+        members = self.node.partition_map.members
+        if members is not self._known_members:
+            self._known_members = members
+            self.transport.update_members(members)
+
     def execute(self, effects: list[Effect]) -> None:
         commit = self.commit
         for effect in effects:
@@ -185,6 +199,7 @@ class NodeRuntime:
 
     def _on_message(self, source: str, message: object) -> None:
         self.execute(self.node.on_message(now_ms(), source, message))  # type: ignore[arg-type]
+        self._follow_members()
 
     def _on_unreachable(self, peer: str) -> None:
         self.execute(self.node.on_peer_unreachable(now_ms(), peer))
@@ -194,6 +209,7 @@ class NodeRuntime:
             await asyncio.sleep(TICK_INTERVAL_MS / 1000)
             try:
                 self.execute(self.node.on_tick(now_ms()))
+                self._follow_members()
             except Exception:
                 LOG.exception("tick failed")
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 
 import uvicorn
 import uvloop
@@ -16,6 +19,7 @@ from quorumdb.api import resp_protocol
 from quorumdb.api.http_app import create_app
 from quorumdb.api.prometheus import RateSampler
 from quorumdb.api.resp_server import RespServer
+from quorumdb.core.cluster import Member
 from quorumdb.runtime.node_runtime import NodeRuntime, NodeSettings
 
 LOG = logging.getLogger(__name__)
@@ -36,8 +40,46 @@ def resp_limits_for(settings: NodeSettings) -> resp_protocol.RespLimits:
     return resp_protocol.RespLimits(max_request_bytes=request_bytes)
 
 
+class JoinError(RuntimeError):
+    """The cluster could not be joined through the given member."""
+
+
+async def joined(settings: NodeSettings) -> NodeSettings:
+    """Settings of a node that joins (or joined before) a running cluster.
+
+    The founding members are what every node's metadata starts from, so a joiner keeps
+    them in its data directory: after a restart it rebuilds the same state from its log."""
+    import httpx
+
+    founders_path = os.path.join(settings.data_dir, settings.node_id, "founders.json")
+    me = settings.member
+    if os.path.exists(founders_path):
+        with open(founders_path) as file:
+            founders = tuple(Member(**item) for item in json.load(file))
+        members = founders
+    else:
+        url = f"http://{settings.join}/v1/members"
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:
+                response = await client.post(url, json=me.to_dict())
+        except httpx.HTTPError as error:
+            raise JoinError(f"cannot reach {settings.join}: {error}") from None
+        if response.status_code != 200:
+            raise JoinError(f"{settings.join} refused the join: {response.text}")
+        document = response.json()
+        founders = tuple(Member(**item) for item in document["founding_members"])
+        members = tuple(Member(**item) for item in document["members"])
+        os.makedirs(os.path.dirname(founders_path), exist_ok=True)
+        with open(founders_path, "w") as file:
+            json.dump([member.to_dict() for member in founders], file)
+    others = tuple(member for member in members if member.node_id != me.node_id)
+    return replace(settings, founders=founders, members=(*others, me))
+
+
 async def serve(settings: NodeSettings, ready: asyncio.Event | None = None) -> None:
     """Run until SIGINT or SIGTERM, then stop accepting, flush and close storage."""
+    if settings.join is not None:
+        settings = await joined(settings)
     loop = asyncio.get_running_loop()
     runtime = NodeRuntime(settings, loop)
     member = settings.member
