@@ -20,6 +20,7 @@ from quorumdb.core.range_scan import (
     decode_token,
     encode_token,
     fan_out_page_limit,
+    page_start,
 )
 
 EXPIRED = b"<expired>"  # a stored row the partition does not return (expired or hidden)
@@ -287,3 +288,13 @@ def test_tokens_round_trip(resume: bytes) -> None:
 def test_malformed_tokens_are_refused(token: str) -> None:
     with pytest.raises(RangeScanError, match="malformed continuation token"):
         decode_token(token)
+
+
+def test_a_page_starts_at_its_token_never_below_start_nor_at_end() -> None:
+    assert page_start(b"b", b"m", 10, 100, None) == b"b"
+    assert page_start(b"b", b"m", 10, 100, encode_token(b"c\x00")) == b"c\x00"
+    assert page_start(b"b", b"m", 10, 100, encode_token(b"a")) == b"b"
+    assert page_start(b"b", b"m", 10, 100, encode_token(b"m")) is None
+    assert page_start(b"b", None, 10, 100, encode_token(b"zz")) == b"zz"
+    with pytest.raises(RangeScanError, match="end must be greater"):
+        page_start(b"m", b"b", 10, 100, encode_token(b"c"))

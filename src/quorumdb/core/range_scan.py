@@ -77,6 +77,21 @@ def check_range(start: bytes, end: bytes | None, limit: int, limit_max: int) -> 
         raise RangeScanError("end must be greater than start")
 
 
+def page_start(
+    start: bytes, end: bytes | None, limit: int, limit_max: int, token: str | None
+) -> bytes | None:
+    """Where a requested page starts: `start`, or the position in a continuation token
+    from an earlier page of the same range; None when the range is already finished.
+    Every surface validates a request here, so they refuse the same things alike."""
+    check_range(start, end, limit, limit_max)
+    if token is None:
+        return start
+    position = max(start, decode_token(token))
+    if end is not None and position >= end:
+        return None
+    return position
+
+
 def encode_token(resume: bytes) -> str:
     """The continuation token a client sends back: URL-safe base64 without padding."""
     return base64.urlsafe_b64encode(resume).decode().rstrip("=")
