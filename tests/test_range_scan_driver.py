@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from quorumdb.core.cluster import KeyspacePlacement, PartitionMap
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig
@@ -45,6 +47,7 @@ class FakeCluster:
         self.layout = layout
         self.tables: dict[int, dict[bytes, bytes]] = {p: {} for p in layout.partition_ids}
         self.asked: list[int] = []
+        self.keys_read = 0
         self.failing: set[int] = set()
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -62,6 +65,7 @@ class FakeCluster:
             if key >= operation.start and (end is None or key < end)
         )[: operation.limit + 1]
         next_start = rows[operation.limit][0] if len(rows) > operation.limit else None
+        self.keys_read += min(len(rows), operation.limit)
         return Outcome(ScanPage(tuple(rows[: operation.limit]), next_start))
 
     def page(
@@ -146,3 +150,27 @@ def test_keys_only_and_errors_pass_through() -> None:
     assert unknown.error is ErrorCode.UNKNOWN_KEYSPACE
     backwards = cluster.page("hashed", b"b", b"a", 5)
     assert backwards.error is ErrorCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    ("spec", "requests_max_per_page"),
+    [("mod-n", 3), ("per-node:8", 27), ("fixed:16", 16), ("fixed:64", 64), ("ring", 460)],
+)
+def test_what_a_page_of_a_hash_layout_costs(spec: str, requests_max_per_page: int) -> None:
+    """The figures of docs/partitioning.md, "Range scans": every partition once per page
+    (rarely a second request to one holding more than twice its share of the page), and
+    about twice the page's keys read."""
+    cluster = FakeCluster("hashed", spec)
+    partition_count = len(cluster.layout.partition_ids)
+    for number in range(20_000):
+        cluster.put(b"user:%06d" % number, b"v")
+    for limit in (10, 100, 1000):
+        position: bytes | None = b""
+        for _ in range(5):
+            cluster.keys_read = 0
+            assert position is not None
+            page = cluster.page("hashed", position, None, limit).value
+            assert isinstance(page, RangePage) and len(page.items) == limit
+            assert partition_count <= page.partition_requests <= requests_max_per_page
+            assert cluster.keys_read <= 2.6 * limit + 2 * partition_count
+            position = page.resume
