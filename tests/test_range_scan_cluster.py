@@ -157,6 +157,8 @@ def test_python_clients_iterate_in_order(loaded) -> None:
     async def asynchronous() -> list[tuple[bytes, bytes]]:
         client = await AsyncClient.connect(seeds(loaded), keyspace="ranged")
         try:
+            keys = [key async for key in client.range_keys("user:0200", "user:0203")]
+            assert keys == USER_KEYS[200:203]
             return [pair async for pair in client.range("user:0200", "user:0210", page_size=3)]
         finally:
             await client.close()

@@ -181,6 +181,13 @@ class AsyncClient:
             if not token:
                 return
 
+    async def range_keys(
+        self, start: bytes | str = b"", end: bytes | str | None = None, *, limit: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The keys of [start, end) in key order (values are not fetched)."""
+        async for key, _ in self.range(start, end, limit=limit, keys_only=True):
+            yield key
+
     async def dbsize(self) -> int:
         return int(await self._route(None, lambda connection: connection.dbsize()))
 
