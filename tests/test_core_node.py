@@ -214,6 +214,21 @@ def test_scan_pages_through_a_partition_in_order() -> None:
     assert sorted(seen) == keys and len(seen) == len(keys)
 
 
+def test_scan_stops_before_its_end_bound() -> None:
+    cluster = Cluster(1)
+    tagged = [b"{t}:%02d" % number for number in range(20)]
+    for key in tagged:
+        cluster.request("node0", Put("default", key, key))
+    partition = cluster.nodes["node0"].partition_map.keyspaces["default"].layout.locate(tagged[0])
+    bounded = ScanPartition("default", partition, b"{t}:05", 3, end=b"{t}:09")
+    page = cluster.request("node0", bounded).value
+    assert [key for key, _ in page.items] == tagged[5:8] and page.next_start == b"{t}:08"
+    last = cluster.request(
+        "node0", ScanPartition("default", partition, b"{t}:08", 3, True, b"{t}:09")
+    )
+    assert last.value.items == ((b"{t}:08", b""),) and last.value.next_start is None
+
+
 def test_unknown_keyspace_and_creation_through_the_controller() -> None:
     cluster = Cluster()
     leader = cluster.settle()

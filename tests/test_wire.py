@@ -56,6 +56,7 @@ MESSAGES: list[object] = [
     ForwardRequest(1, 2, Increment("ks", b"k", -(2**63))),
     ForwardRequest(1, 2, Append("ks", b"k", b"tail")),
     ForwardRequest(1, 2, ScanPartition("ks", 7, b"", 100, True)),
+    ForwardRequest(1, 2, ScanPartition("ks", 7, b"a", 100, False, b"\x00end")),
     ForwardRequest(1, 2, CountPartition("ks", 0)),
     ForwardRequest(1, 2, CreateKeyspace(KeyspaceConfig("new", "fixed:8", 1))),
     ForwardReply(1, Outcome(b"value"), 9),

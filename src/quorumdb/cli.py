@@ -124,6 +124,8 @@ def _cmd_del(args: argparse.Namespace) -> int:
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
+    if args.start is not None or args.end is not None:
+        return _scan_range(args)
     count = 0
     with _client(args) as client:
         for key in client.scan(match=args.match, count=100):
@@ -131,6 +133,22 @@ def _cmd_scan(args: argparse.Namespace) -> int:
             count += 1
             if args.limit and count >= args.limit:
                 break
+    return 0
+
+
+def _scan_range(args: argparse.Namespace) -> int:
+    """Keys of [--start, --end) in key order across the cluster (QUORUMDB.RANGE)."""
+    if args.match:
+        print("error: --match applies to the unordered scan, not --start/--end", file=sys.stderr)
+        return 2
+    start = (args.start or "").encode()
+    end = args.end.encode() if args.end else None
+    if end is not None and end <= start:
+        print("error: --end must be greater than --start", file=sys.stderr)
+        return 2
+    with _client(args) as client:
+        for key in client.range_keys(start, end, limit=args.limit or None):
+            print(_show(key))
     return 0
 
 
@@ -389,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("keys", nargs="+")
     scan = data_verb("scan", "list keys of the keyspace (every partition)", _cmd_scan)
     scan.add_argument("--match", help="glob pattern, as in Redis SCAN MATCH")
+    scan.add_argument("--start", help="with or without --end: the keys from START on, in key order")
+    scan.add_argument("--end", help="with or without --start: the keys below END, in key order")
     scan.add_argument("--limit", type=int, default=0, help="stop after this many keys")
 
     def http_option(sub: argparse.ArgumentParser) -> None:

@@ -34,7 +34,9 @@ from quorumdb.core.messages import (
     ScanPage,
     ScanPartition,
 )
+from quorumdb.core.range_scan import RangePage, RangeScanError, encode_token, page_start
 from quorumdb.runtime.node_runtime import NodeRuntime, now_ms
+from quorumdb.runtime.range_scan_driver import range_scan_page
 
 Encoding = Literal["utf-8", "base64"]
 _STATUS = {
@@ -107,6 +109,19 @@ def _decode_cursor(cursor: str) -> tuple[int, bytes]:
         return int(partition), base64.b64decode(start)
     except (ValueError, TypeError, binascii.Error):
         raise ApiError(400, "invalid-argument", "malformed cursor") from None
+
+
+def _range_item(key: bytes, value: bytes, encoding: Encoding, keys_only: bool) -> dict[str, str]:
+    key_text, key_used = _encode(key, encoding)
+    if keys_only:
+        return {"key": key_text, "key_encoding": key_used}
+    value_text, value_used = _encode(value, encoding)
+    return {
+        "key": key_text,
+        "value": value_text,
+        "key_encoding": key_used,
+        "value_encoding": value_used,
+    }
 
 
 def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> FastAPI:
@@ -261,6 +276,49 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
         if partition < len(partition_ids):
             next_cursor = _encode_cursor(partition, start)
         return {"items": items, "next_cursor": next_cursor}
+
+    @app.get("/v1/keyspaces/{keyspace}/range", summary="Keys of [start, end) in key order")
+    async def key_range(
+        keyspace: str,
+        start: str = Query("", description="First key of the range (inclusive)."),
+        end: str | None = Query(None, description="End of the range (exclusive); none: no end."),
+        limit: int = Query(100, ge=1, le=10_000),
+        after: str | None = Query(None, description="The previous page's `next` token."),
+        keys_only: bool = Query(False),
+        encoding: Encoding = Query("utf-8", description="Of start and end, and of the items."),
+    ) -> dict[str, Any]:
+        """Across every partition, in key order: key-range layouts are walked range by
+        range, hash layouts asked all at once and merged (one partition when start and
+        end share a hash tag). `partition_requests` is what the page cost."""
+        start_bytes = _decode(start, encoding, "start")
+        end_bytes = _decode(end, encoding, "end") if end else None
+        limit_max = runtime.settings.limits.max_scan_limit
+        try:
+            position = page_start(start_bytes, end_bytes, limit, limit_max, after)
+        except RangeScanError as error:
+            raise ApiError(400, "invalid-argument", str(error)) from None
+        if position is None:
+            return {"items": [], "next": None, "partition_requests": 0}
+        started_ns = time.perf_counter_ns()
+        outcome = await range_scan_page(
+            runtime.call,
+            runtime.node.partition_map,
+            keyspace,
+            position,
+            end_bytes,
+            limit,
+            keys_only,
+            limit_max,
+        )
+        runtime.metrics.record("range", time.perf_counter_ns() - started_ns, not outcome.ok)
+        _raise_for(outcome)
+        page = outcome.value
+        assert isinstance(page, RangePage)
+        return {
+            "items": [_range_item(key, value, encoding, keys_only) for key, value in page.items],
+            "next": None if page.resume is None else encode_token(page.resume),
+            "partition_requests": page.partition_requests,
+        }
 
     @app.get("/v1/load", summary="This node's load: hottest keys and requests per partition")
     async def load(

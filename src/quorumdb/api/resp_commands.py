@@ -7,8 +7,10 @@ partition, DBSIZE counts them all. MSET is atomic per key, not across keys.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import json
+import logging
 import os
 import platform
 import time
@@ -21,6 +23,7 @@ from quorumdb.api.resp_protocol import (
     NULL_BULK,
     OK,
     PONG,
+    ArrayItem,
     encode_array,
     encode_bulk,
     encode_error,
@@ -40,11 +43,14 @@ from quorumdb.core.messages import (
     ScanPartition,
 )
 from quorumdb.core.node import NOT_LOCAL
+from quorumdb.core.range_scan import RangePage, RangeScanError, encode_token, page_start
+from quorumdb.runtime.range_scan_driver import range_scan_page
 
 if TYPE_CHECKING:
     from quorumdb.api.resp_server import RespServer
     from quorumdb.runtime.node_runtime import NodeRuntime
 
+LOG = logging.getLogger(__name__)
 SCAN_PARTITION_SLOTS = 8192  # cursor = token * 8192 + partition
 SCAN_CURSOR_TABLE_MAX = 100_000
 
@@ -108,6 +114,7 @@ COMMAND_SUMMARIES = {
     "exists": "Determines whether one or more keys exist.",
     "dbsize": "Returns the number of keys in the keyspace, over the whole cluster.",
     "scan": "Iterates over the key names in the keyspace, over the whole cluster.",
+    "quorumdb.range": "Returns the keys of [start, end) in key order, a page at a time.",
     "info": "Returns information and statistics about the server.",
 }
 
@@ -784,6 +791,96 @@ def _remember_cursor(server: RespServer, partition: int, start: bytes) -> int:
     server.next_scan_token += 1
     cursors[token] = (partition, start)
     return token * SCAN_PARTITION_SLOTS + partition
+
+
+RANGE_LIMIT_DEFAULT = 100
+# Range pages in flight: the event loop keeps only weak references to tasks.
+_RANGE_TASKS: set[asyncio.Task[Outcome]] = set()
+
+
+@command("quorumdb.range", -3, ["readonly"])
+def key_range(context: CommandContext, arguments: list[bytes]) -> None:
+    """QUORUMDB.RANGE start end [LIMIT n] [AFTER token] [KEYSONLY]: the keys of
+    [start, end) in key order (an empty end: no end), as [next token or "", [key, value,
+    ...]] (keys only with KEYSONLY). Any node coordinates; see core/range_scan.py."""
+    options = _range_options(arguments[3:])
+    if options is None:
+        context.reply(SYNTAX_ERROR)
+        return
+    limit, token, keys_only = options
+    start, end = arguments[1], arguments[2] or None
+    limit_max = context.runtime.settings.limits.max_scan_limit
+    try:
+        position = page_start(start, end, limit, limit_max, token)
+    except RangeScanError as error:
+        context.reply(encode_error(f"ERR {error}"))
+        return
+    if position is None:
+        context.reply(encode_array([b"", []]))
+        return
+    fill = _recording(context, "range", context.deferred())
+    runtime = context.runtime
+    coroutine = range_scan_page(
+        runtime.call,
+        runtime.node.partition_map,
+        context.keyspace,
+        position,
+        end,
+        limit,
+        keys_only,
+        limit_max,
+    )
+    task = runtime.loop.create_task(coroutine)
+    _RANGE_TASKS.add(task)
+
+    def finished(task: asyncio.Task[Outcome]) -> None:
+        _RANGE_TASKS.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            LOG.error("range scan failed", exc_info=None if task.cancelled() else task.exception())
+            fill(encode_error("ERR internal error; see the node's log"))
+            return
+        fill(_render_range(task.result(), keys_only))
+
+    task.add_done_callback(finished)
+
+
+def _range_options(options: list[bytes]) -> tuple[int, str | None, bool] | None:
+    """LIMIT, AFTER and KEYSONLY, each at most once; None on anything else."""
+    limit: int | None = None
+    token: str | None = None
+    keys_only = False
+    index = 0
+    while index < len(options):
+        option = options[index].upper()
+        has_value = index + 1 < len(options)
+        if option == b"KEYSONLY" and not keys_only:
+            keys_only = True
+            index += 1
+            continue
+        if option == b"LIMIT" and limit is None and has_value:
+            limit = parse_integer(options[index + 1])
+            if limit is None:
+                return None
+        elif option == b"AFTER" and token is None and has_value:
+            token = options[index + 1].decode("latin-1")
+        else:
+            return None
+        index += 2
+    return (RANGE_LIMIT_DEFAULT if limit is None else limit), token, keys_only
+
+
+def _render_range(outcome: Outcome, keys_only: bool) -> bytes:
+    if outcome.error is not None:
+        return _error(outcome)
+    page = outcome.value
+    assert isinstance(page, RangePage)
+    flat: list[ArrayItem] = []
+    for key, value in page.items:
+        flat.append(key)
+        if not keys_only:
+            flat.append(value)
+    token = b"" if page.resume is None else encode_token(page.resume).encode()
+    return encode_array([token, flat])
 
 
 @command("info", -1, ["slow"])

@@ -42,6 +42,30 @@ class ClientMap:
         return self.nodes.get(layout.owner(layout.locate(key)))
 
 
+RANGE_PAGE_SIZE = 1_000
+
+
+def range_command(
+    start: bytes, end: bytes | None, page_size: int, token: bytes, keys_only: bool
+) -> list[bytes | str | int]:
+    """The QUORUMDB.RANGE arguments of one page (an empty end means no end)."""
+    arguments: list[bytes | str | int] = ["QUORUMDB.RANGE", start, end or b"", "LIMIT", page_size]
+    if token:
+        arguments += ["AFTER", token]
+    if keys_only:
+        arguments.append("KEYSONLY")
+    return arguments
+
+
+def range_items(reply: list[object], keys_only: bool) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The next token (empty: finished) and the (key, value) pairs of one page."""
+    token, flat = reply
+    assert isinstance(token, bytes) and isinstance(flat, list)
+    if keys_only:
+        return token, [(key, b"") for key in flat]
+    return token, list(zip(flat[::2], flat[1::2], strict=True))
+
+
 def parse_address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
@@ -79,6 +103,14 @@ class Router:
         owner = self.map.owner(self.keyspace, key) if key is not None and self.map else None
         first = [(owner.host, owner.port)] if owner else []
         return first + [address for address in self.addresses() if address not in first]
+
+    def range_key(self, start: bytes, end: bytes | None) -> bytes | None:
+        """A key to route a range page by: `start` when one partition holds the whole
+        range (its owner then answers without forwarding), else None (any node)."""
+        layout = self.map.layouts.get(self.keyspace) if self.map else None
+        if layout is None or len(layout.partitions_for_range(start, end).partition_ids) != 1:
+            return None
+        return start
 
     def owner_of(self, key: bytes | str) -> str | None:
         owner = self.map.owner(self.keyspace, as_bytes(key)) if self.map else None

@@ -9,7 +9,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from quorumdb.client._routing import ClientMap, Router, as_bytes
+from quorumdb.client._routing import (
+    RANGE_PAGE_SIZE,
+    ClientMap,
+    Router,
+    as_bytes,
+    range_command,
+    range_items,
+)
 
 T = TypeVar("T")
 
@@ -103,6 +110,10 @@ class AsyncClient:
                     attempts.restart()
         raise RedisConnectionError(f"request failed on every node: {attempts.last_error}")
 
+    async def _command(self, key: bytes | None, arguments: list[bytes | str | int]) -> Any:
+        """One raw command, routed like a request for `key`."""
+        return await self._route(key, lambda connection: connection.execute_command(*arguments))
+
     def owner_of(self, key: bytes | str) -> str | None:
         return self.router.owner_of(key)
 
@@ -143,6 +154,38 @@ class AsyncClient:
     async def scan(self, match: str | None = None, count: int = 100) -> AsyncIterator[bytes]:
         host, port = self.router.addresses()[0]
         async for key in self._connection(host, port).scan_iter(match=match, count=count):
+            yield key
+
+    async def range(
+        self,
+        start: bytes | str = b"",
+        end: bytes | str | None = None,
+        *,
+        limit: int | None = None,
+        page_size: int = RANGE_PAGE_SIZE,
+        keys_only: bool = False,
+    ) -> AsyncIterator[tuple[bytes, bytes]]:
+        """As `Client.range`: (key, value) pairs of [start, end) in key order."""
+        start, end = as_bytes(start), (None if end is None else as_bytes(end))
+        route_key = self.router.range_key(start, end)
+        token = b""
+        count = 0
+        while limit is None or count < limit:
+            size = page_size if limit is None else min(page_size, limit - count)
+            arguments = range_command(start, end, size, token, keys_only)
+            reply = await self._command(route_key, arguments)
+            token, items = range_items(reply, keys_only)
+            for item in items:
+                yield item
+            count += len(items)
+            if not token:
+                return
+
+    async def range_keys(
+        self, start: bytes | str = b"", end: bytes | str | None = None, *, limit: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The keys of [start, end) in key order (values are not fetched)."""
+        async for key, _ in self.range(start, end, limit=limit, keys_only=True):
             yield key
 
     async def dbsize(self) -> int:

@@ -13,7 +13,14 @@ from typing import Any, TypeVar
 
 import redis
 
-from quorumdb.client._routing import ClientMap, Router, as_bytes
+from quorumdb.client._routing import (
+    RANGE_PAGE_SIZE,
+    ClientMap,
+    Router,
+    as_bytes,
+    range_command,
+    range_items,
+)
 
 T = TypeVar("T")
 
@@ -102,6 +109,10 @@ class Client:
                     attempts.restart()
         raise redis.ConnectionError(f"request failed on every node: {attempts.last_error}")
 
+    def _command(self, key: bytes | None, arguments: list[bytes | str | int]) -> Any:
+        """One raw command, routed like a request for `key`."""
+        return self._route(key, lambda connection: connection.execute_command(*arguments))
+
     def owner_of(self, key: bytes | str) -> str | None:
         return self.router.owner_of(key)
 
@@ -149,6 +160,39 @@ class Client:
         """Every key of the keyspace; one node's cursor walks all partitions."""
         host, port = self.router.addresses()[0]
         yield from self._connection(host, port).scan_iter(match=match, count=count)
+
+    def range(
+        self,
+        start: bytes | str = b"",
+        end: bytes | str | None = None,
+        *,
+        limit: int | None = None,
+        page_size: int = RANGE_PAGE_SIZE,
+        keys_only: bool = False,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs of [start, end) in key order across the cluster, fetched a
+        page at a time; at most `limit` of them (None: all). Values are empty with
+        `keys_only`. End None: to the end of the keyspace."""
+        start, end = as_bytes(start), (None if end is None else as_bytes(end))
+        route_key = self.router.range_key(start, end)
+        token = b""
+        count = 0
+        while limit is None or count < limit:
+            size = page_size if limit is None else min(page_size, limit - count)
+            arguments = range_command(start, end, size, token, keys_only)
+            reply = self._command(route_key, arguments)
+            token, items = range_items(reply, keys_only)
+            yield from items
+            count += len(items)
+            if not token:
+                return
+
+    def range_keys(
+        self, start: bytes | str = b"", end: bytes | str | None = None, *, limit: int | None = None
+    ) -> Iterator[bytes]:
+        """The keys of [start, end) in key order (values are not fetched)."""
+        for key, _ in self.range(start, end, limit=limit, keys_only=True):
+            yield key
 
     def dbsize(self) -> int:
         return int(self._route(None, lambda connection: connection.dbsize()))

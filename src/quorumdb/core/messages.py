@@ -63,13 +63,16 @@ class Append:
 
 @dataclass(frozen=True, slots=True)
 class ScanPartition:
-    """One page of one partition, keys >= start in order."""
+    """One page of one partition, keys in [start, end) in order (end None: no bound).
+
+    `end` comes last so that positional uses made before it existed keep working."""
 
     keyspace: str
     partition: int
     start: bytes
     limit: int
     keys_only: bool = False
+    end: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

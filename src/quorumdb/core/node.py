@@ -803,7 +803,11 @@ class Node:
                 f"scan limit must be between 1 and {self.limits.max_scan_limit}",
             )
         rows = self.storage.scan(
-            operation.keyspace, operation.partition, operation.start, None, operation.limit + 1
+            operation.keyspace,
+            operation.partition,
+            operation.start,
+            operation.end,
+            operation.limit + 1,
         )
         next_start = rows[operation.limit][0] if len(rows) > operation.limit else None
         items: list[tuple[bytes, bytes]] = []

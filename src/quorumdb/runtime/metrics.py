@@ -29,7 +29,7 @@ LATENCY_BUCKETS_SECONDS = (
     10.0,
 )
 _BUCKET_BOUNDS_NS = tuple(int(bound * 1e9) for bound in LATENCY_BUCKETS_SECONDS)
-READ_OPERATIONS = frozenset({"get", "mget", "exists", "strlen", "scan", "count"})
+READ_OPERATIONS = frozenset({"get", "mget", "exists", "strlen", "scan", "range", "count"})
 
 
 @dataclass(slots=True)
