@@ -346,6 +346,7 @@ class LoadRound:
     seconds: float
     node: str
     leader_changed: bool
+    terms_passed: int  # elections during the round (none were provoked)
     metadata_version: int  # before the round: how much metadata every create rebuilds
 
 
@@ -364,6 +365,7 @@ class ThroughputResult:
     latency_ms_max: float
     nodes: list[str]
     leader_changed: bool
+    terms_passed: int
 
 
 async def create_load(
@@ -423,6 +425,7 @@ async def load_round(
         seconds,
         cluster.members[index].node_id,
         after["leader"] != before["leader"],
+        int(str(after["term"])) - int(str(before["term"])),
         int(str(before["metadata_version"])),
     )
 
@@ -486,6 +489,7 @@ def summarize_load(key: tuple[str, int], rounds: list[LoadRound]) -> ThroughputR
         latency_ms_max=round(latencies_ms[-1], 1) if latencies_ms else math.nan,
         nodes=sorted({r.node for r in rounds}),
         leader_changed=any(r.leader_changed for r in rounds),
+        terms_passed=sum(r.terms_passed for r in rounds),
     )
 
 
@@ -675,7 +679,7 @@ def print_table(report: dict[str, object]) -> None:
             f"{load['operations_per_second']:>8.1f}  {by_round:<22}"
             f"{load['latency_ms_p50']:>8.1f}{load['latency_ms_p99']:>8.1f}"
             f"{load['latency_ms_max']:>8.1f}{load['errors']:>7}"
-            + ("  (leader changed)" if load["leader_changed"] else "")
+            + (f"  ({load['terms_passed']} new terms)" if load["terms_passed"] else "")
         )
         for refusal in load["refusals"]:
             print(f"    refused: {refusal}")
