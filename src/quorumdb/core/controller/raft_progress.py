@@ -19,6 +19,7 @@ class Progress:
     acked_round: int = 0
     applied_index: int = 0
     recently_active: bool = False
+    last_reply_ms: int = -1
     snapshot_retry_at_ms: int = 0
 
 
