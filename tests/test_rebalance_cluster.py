@@ -195,8 +195,14 @@ def test_grow_from_3_to_4_and_shrink_back_under_load(grown_cluster: LocalTestClu
         assert {transfer["target_node"] for transfer in plan["transfers"]} == {"node3"}
         assert len(plan["transfers"]) == 16  # 64 partitions: a quarter moves to node3
         rebalance(cluster, "approve")
-        wait_plan(cluster, "done")
+        done = wait_plan(cluster, "done")
         document = httpx.get(f"{cluster.http_url(0)}/v1/cluster", timeout=10).json()
+        progress = document["rebalance"]
+        assert progress["plan_id"] == done["plan_id"] and progress["state"] == "done"
+        assert progress["transfers_done"] == progress["transfers_total"] == 16
+        assert progress["copied_bytes"] > 16 * 10_000  # a quarter of ~600 kB, reported
+        metrics = httpx.get(f"{cluster.http_url(3)}/metrics", timeout=10).text
+        assert 'quorumdb_rebalance_transfers_done{node="node3"} 16.0' in metrics
         owners = document["keyspaces"]["default"]["layout"]["owners"]
         assert {owner: owners.count(owner) for owner in set(owners)} == {
             "node0": 16, "node1": 16, "node2": 16, "node3": 16,

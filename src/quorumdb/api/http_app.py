@@ -169,6 +169,7 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
         document = runtime.node.partition_map.to_dict()
         document["node"] = runtime.settings.node_id
         document["controller"] = runtime.node.controller.status()
+        document["rebalance"] = runtime.node.controller.rebalance_status()
         return document
 
     @app.get("/v1/keyspaces", summary="List keyspaces")

@@ -140,6 +140,46 @@ class NodeCollector(Collector):
             counter.add_metric([node], value)
             yield counter
         yield from _load_metrics(runtime)
+        yield from _cluster_metrics(runtime)
+
+
+def _cluster_metrics(runtime: NodeRuntime) -> Iterator[GaugeMetricFamily]:
+    """The controller and the current rebalancing plan, as this node sees them."""
+    node = runtime.settings.node_id
+    controller = runtime.node.controller
+    status = controller.status()
+    rebalance = controller.rebalance_status()
+    plan_state = rebalance["state"] or "none"
+    gauges = {
+        "quorumdb_controller_is_leader": (
+            "1 if this node leads the metadata controller",
+            1 if controller.is_leader else 0,
+        ),
+        "quorumdb_controller_term": ("Raft term this node is in", status["term"]),
+        "quorumdb_controller_commit_index": ("Raft commit index", status["commit_index"]),
+        "quorumdb_controller_applied_index": ("Raft entries applied", status["applied_index"]),
+        "quorumdb_rebalance_transfers_total": (
+            "Transfers in the current plan",
+            rebalance["transfers_total"],
+        ),
+        "quorumdb_rebalance_transfers_done": (
+            "Transfers of the current plan that switched ownership",
+            rebalance["transfers_done"],
+        ),
+        "quorumdb_rebalance_copied_bytes": (
+            "Bytes the current plan's transfers reported copied",
+            rebalance["copied_bytes"],
+        ),
+    }
+    for name, (help_text, value) in gauges.items():
+        gauge = GaugeMetricFamily(name, help_text, labels=["node"])
+        gauge.add_metric([node], float(value))  # type: ignore[arg-type]
+        yield gauge
+    state = GaugeMetricFamily(
+        "quorumdb_rebalance_plan_state", "1 for the current plan's state", labels=["node", "state"]
+    )
+    state.add_metric([node, str(plan_state)], 1)
+    yield state
 
 
 def _load_metrics(runtime: NodeRuntime) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:

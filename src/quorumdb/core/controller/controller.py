@@ -151,6 +151,21 @@ class Controller:
 
         return self.change_membership(now_ms, change, done)
 
+    def rebalance_status(self) -> dict[str, object]:
+        """The current plan in numbers (for /v1/cluster and /metrics)."""
+        metadata = self.metadata
+        plan = metadata.plan
+        transfers = plan.transfers if plan is not None else ()
+        return {
+            "mode": metadata.rebalance_mode,
+            "throttle_bytes_per_second": metadata.throttle_bytes_per_second,
+            "plan_id": None if plan is None else plan.plan_id,
+            "state": None if plan is None else plan.state,
+            "transfers_total": len(transfers),
+            "transfers_done": sum(1 for transfer in transfers if transfer.state == "done"),
+            "copied_bytes": sum(transfer.copied_bytes for transfer in transfers),
+        }
+
     def status(self) -> dict[str, object]:
         """What operators and tests see of the controller, from this node."""
         raft = self.raft
