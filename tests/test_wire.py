@@ -20,6 +20,18 @@ from quorumdb.core.controller.raft_messages import (
 )
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig
+from quorumdb.core.membership import (
+    Ack,
+    Fact,
+    Gossip,
+    Join,
+    JoinReply,
+    MemberState,
+    MemberUpdate,
+    Nack,
+    Ping,
+    PingRequest,
+)
 from quorumdb.core.messages import (
     Append,
     ChangeMetadata,
@@ -92,6 +104,22 @@ MESSAGES: list[object] = [
     InstallSnapshot(5, Snapshot(40, 4, Configuration(frozenset({"a"})), b"\x00state")),
     InstallSnapshotReply(5, 40),
     TransferOpen(TransferKey(3, 1, 77), "ks", 4, 9),
+    Ping(
+        7,
+        "127.0.0.1:7200",
+        3,
+        (
+            MemberUpdate("node1", "127.0.0.1:7201", MemberState.SUSPECT, 4, ("node0", "node2")),
+            MemberUpdate("node2", "127.0.0.1:7202", MemberState.ALIVE, 0),
+        ),
+        (Fact("map-version", 12, b""),),
+    ),
+    Ack(7, "node1", "127.0.0.1:7201", 5),
+    PingRequest(8, "node2", "127.0.0.1:7200", 3),
+    Nack(8, "node2", "127.0.0.1:7201", 5, (), (Fact("x", 1, b"\x00"),)),
+    Gossip("127.0.0.1:7200", 3, (MemberUpdate("node3", "h:1", MemberState.LEFT, 2),)),
+    Join("127.0.0.1:7203", 1),
+    JoinReply("127.0.0.1:7200", 3, (MemberUpdate("node0", "h:0", MemberState.DOWN, 9),)),
     TransferData(TransferKey(3, 1, 77), 5, ((b"a", b"\x00v"), (b"b", None)), True, False),
     TransferAck(TransferKey(3, 1, 77), 5),
     TransferAbort(TransferKey(3, 1, 77), "restarted"),

@@ -184,11 +184,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for column in ("node", "RESP", "HTTP", "peer", "health"):
         members.add_column(column)
     for member in document["members"]:
-        health = "up"
+        health = member.get("health", "unknown")  # the failure detector's view
         try:
             httpx.get(f"http://{member['host']}:{member['http_port']}/healthz", timeout=1)
         except httpx.HTTPError:
-            health = "[red]unreachable[/red]"
+            health = f"[red]unreachable[/red] ({health})"
         members.add_row(
             member["node_id"],
             f"{member['host']}:{member['resp_port']}",

@@ -168,6 +168,9 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
     async def cluster() -> dict[str, Any]:
         document = runtime.node.partition_map.to_dict()
         document["node"] = runtime.settings.node_id
+        detector = runtime.node.failure_detector
+        for member in document["members"]:  # type: ignore[attr-defined]
+            member["health"] = detector.health(member["node_id"])  # SWIM's view from here
         document["controller"] = runtime.node.controller.status()
         document["rebalance"] = runtime.node.controller.rebalance_status()
         return document

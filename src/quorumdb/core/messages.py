@@ -12,6 +12,7 @@ from enum import Enum
 from quorumdb.core.controller.raft_messages import RaftMessage
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig
+from quorumdb.core.membership.messages import MembershipMessage
 from quorumdb.core.transfer import TransferMessage
 
 
@@ -155,4 +156,4 @@ class ForwardReply:
     incarnation: int = 0
 
 
-Message = ForwardRequest | ForwardReply | RaftMessage | TransferMessage
+Message = ForwardRequest | ForwardReply | RaftMessage | TransferMessage | MembershipMessage

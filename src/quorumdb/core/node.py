@@ -19,9 +19,11 @@ from quorumdb.core.controller.raft_config import RaftConfig
 from quorumdb.core.controller.raft_messages import RAFT_MESSAGE_TYPES
 from quorumdb.core.effects import Effect, Persist, Reply, Send
 from quorumdb.core.errors import ErrorCode
+from quorumdb.core.failure_detector import FailureDetector, address_of
 from quorumdb.core.integers import INT64_MAX, INT64_MIN, parse_int64
 from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
 from quorumdb.core.load_tracker import LoadTracker
+from quorumdb.core.membership import Ack, Gossip, Join, JoinReply, Nack, Ping, PingRequest
 from quorumdb.core.messages import (
     Append,
     ChangeMetadata,
@@ -53,6 +55,7 @@ _PARTITION_OPERATIONS = (ScanPartition, CountPartition)
 _KEYED_OPERATIONS = (Get, Put, Delete, Increment, Append)
 _METADATA_OPERATIONS = (CreateKeyspace, ChangeMetadata)
 _TRANSFER_MESSAGES = (TransferOpen, TransferData, TransferAck, TransferAbort)
+_MEMBERSHIP_MESSAGES = (Ping, Ack, PingRequest, Nack, Gossip, Join, JoinReply)
 INTERNAL_REQUESTS_FROM = 1 << 62  # request ids of the node's own proposals; replies dropped
 NOT_LOCAL = object()  # sentinel of the fast paths: "take the general path instead"
 EXPIRY_MAX_MS = 2**63 - 1  # the stored field is a signed 64-bit integer
@@ -116,6 +119,8 @@ class NodeRandom(Protocol):
 
     def randint(self, a: int, b: int) -> int: ...
 
+    def randrange(self, start: int, /) -> int: ...
+
     def random(self) -> float: ...
 
     def shuffle(self, x: MutableSequence[Any]) -> None: ...
@@ -167,6 +172,7 @@ class Node:
         raft_config: RaftConfig | None = None,
         controller_voters: int = DEFAULT_VOTERS,
         founder: bool | None = None,
+        address: str | None = None,
     ) -> None:
         """`members` are the founding members (they bootstrap the controller's metadata);
         `incarnation` must grow with every start of this node (boot time or a counter);
@@ -201,6 +207,10 @@ class Node:
         self._held: list[tuple[int, Callable[[int], list[Effect]], _ReplyFactory]] = []
         self._next_internal_request = INTERNAL_REQUESTS_FROM
         self.partition_map = PartitionMap.from_metadata(self.controller.metadata)
+        if address is None:
+            mine = [member for member in members if member.node_id == node_id]
+            address = address_of(mine[0]) if mine else node_id
+        self.failure_detector = FailureDetector(node_id, address, rng, incarnation)
         self._pending_forwards: dict[int, _PendingForward] = {}
         self._parked: list[_Parked] = []
         self._awaiting_leader: list[tuple[int, int, CreateKeyspace | ChangeMetadata]] = []
@@ -362,6 +372,8 @@ class Node:
                 return []
             del self._pending_forwards[message.forward_id]
             return self._answer(pending.request_id, message.outcome)
+        if isinstance(message, _MEMBERSHIP_MESSAGES):
+            return self.failure_detector.on_message(now_ms, source, message)
         if isinstance(message, _TRANSFER_MESSAGES):
             metadata = self.controller.metadata
             effects = self.rebalancer.on_message(now_ms, source, message, metadata)
@@ -389,6 +401,14 @@ class Node:
         duty = self.controller.membership_duty(now_ms, self.controller_voters)
         effects += self._after_controller(now_ms, duty)
         effects += self._rebalance_tick(now_ms)
+        left = {
+            node_id
+            for node_id, member in self.controller.metadata.members.items()
+            if member.state == "left"
+        }
+        map_version = self.partition_map.version
+        members = self.partition_map.members
+        effects += self.failure_detector.on_tick(now_ms, members, map_version, left)
         if self._awaiting_leader:
             waiting, self._awaiting_leader = self._awaiting_leader, []
             leader_known = self.controller.leader_id is not None

@@ -25,7 +25,7 @@ from typing import Any
 
 import msgpack
 
-from quorumdb.core import messages, transfer
+from quorumdb.core import membership, messages, transfer
 from quorumdb.core.controller import raft_log, raft_messages
 from quorumdb.core.controller.raft_configuration import Configuration
 from quorumdb.core.errors import ErrorCode
@@ -57,7 +57,16 @@ _RECORD_TYPES: tuple[type, ...] = (
     transfer.TransferOpen,
     transfer.TransferData,
     transfer.TransferAck,
-    transfer.TransferAbort,  # new records go last: a tag is a record's position
+    transfer.TransferAbort,
+    membership.MemberUpdate,
+    membership.Fact,
+    membership.Ping,
+    membership.Ack,
+    membership.PingRequest,
+    membership.Nack,
+    membership.Gossip,
+    membership.Join,
+    membership.JoinReply,  # new records go last: a tag is a record's position
 )
 _RECORD_TAGS = {record_type: tag for tag, record_type in enumerate(_RECORD_TYPES)}
 
@@ -239,6 +248,32 @@ def _transfer_message(record_type: type) -> Callable[[tuple[Any, ...]], Any]:
     return lambda items: record_type(_transfer_key(items[1]), *items[2:])
 
 
+_MEMBER_STATES = {state.value: state for state in membership.MemberState}
+
+
+def _member_update(items: tuple[Any, ...]) -> membership.MemberUpdate:
+    _, node_id, address, state, incarnation, suspecters = items
+    if not all(type(suspecter) is str for suspecter in suspecters):
+        raise WireError("malformed member update: suspecters must be node ids")
+    return membership.MemberUpdate(
+        node_id, address, _MEMBER_STATES[state], incarnation, tuple(suspecters)
+    )
+
+
+def _gossiping(record_type: type) -> Callable[[tuple[Any, ...]], Any]:
+    """Membership messages end with their piggy-backed updates and facts."""
+
+    def decode(items: tuple[Any, ...]) -> Any:
+        updates, facts = _records(items[-2]), _records(items[-1])
+        if not all(type(update) is membership.MemberUpdate for update in updates):
+            raise WireError("malformed gossip: updates must be member updates")
+        if not all(type(fact) is membership.Fact for fact in facts):
+            raise WireError("malformed gossip: facts must be facts")
+        return record_type(*items[1:-2], updates, facts)
+
+    return decode
+
+
 def _plain(record_type: type) -> Callable[[tuple[Any, ...]], Any]:
     """Decoder of a record whose fields are all plain msgpack values."""
     return lambda items: record_type(*items[1:])
@@ -258,6 +293,13 @@ _SCHEMA: dict[type, Callable[[tuple[Any, ...]], Any]] = {
     transfer.TransferData: _transfer_message(transfer.TransferData),
     transfer.TransferAck: _transfer_message(transfer.TransferAck),
     transfer.TransferAbort: _transfer_message(transfer.TransferAbort),
+    membership.MemberUpdate: _member_update,
+    membership.Ping: _gossiping(membership.Ping),
+    membership.Ack: _gossiping(membership.Ack),
+    membership.PingRequest: _gossiping(membership.PingRequest),
+    membership.Nack: _gossiping(membership.Nack),
+    membership.Gossip: _gossiping(membership.Gossip),
+    membership.JoinReply: _gossiping(membership.JoinReply),
 }
 _DECODERS = tuple(_SCHEMA.get(record_type) or _plain(record_type) for record_type in _RECORD_TYPES)
 

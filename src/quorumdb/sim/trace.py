@@ -92,4 +92,7 @@ def describe_message(message: Message) -> str:
         return f"forward-reply#{message.forward_id} {describe_outcome(message.outcome)}"
     if isinstance(message, RAFT_MESSAGE_TYPES):
         return describe_raft_message(message)
-    raise TypeError(f"unexpected message {type(message).__name__}")
+    name = type(message).__name__
+    if hasattr(message, "sequence"):
+        return f"{name.lower()}#{message.sequence}"
+    return name.lower()  # membership gossip and transfer messages: their kind is enough
