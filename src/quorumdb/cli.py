@@ -197,6 +197,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
             health,
         )
     console.print(members)
+    controller = document.get("controller")
+    if controller:
+        console.print(
+            f"controller: leader {controller['leader'] or '(electing)'}, term {controller['term']},"
+            f" voters {', '.join(controller['voters'])},"
+            f" learners {', '.join(controller['learners']) or '-'}"
+        )
+    rebalance = document.get("rebalance")
+    if rebalance and rebalance["state"] not in (None, "done", "cancelled"):
+        console.print(
+            f"rebalance: plan {rebalance['plan_id']} {rebalance['state']},"
+            f" {rebalance['transfers_done']}/{rebalance['transfers_total']} transfers done"
+        )
     keyspaces = Table(title="keyspaces")
     for column in ("keyspace", "partitioning", "partitions", "replicas", "partitions per node"):
         keyspaces.add_column(column)
