@@ -13,7 +13,6 @@ end.
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,7 +24,7 @@ from quorumdb.sim.cluster import NodeClock
 from quorumdb.sim.controller_cluster import ControllerCluster
 from quorumdb.sim.controller_workload import ClientShape, MembershipOperator, RegisterClients
 from quorumdb.sim.events import EventLimitExceeded, EventQueue
-from quorumdb.sim.faults import FAULT_KINDS, ParameterOverrides
+from quorumdb.sim.faults import FAULT_KINDS, Nemesis, ParameterOverrides
 from quorumdb.sim.network import LinkProfile, Network
 from quorumdb.sim.trace import Trace
 
@@ -200,121 +199,19 @@ def draw_controller_parameters(
     )
 
 
-class ControllerNemesis:
-    """Partitions, one-way cuts and crash-restarts while active (the leader is a
-    favourite crash target: half the crashes hit it)."""
+class ControllerNemesis(Nemesis[ControllerCluster]):
+    """The data scenario's nemesis, but the leader is a favourite crash target: half the
+    crashes hit it."""
 
-    def __init__(
-        self,
-        queue: EventQueue,
-        rng: random.Random,
-        cluster: ControllerCluster,
-        network: Network,
-        parameters: ControllerParameters,
-    ) -> None:
-        self.queue = queue
-        self.rng = rng
-        self.cluster = cluster
-        self.network = network
-        self.parameters = parameters
-        self.active = False
-        self.partitions = 0
-        self.one_way_cuts = 0
-        self._armed_node_id: str | None = None
-        cluster.on_sync_scheduled = self._on_sync_scheduled
-
-    def start(self) -> None:
-        self.active = True
-        schedule: list[tuple[int, Callable[[], None]]] = [
-            (self.parameters.partition_interval_ms, self._partition),
-            (self.parameters.one_way_interval_ms, self._one_way),
-            (self.parameters.crash_interval_ms, self._crash),
-        ]
-        for interval_ms, action in schedule:
-            if interval_ms > 0:
-                self._schedule(interval_ms, action)
-
-    def heal(self) -> None:
-        self.active = False
-        self._armed_node_id = None
-        self.network.heal_all()
-        self.network.set_rates(0.0, 0.0)
-        for node_id in self.cluster.down_node_ids():
-            self.cluster.restart(node_id)
-
-    def _schedule(self, interval_ms: int, action: Callable[[], None]) -> None:
-        delay_ms = 1 + int(self.rng.expovariate(1.0 / interval_ms))
-        self.queue.schedule_in(delay_ms, functools.partial(self._fire, interval_ms, action))
-
-    def _fire(self, interval_ms: int, action: Callable[[], None]) -> None:
-        if self.active:
-            action()
-            self._schedule(interval_ms, action)
-
-    def _partition(self) -> None:
-        node_ids = self.cluster.node_ids
-        if len(node_ids) < 2:
-            return
-        self.rng.shuffle(node_ids)
-        split = self.rng.randint(1, len(node_ids) - 1)
-        cut_id = self.network.partition([sorted(node_ids[:split]), sorted(node_ids[split:])])
-        self.partitions += 1
-        duration_ms = self.rng.randint(1, self.parameters.partition_duration_ms_max)
-        self.queue.schedule_in(duration_ms, functools.partial(self.network.heal, cut_id))
-
-    def _one_way(self) -> None:
-        node_ids = self.cluster.node_ids
-        if len(node_ids) < 2:
-            return
-        source, destination = self.rng.sample(node_ids, 2)
-        cut_id = self.network.cut_one_way(source, destination)
-        self.one_way_cuts += 1
-        duration_ms = self.rng.randint(1, self.parameters.one_way_duration_ms_max)
-        self.queue.schedule_in(duration_ms, functools.partial(self.network.heal, cut_id))
-
-    def _crash(self) -> None:
-        up_node_ids = self.cluster.up_node_ids()
-        if not up_node_ids:
-            return
+    def _crash_target(self, up_node_ids: list[str]) -> str:
         leaders = [
             node_id
             for node_id in up_node_ids
             if (raft := self.cluster.raft(node_id)) and raft.is_leader
         ]
         if leaders and self.rng.random() < 0.5:
-            node_id = self.rng.choice(leaders)
-        else:
-            node_id = self.rng.choice(up_node_ids)
-        if self.rng.random() < 0.5:
-            self._armed_node_id = node_id  # crash inside its next unsynced window
-            return
-        self._crash_now(node_id)
-
-    def _on_sync_scheduled(self, node_id: str, delay_ms: int) -> None:
-        if node_id != self._armed_node_id or delay_ms < 1:
-            return
-        self._armed_node_id = None
-        incarnation = self.cluster.nodes[node_id].incarnation
-        crash_in_ms = self.rng.randint(0, delay_ms - 1)
-        self.queue.schedule_in(
-            crash_in_ms, functools.partial(self._crash_if_alive, node_id, incarnation)
-        )
-
-    def _crash_if_alive(self, node_id: str, incarnation: int) -> None:
-        sim_node = self.cluster.nodes[node_id]
-        if self.active and sim_node.up and sim_node.incarnation == incarnation:
-            self._crash_now(node_id)
-
-    def _crash_now(self, node_id: str) -> None:
-        self.cluster.crash(node_id)
-        incarnation = self.cluster.nodes[node_id].incarnation
-        delay_ms = self.rng.randint(1, self.parameters.restart_delay_ms_max)
-        self.queue.schedule_in(delay_ms, functools.partial(self._restart, node_id, incarnation))
-
-    def _restart(self, node_id: str, incarnation: int) -> None:
-        sim_node = self.cluster.nodes[node_id]
-        if not sim_node.up and sim_node.incarnation == incarnation:
-            self.cluster.restart(node_id)
+            return self.rng.choice(leaders)
+        return self.rng.choice(up_node_ids)
 
 
 class ControllerSimulation:
@@ -478,7 +375,8 @@ class ControllerSimulation:
             f"messages: sent={network.sent} delivered={network.delivered}"
             f" dropped={network.dropped} duplicated={network.duplicated}"
             f" lost-at-down-node={cluster.dropped_at_down_node}",
-            f"faults: partitions={self.nemesis.partitions} one-way={self.nemesis.one_way_cuts}"
+            f"faults: partitions={self.nemesis.stats.partitions}"
+            f" one-way={self.nemesis.stats.one_way_partitions}"
             f" crashes={cluster.crashes} restarts={cluster.restarts}"
             f" lost-unsynced-batches={cluster.lost_batches}",
             f"raft: leaders-by-term={len(self.checker.leaders)}"

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Generic, Protocol, TypeVar
 
-from quorumdb.sim.cluster import SimCluster
 from quorumdb.sim.events import EventQueue
 from quorumdb.sim.network import Network
 from quorumdb.sim.workload import WorkloadShape
@@ -199,6 +199,48 @@ def _without_disabled(
     )
 
 
+class FaultSchedule(Protocol):
+    """The parameters a nemesis reads: how often each fault strikes, how long it lasts."""
+
+    @property
+    def partition_interval_ms(self) -> int: ...
+    @property
+    def partition_duration_ms_max(self) -> int: ...
+    @property
+    def one_way_interval_ms(self) -> int: ...
+    @property
+    def one_way_duration_ms_max(self) -> int: ...
+    @property
+    def crash_interval_ms(self) -> int: ...
+    @property
+    def restart_delay_ms_max(self) -> int: ...
+
+
+class NodeLife(Protocol):
+    @property
+    def up(self) -> bool: ...
+    @property
+    def incarnation(self) -> int: ...
+
+
+class FaultTarget(Protocol):
+    """The simulated cluster as the nemesis sees it (data nodes or a Raft group)."""
+
+    on_sync_scheduled: Callable[[str, int], None] | None
+
+    @property
+    def nodes(self) -> Mapping[str, NodeLife]: ...
+    @property
+    def node_ids(self) -> list[str]: ...
+    def up_node_ids(self) -> list[str]: ...
+    def down_node_ids(self) -> list[str]: ...
+    def crash(self, node_id: str) -> None: ...
+    def restart(self, node_id: str) -> None: ...
+
+
+ClusterT = TypeVar("ClusterT", bound=FaultTarget)
+
+
 @dataclass(slots=True)
 class NemesisStats:
     partitions: int = 0
@@ -206,16 +248,16 @@ class NemesisStats:
     crashes: int = 0
 
 
-class Nemesis:
+class Nemesis(Generic[ClusterT]):
     """Injects partitions, one-way partitions and crash-restarts while it is active."""
 
     def __init__(
         self,
         queue: EventQueue,
         rng: random.Random,
-        cluster: SimCluster,
+        cluster: ClusterT,
         network: Network,
-        parameters: SimulationParameters,
+        parameters: FaultSchedule,
     ) -> None:
         self.queue = queue
         self.rng = rng
@@ -229,7 +271,7 @@ class Nemesis:
 
     def start(self) -> None:
         self.active = True
-        schedule = [
+        schedule: list[tuple[int, Callable[[], None]]] = [
             (self.parameters.partition_interval_ms, self._partition),
             (self.parameters.one_way_interval_ms, self._one_way),
             (self.parameters.crash_interval_ms, self._crash),
@@ -283,11 +325,14 @@ class Nemesis:
         up_node_ids = self.cluster.up_node_ids()
         if not up_node_ids:
             return
-        node_id = self.rng.choice(up_node_ids)
+        node_id = self._crash_target(up_node_ids)
         if self.rng.random() < 0.5:
             self._armed_node_id = node_id
             return
         self._crash_now(node_id)
+
+    def _crash_target(self, up_node_ids: list[str]) -> str:
+        return self.rng.choice(up_node_ids)
 
     def _on_sync_scheduled(self, node_id: str, delay_ms: int) -> None:
         if node_id != self._armed_node_id or delay_ms < 1:
