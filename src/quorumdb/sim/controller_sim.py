@@ -20,12 +20,18 @@ from dataclasses import dataclass, replace
 from quorumdb.check.linearizability import RegisterModel, Verdict, check_per_key
 from quorumdb.check.raft_invariants import RaftInvariantChecker
 from quorumdb.core.controller.raft_config import RaftConfig
-from quorumdb.sim.cluster import NodeClock
 from quorumdb.sim.controller_cluster import ControllerCluster
 from quorumdb.sim.controller_workload import ClientShape, MembershipOperator, RegisterClients
 from quorumdb.sim.events import EventLimitExceeded, EventQueue
-from quorumdb.sim.faults import FAULT_KINDS, Nemesis, ParameterOverrides
-from quorumdb.sim.network import LinkProfile, Network
+from quorumdb.sim.faults import (
+    FAULT_KINDS,
+    Nemesis,
+    ParameterOverrides,
+    build_network,
+    describe_faults,
+    disabled_faults_zeroed,
+    node_clocks,
+)
 from quorumdb.sim.trace import Trace
 
 VOTER_COUNTS = (1, 3, 5)
@@ -93,11 +99,6 @@ class ControllerParameters:
         )
 
     def describe(self) -> list[str]:
-        def every(interval_ms: int, duration_ms_max: int) -> str:
-            if interval_ms == 0:
-                return "never"
-            return f"every~{interval_ms}ms for<={duration_ms_max}ms"
-
         membership = (
             f"every~{self.membership_interval_ms}ms" if self.membership_interval_ms else "never"
         )
@@ -109,12 +110,7 @@ class ControllerParameters:
             f"{2 * self.election_timeout_ms_min}"
             f" snapshot_every={self.snapshot_threshold_entries} membership-changes {membership}",
             f"faults: {','.join(self.faults) or 'none'}",
-            f"network: latency_ms={self.latency_ms_min}..{self.latency_ms_max}"
-            f" jitter_ms_mean={self.jitter_ms_mean} loss={self.loss_probability}"
-            f" duplicate={self.duplicate_probability}",
-            f"partitions: full {every(self.partition_interval_ms, self.partition_duration_ms_max)}"
-            f", one-way {every(self.one_way_interval_ms, self.one_way_duration_ms_max)}",
-            f"crashes: {every(self.crash_interval_ms, self.restart_delay_ms_max)} down",
+            *describe_faults(self),
             f"clocks: offset_ms={list(self.clock_offsets_ms)}"
             f" drift_ppm={list(self.clock_drifts_ppm)}",
             f"disk: fsync_ms={self.fsync_ms_min}..{self.fsync_ms_max}",
@@ -177,25 +173,13 @@ def draw_controller_parameters(
     operation_count = drawn.operation_count
     if overrides.operation_count is not None:
         operation_count = overrides.operation_count
-    enabled = set(faults)
-    node_count = voter_count + spare_count
     return replace(
         drawn,
         voter_count=voter_count,
         faults=faults,
         operation_count=operation_count,
         election_timeout_ms_min=max(drawn.election_timeout_ms_min, 3 * drawn.heartbeat_interval_ms),
-        loss_probability=drawn.loss_probability if "loss" in enabled else 0.0,
-        duplicate_probability=drawn.duplicate_probability if "duplicate" in enabled else 0.0,
-        partition_interval_ms=drawn.partition_interval_ms if "partition" in enabled else 0,
-        one_way_interval_ms=drawn.one_way_interval_ms if "one-way" in enabled else 0,
-        crash_interval_ms=drawn.crash_interval_ms if "crash" in enabled else 0,
-        clock_offsets_ms=drawn.clock_offsets_ms[:node_count]
-        if "skew" in enabled
-        else (0,) * node_count,
-        clock_drifts_ppm=drawn.clock_drifts_ppm[:node_count]
-        if "skew" in enabled
-        else (0,) * node_count,
+        **disabled_faults_zeroed(drawn, faults, voter_count + spare_count),
     )
 
 
@@ -224,20 +208,7 @@ class ControllerSimulation:
         self.trace = Trace(keep_lines=keep_trace)
         node_ids = [f"c{index + 1}" for index in range(parameters.node_count)]
         self.voter_ids = tuple(node_ids[: parameters.voter_count])
-        self.network = Network(
-            self.queue,
-            rng,
-            self.trace,
-            self._link_profiles(node_ids),
-            parameters.loss_probability,
-            parameters.duplicate_probability,
-        )
-        clocks = [
-            NodeClock(offset, drift)
-            for offset, drift in zip(
-                parameters.clock_offsets_ms, parameters.clock_drifts_ppm, strict=True
-            )
-        ]
+        self.network = build_network(self.queue, rng, self.trace, parameters, node_ids)
         self.checker = RaftInvariantChecker()
         self.cluster = ControllerCluster(
             self.queue,
@@ -247,7 +218,7 @@ class ControllerSimulation:
             node_ids,
             self.voter_ids,
             parameters.raft_config(),
-            clocks,
+            node_clocks(parameters),
             (parameters.fsync_ms_min, parameters.fsync_ms_max),
             self.checker,
         )
@@ -272,17 +243,6 @@ class ControllerSimulation:
     ) -> ControllerSimulation:
         rng = controller_rng(seed)
         return cls(draw_controller_parameters(seed, rng, overrides), rng, keep_trace)
-
-    def _link_profiles(self, node_ids: list[str]) -> dict[tuple[str, str], LinkProfile]:
-        low, high = self.parameters.latency_ms_min, self.parameters.latency_ms_max
-        return {
-            (source, destination): LinkProfile(
-                self.rng.randint(low, high), self.parameters.jitter_ms_mean
-            )
-            for source in node_ids
-            for destination in node_ids
-            if source != destination
-        }
 
     # --- phases ---------------------------------------------------------------------------
 
