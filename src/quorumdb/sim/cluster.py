@@ -26,6 +26,7 @@ from quorumdb.core.node import Node, NodeLimits
 from quorumdb.sim.events import EventQueue
 from quorumdb.sim.network import Network
 from quorumdb.sim.trace import Trace, describe_message, describe_operation, describe_outcome
+from quorumdb.storage.interface import Write
 from quorumdb.storage.sim_disk import SimDisk
 
 # Node clocks start near a real date so expiry arithmetic looks like production.
@@ -59,17 +60,62 @@ class ClientListener(Protocol):
 
 
 @dataclass(slots=True)
-class SimNode:
+class SimNodeDisk:
+    """A simulated node's disk and clock, and its persist-before-send bookkeeping: while
+    a batch is applied but not synced, every output waits in `held`. Shared by the data
+    and the controller drivers."""
+
     node_id: str
     disk: SimDisk
     clock: NodeClock
-    node: Node | None = None
     # Bumped on every crash: callbacks scheduled for an earlier life do nothing.
     incarnation: int = 0
     applied_count: int = 0
     synced_count: int = 0
     sync_scheduled: bool = False
     held: list[Send | Reply] = field(default_factory=list)
+
+    @property
+    def synced(self) -> bool:
+        return self.applied_count == self.synced_count
+
+    def apply(self, writes: Sequence[Write]) -> bool:
+        """Apply one batch; True when no sync is pending yet, so one must be scheduled
+        (batches arriving while one is pending share it: group commit)."""
+        self.disk.apply(writes)
+        self.applied_count += 1
+        if self.sync_scheduled:
+            return False
+        self.sync_scheduled = True
+        return True
+
+    def sync(self) -> tuple[int, list[Send | Reply]]:
+        """The fsync completes: the count of batches it made durable, and the outputs
+        that waited for it, to release in order."""
+        assert self.sync_scheduled
+        assert self.applied_count > self.synced_count
+        self.disk.sync()
+        batch_count = self.applied_count - self.synced_count
+        self.synced_count = self.applied_count
+        self.sync_scheduled = False
+        held, self.held = self.held, []
+        return batch_count, held
+
+    def crash(self) -> int:
+        """Power loss: unsynced writes and waiting outputs vanish; the count of batches lost."""
+        lost_batch_count = self.applied_count - self.synced_count
+        self.disk.crash()
+        self.incarnation += 1
+        self.applied_count = 0
+        self.synced_count = 0
+        self.sync_scheduled = False
+        self.held = []
+        return lost_batch_count
+
+
+@dataclass(slots=True)
+class SimNode(SimNodeDisk):
+    node: Node | None = None
 
     @property
     def up(self) -> bool:
@@ -191,15 +237,14 @@ class SimCluster:
         for effect in effects:
             if isinstance(effect, Persist):
                 self._persist(sim_node, effect)
-            elif sim_node.applied_count > sim_node.synced_count:
+            elif not sim_node.synced:
                 sim_node.held.append(effect)
             else:
                 assert not sim_node.held
                 self._release(sim_node, effect)
 
     def _persist(self, sim_node: SimNode, effect: Persist) -> None:
-        sim_node.disk.apply(effect.writes)
-        sim_node.applied_count += 1
+        sync_needed = sim_node.apply(effect.writes)
         self.stats.persists += 1
         keys = ",".join(
             f"{write.keyspace}/{write.key.decode('ascii', 'backslashreplace')}"
@@ -207,8 +252,7 @@ class SimCluster:
             for write in effect.writes
         )
         self.trace.record(self.queue.now_ms, f"persist {sim_node.node_id} {keys}")
-        if not sim_node.sync_scheduled:
-            sim_node.sync_scheduled = True
+        if sync_needed:
             delay_ms = self.rng.randint(*self.fsync_ms_range)
             incarnation = sim_node.incarnation
             self.queue.schedule_in(delay_ms, lambda: self._sync(sim_node, incarnation))
@@ -218,21 +262,15 @@ class SimCluster:
     def _sync(self, sim_node: SimNode, incarnation: int) -> None:
         if sim_node.incarnation != incarnation:
             return  # the node crashed before the fsync completed
-        assert sim_node.sync_scheduled
-        assert sim_node.applied_count > sim_node.synced_count
-        sim_node.disk.sync()
-        batch_count = sim_node.applied_count - sim_node.synced_count
-        sim_node.synced_count = sim_node.applied_count
-        sim_node.sync_scheduled = False
+        batch_count, held = sim_node.sync()
         self.stats.syncs += 1
         self.trace.record(self.queue.now_ms, f"sync {sim_node.node_id} batches={batch_count}")
-        held, sim_node.held = sim_node.held, []
         for effect in held:
             self._release(sim_node, effect)
 
     def _release(self, sim_node: SimNode, effect: Send | Reply) -> None:
         assert sim_node.node is not None
-        assert sim_node.applied_count == sim_node.synced_count, "persist-before-send"
+        assert sim_node.synced, "persist-before-send"
         self._emit(sim_node, effect)
 
     def _emit(self, sim_node: SimNode, effect: Send | Reply) -> None:
@@ -273,14 +311,8 @@ class SimCluster:
         """Power loss: unsynced writes vanish, the process and its pending work are gone."""
         sim_node = self.nodes[node_id]
         assert sim_node.node is not None
-        lost_batch_count = sim_node.applied_count - sim_node.synced_count
-        sim_node.disk.crash()
+        lost_batch_count = sim_node.crash()
         sim_node.node = None
-        sim_node.incarnation += 1
-        sim_node.applied_count = 0
-        sim_node.synced_count = 0
-        sim_node.sync_scheduled = False
-        sim_node.held = []
         self.stats.crashes += 1
         self.stats.writes_lost += lost_batch_count
         self.trace.record(self.queue.now_ms, f"crash {node_id} lost-batches={lost_batch_count}")

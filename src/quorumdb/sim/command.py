@@ -10,6 +10,7 @@ import argparse
 import random
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from quorumdb.check.history import save_history
@@ -110,83 +111,121 @@ def replay_command(seed: int, args: argparse.Namespace, scenario: str = "data") 
     return " ".join(parts)
 
 
-def _simulate(seed: int, args: argparse.Namespace) -> tuple[Simulation, list[str]]:
-    overrides = ParameterOverrides(args.nodes, args.faults, args.operations)
-    simulation = Simulation.from_seed(seed, overrides, keep_trace=args.trace)
-    simulation.run()
-    violations = simulation.check() if args.check else []
-    if args.history is not None:
-        path = Path(str(args.history).replace("{seed}", str(seed)))
-        save_history(path, simulation.workload.history)
-    return simulation, violations
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What one seed of one scenario printed: the same shape for every scenario."""
+
+    trace_lines: list[str]
+    summary_lines: list[str]
+    digest: str
+    brief: str  # the one-line outcome with --seeds, after "seed S: "
+    violations: list[str]
 
 
 def _overrides(args: argparse.Namespace) -> ParameterOverrides:
     return ParameterOverrides(args.nodes, args.faults, args.operations)
 
 
-def _simulate_controller(
-    seed: int, args: argparse.Namespace
-) -> tuple[ControllerSimulation, list[str]]:
+def _describe_data(seed: int, args: argparse.Namespace) -> list[str]:
+    return draw_parameters(seed, random.Random(seed), _overrides(args)).describe()
+
+
+def _simulate_data(seed: int, args: argparse.Namespace) -> _Run:
+    simulation = Simulation.from_seed(seed, _overrides(args), keep_trace=args.trace)
+    simulation.run()
+    violations = simulation.check() if args.check else []
+    if args.history is not None:
+        path = Path(str(args.history).replace("{seed}", str(seed)))
+        save_history(path, simulation.workload.history)
+    counts = simulation.workload.outcome_counts
+    parameters = simulation.parameters
+    brief = (
+        f"nodes={parameters.node_count}"
+        f" faults={','.join(parameters.faults) or 'none'}"
+        f" ok={counts['ok']} fail={counts['fail']} info={counts['info']}"
+        f" crashes={simulation.cluster.stats.crashes}"
+        f" virtual-ms={simulation.queue.now_ms} trace-digest={simulation.digest()}"
+    )
+    return _Run(
+        simulation.trace.lines,
+        simulation.summary_lines(),
+        simulation.digest(),
+        brief,
+        violations,
+    )
+
+
+def _describe_controller(seed: int, args: argparse.Namespace) -> list[str]:
+    return draw_controller_parameters(seed, controller_rng(seed), _overrides(args)).describe()
+
+
+def _simulate_controller(seed: int, args: argparse.Namespace) -> _Run:
     simulation = ControllerSimulation.from_seed(seed, _overrides(args), keep_trace=args.trace)
     simulation.run()
     violations = simulation.check() if args.check else []
-    return simulation, violations
+    counts = simulation.clients.counts
+    parameters = simulation.parameters
+    brief = (
+        f"voters={parameters.voter_count}"
+        f" spare={parameters.spare_count}"
+        f" faults={','.join(parameters.faults) or 'none'}"
+        f" ok={counts.ok} fail={counts.fail} info={counts.info}"
+        f" crashes={simulation.cluster.stats.crashes}"
+        f" membership-changes={simulation.operator.counts.committed}"
+        f" virtual-ms={simulation.queue.now_ms} trace-digest={simulation.digest()}"
+    )
+    return _Run(
+        simulation.trace.lines,
+        simulation.summary_lines(),
+        simulation.digest(),
+        brief,
+        violations,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Scenario:
+    name: str
+    label: str  # printed before "seed" and in trace lines with --seeds
+    describe: Callable[[int, argparse.Namespace], list[str]]
+    simulate: Callable[[int, argparse.Namespace], _Run]
+
+
+_SCENARIOS = (
+    _Scenario("data", "", _describe_data, _simulate_data),
+    _Scenario("controller", "controller ", _describe_controller, _simulate_controller),
+)
+
+
+def _chosen(args: argparse.Namespace) -> list[_Scenario]:
+    return [scenario for scenario in _SCENARIOS if args.scenario in (scenario.name, "all")]
 
 
 def _run_one(args: argparse.Namespace) -> int:
+    seed: int = args.seed
     violation_count = 0
     failed: list[str] = []
-    if args.scenario in ("data", "all"):
-        violations = _run_one_data(args)
-        violation_count += len(violations)
-        if violations:
-            failed.append("data")
-    if args.scenario in ("controller", "all"):
-        violations = _run_one_controller(args)
-        violation_count += len(violations)
-        if violations:
-            failed.append("controller")
+    for scenario in _chosen(args):
+        # Print the parameters before running, so a hang or crash still shows them.
+        for line in scenario.describe(seed, args):
+            print(line)
+        result = scenario.simulate(seed, args)
+        for line in result.trace_lines if args.trace else ():
+            print(f"trace: {line}")
+        for line in result.summary_lines:
+            print(line)
+        print(f"trace-digest: {result.digest}")
+        for violation in result.violations:
+            print(f"violation: {violation}")
+        violation_count += len(result.violations)
+        if result.violations:
+            failed.append(scenario.name)
     if not args.check:
         return 0
     print(f"violations: {violation_count}")
-    for scenario in failed:
-        print(f"replay: {replay_command(args.seed, args, scenario)}")
+    for name in failed:
+        print(f"replay: {replay_command(seed, args, name)}")
     return 1 if failed else 0
-
-
-def _run_one_controller(args: argparse.Namespace) -> list[str]:
-    seed: int = args.seed
-    for line in draw_controller_parameters(seed, controller_rng(seed), _overrides(args)).describe():
-        print(line)
-    simulation, violations = _simulate_controller(seed, args)
-    if args.trace:
-        for line in simulation.trace.lines:
-            print(f"trace: {line}")
-    for line in simulation.summary_lines():
-        print(line)
-    print(f"trace-digest: {simulation.digest()}")
-    for violation in violations:
-        print(f"violation: {violation}")
-    return violations
-
-
-def _run_one_data(args: argparse.Namespace) -> list[str]:
-    seed: int = args.seed
-    overrides = _overrides(args)
-    # Print the parameters before running, so a hang or crash still shows them.
-    for line in draw_parameters(seed, random.Random(seed), overrides).describe():
-        print(line)
-    simulation, violations = _simulate(seed, args)
-    if args.trace:
-        for line in simulation.trace.lines:
-            print(f"trace: {line}")
-    for line in simulation.summary_lines():
-        print(line)
-    print(f"trace-digest: {simulation.digest()}")
-    for violation in violations:
-        print(f"violation: {violation}")
-    return violations
 
 
 def _run_many(seeds: range, args: argparse.Namespace) -> int:
@@ -195,64 +234,27 @@ def _run_many(seeds: range, args: argparse.Namespace) -> int:
         return 2
     failed: list[tuple[int, str]] = []
     violation_count = 0
-    for seed in seeds if args.scenario in ("data", "all") else ():
-        simulation, violations = _simulate(seed, args)
-        if args.trace:
-            for line in simulation.trace.lines:
-                print(f"trace {seed}: {line}")
-        counts = simulation.workload.outcome_counts
-        parameters = simulation.parameters
-        line = (
-            f"seed {seed}: nodes={parameters.node_count}"
-            f" faults={','.join(parameters.faults) or 'none'}"
-            f" ok={counts['ok']} fail={counts['fail']} info={counts['info']}"
-            f" crashes={simulation.cluster.stats.crashes}"
-            f" virtual-ms={simulation.queue.now_ms} trace-digest={simulation.digest()}"
-        )
-        if args.check:
-            line += f" violations={len(violations)}"
-        print(line)
-        for violation in violations:
-            print(f"  violation: {violation}")
-        violation_count += len(violations)
-        if violations:
-            failed.append((seed, "data"))
-    for seed in seeds if args.scenario in ("controller", "all") else ():
-        violations = _run_controller_seed(seed, args)
-        violation_count += len(violations)
-        if violations:
-            failed.append((seed, "controller"))
+    for scenario in _chosen(args):
+        for seed in seeds:
+            result = scenario.simulate(seed, args)
+            for line in result.trace_lines if args.trace else ():
+                print(f"trace {scenario.label}{seed}: {line}")
+            line = f"{scenario.label}seed {seed}: {result.brief}"
+            if args.check:
+                line += f" violations={len(result.violations)}"
+            print(line)
+            for violation in result.violations:
+                print(f"  violation: {violation}")
+            violation_count += len(result.violations)
+            if result.violations:
+                failed.append((seed, scenario.name))
     failed_seed_count = len({seed for seed, _ in failed})
     print(f"seeds: {len(seeds)} run, {failed_seed_count} with violations")
-    for seed, scenario in failed:
-        print(f"replay: {replay_command(seed, args, scenario)}")
+    for seed, name in failed:
+        print(f"replay: {replay_command(seed, args, name)}")
     if args.check:
         print(f"violations: {violation_count}")
     return 1 if failed else 0
-
-
-def _run_controller_seed(seed: int, args: argparse.Namespace) -> list[str]:
-    simulation, violations = _simulate_controller(seed, args)
-    if args.trace:
-        for line in simulation.trace.lines:
-            print(f"trace controller {seed}: {line}")
-    counts = simulation.clients.counts
-    parameters = simulation.parameters
-    line = (
-        f"controller seed {seed}: voters={parameters.voter_count}"
-        f" spare={parameters.spare_count}"
-        f" faults={','.join(parameters.faults) or 'none'}"
-        f" ok={counts.ok} fail={counts.fail} info={counts.info}"
-        f" crashes={simulation.cluster.stats.crashes}"
-        f" membership-changes={simulation.operator.counts.committed}"
-        f" virtual-ms={simulation.queue.now_ms} trace-digest={simulation.digest()}"
-    )
-    if args.check:
-        line += f" violations={len(violations)}"
-    print(line)
-    for violation in violations:
-        print(f"  violation: {violation}")
-    return violations
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from quorumdb.core.controller.raft_messages import RAFT_MESSAGE_TYPES
 from quorumdb.core.controller.raft_persistence import load_persisted_state
 from quorumdb.core.effects import Effect, Persist, Reply, Send
 from quorumdb.core.messages import Message, Outcome
-from quorumdb.sim.cluster import NodeClock
+from quorumdb.sim.cluster import NodeClock, SimNodeDisk
 from quorumdb.sim.events import EventQueue
 from quorumdb.sim.network import Network
 from quorumdb.sim.register_state_machine import RegisterStateMachine
@@ -54,27 +54,15 @@ class ReplyListener(Protocol):
 
 
 @dataclass(slots=True)
-class RaftSimNode:
-    node_id: str
-    disk: SimDisk
-    clock: NodeClock
-    config: RaftConfig
+class RaftSimNode(SimNodeDisk):
+    config: RaftConfig = field(kw_only=True)
     raft: RaftNode | None = None
     state_machine: RecordingStateMachine | None = None
-    incarnation: int = 0
-    applied_count: int = 0
-    synced_count: int = 0
-    sync_scheduled: bool = False
-    held: list[Send | Reply] = field(default_factory=list)
     dirty: bool = True
 
     @property
     def up(self) -> bool:
         return self.raft is not None
-
-    @property
-    def synced(self) -> bool:
-        return self.applied_count == self.synced_count
 
 
 @dataclass(slots=True)
@@ -113,7 +101,7 @@ class ControllerCluster:
         for node_id, clock in zip(node_ids, clocks, strict=True):
             voters = bootstrap_voters if node_id in bootstrap_voters else ()
             sim_node = RaftSimNode(
-                node_id, SimDisk(), clock, replace(config, bootstrap_voters=voters)
+                node_id, SimDisk(), clock, config=replace(config, bootstrap_voters=voters)
             )
             self._start(sim_node)
             self.nodes[node_id] = sim_node
@@ -215,15 +203,13 @@ class ControllerCluster:
                 self._emit(sim_node, effect)
 
     def _persist(self, sim_node: RaftSimNode, effect: Persist) -> None:
-        sim_node.disk.apply(effect.writes)
-        sim_node.applied_count += 1
+        sync_needed = sim_node.apply(effect.writes)
         self.stats.persists += 1
         self.trace.record(
             self.queue.now_ms, f"persist {sim_node.node_id} writes={len(effect.writes)}"
         )
-        if sim_node.sync_scheduled:
+        if not sync_needed:
             return
-        sim_node.sync_scheduled = True
         delay_ms = self.rng.randint(*self.fsync_ms_range)
         self.queue.schedule_in(
             delay_ms, functools.partial(self._sync, sim_node, sim_node.incarnation)
@@ -234,13 +220,10 @@ class ControllerCluster:
     def _sync(self, sim_node: RaftSimNode, incarnation: int) -> None:
         if sim_node.incarnation != incarnation:
             return  # crashed before the fsync completed
-        sim_node.disk.sync()
-        sim_node.synced_count = sim_node.applied_count
-        sim_node.sync_scheduled = False
+        _, held = sim_node.sync()
         sim_node.dirty = True
         self.stats.syncs += 1
         self.trace.record(self.queue.now_ms, f"sync {sim_node.node_id}")
-        held, sim_node.held = sim_node.held, []
         for effect in held:
             self._emit(sim_node, effect)
 
@@ -273,14 +256,9 @@ class ControllerCluster:
     def crash(self, node_id: str) -> None:
         sim_node = self.nodes[node_id]
         assert sim_node.raft is not None
-        lost = sim_node.applied_count - sim_node.synced_count
-        sim_node.disk.crash()
+        lost = sim_node.crash()
         sim_node.raft = None
         sim_node.state_machine = None
-        sim_node.incarnation += 1
-        sim_node.applied_count = sim_node.synced_count = 0
-        sim_node.sync_scheduled = False
-        sim_node.held = []
         self.stats.crashes += 1
         self.stats.lost_batches += lost
         self.checker.forget_node(node_id)

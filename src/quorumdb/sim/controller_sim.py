@@ -13,7 +13,6 @@ end.
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,12 +20,18 @@ from dataclasses import dataclass, replace
 from quorumdb.check.linearizability import RegisterModel, Verdict, check_per_key
 from quorumdb.check.raft_invariants import RaftInvariantChecker
 from quorumdb.core.controller.raft_config import RaftConfig
-from quorumdb.sim.cluster import NodeClock
 from quorumdb.sim.controller_cluster import ControllerCluster
 from quorumdb.sim.controller_workload import ClientShape, MembershipOperator, RegisterClients
 from quorumdb.sim.events import EventLimitExceeded, EventQueue
-from quorumdb.sim.faults import FAULT_KINDS, ParameterOverrides
-from quorumdb.sim.network import LinkProfile, Network
+from quorumdb.sim.faults import (
+    FAULT_KINDS,
+    Nemesis,
+    ParameterOverrides,
+    build_network,
+    describe_faults,
+    disabled_faults_zeroed,
+    node_clocks,
+)
 from quorumdb.sim.trace import Trace
 
 VOTER_COUNTS = (1, 3, 5)
@@ -94,11 +99,6 @@ class ControllerParameters:
         )
 
     def describe(self) -> list[str]:
-        def every(interval_ms: int, duration_ms_max: int) -> str:
-            if interval_ms == 0:
-                return "never"
-            return f"every~{interval_ms}ms for<={duration_ms_max}ms"
-
         membership = (
             f"every~{self.membership_interval_ms}ms" if self.membership_interval_ms else "never"
         )
@@ -110,12 +110,7 @@ class ControllerParameters:
             f"{2 * self.election_timeout_ms_min}"
             f" snapshot_every={self.snapshot_threshold_entries} membership-changes {membership}",
             f"faults: {','.join(self.faults) or 'none'}",
-            f"network: latency_ms={self.latency_ms_min}..{self.latency_ms_max}"
-            f" jitter_ms_mean={self.jitter_ms_mean} loss={self.loss_probability}"
-            f" duplicate={self.duplicate_probability}",
-            f"partitions: full {every(self.partition_interval_ms, self.partition_duration_ms_max)}"
-            f", one-way {every(self.one_way_interval_ms, self.one_way_duration_ms_max)}",
-            f"crashes: {every(self.crash_interval_ms, self.restart_delay_ms_max)} down",
+            *describe_faults(self),
             f"clocks: offset_ms={list(self.clock_offsets_ms)}"
             f" drift_ppm={list(self.clock_drifts_ppm)}",
             f"disk: fsync_ms={self.fsync_ms_min}..{self.fsync_ms_max}",
@@ -178,143 +173,29 @@ def draw_controller_parameters(
     operation_count = drawn.operation_count
     if overrides.operation_count is not None:
         operation_count = overrides.operation_count
-    enabled = set(faults)
-    node_count = voter_count + spare_count
     return replace(
         drawn,
         voter_count=voter_count,
         faults=faults,
         operation_count=operation_count,
         election_timeout_ms_min=max(drawn.election_timeout_ms_min, 3 * drawn.heartbeat_interval_ms),
-        loss_probability=drawn.loss_probability if "loss" in enabled else 0.0,
-        duplicate_probability=drawn.duplicate_probability if "duplicate" in enabled else 0.0,
-        partition_interval_ms=drawn.partition_interval_ms if "partition" in enabled else 0,
-        one_way_interval_ms=drawn.one_way_interval_ms if "one-way" in enabled else 0,
-        crash_interval_ms=drawn.crash_interval_ms if "crash" in enabled else 0,
-        clock_offsets_ms=drawn.clock_offsets_ms[:node_count]
-        if "skew" in enabled
-        else (0,) * node_count,
-        clock_drifts_ppm=drawn.clock_drifts_ppm[:node_count]
-        if "skew" in enabled
-        else (0,) * node_count,
+        **disabled_faults_zeroed(drawn, faults, voter_count + spare_count),
     )
 
 
-class ControllerNemesis:
-    """Partitions, one-way cuts and crash-restarts while active (the leader is a
-    favourite crash target: half the crashes hit it)."""
+class ControllerNemesis(Nemesis[ControllerCluster]):
+    """The data scenario's nemesis, but the leader is a favourite crash target: half the
+    crashes hit it."""
 
-    def __init__(
-        self,
-        queue: EventQueue,
-        rng: random.Random,
-        cluster: ControllerCluster,
-        network: Network,
-        parameters: ControllerParameters,
-    ) -> None:
-        self.queue = queue
-        self.rng = rng
-        self.cluster = cluster
-        self.network = network
-        self.parameters = parameters
-        self.active = False
-        self.partitions = 0
-        self.one_way_cuts = 0
-        self._armed_node_id: str | None = None
-        cluster.on_sync_scheduled = self._on_sync_scheduled
-
-    def start(self) -> None:
-        self.active = True
-        schedule: list[tuple[int, Callable[[], None]]] = [
-            (self.parameters.partition_interval_ms, self._partition),
-            (self.parameters.one_way_interval_ms, self._one_way),
-            (self.parameters.crash_interval_ms, self._crash),
-        ]
-        for interval_ms, action in schedule:
-            if interval_ms > 0:
-                self._schedule(interval_ms, action)
-
-    def heal(self) -> None:
-        self.active = False
-        self._armed_node_id = None
-        self.network.heal_all()
-        self.network.set_rates(0.0, 0.0)
-        for node_id in self.cluster.down_node_ids():
-            self.cluster.restart(node_id)
-
-    def _schedule(self, interval_ms: int, action: Callable[[], None]) -> None:
-        delay_ms = 1 + int(self.rng.expovariate(1.0 / interval_ms))
-        self.queue.schedule_in(delay_ms, functools.partial(self._fire, interval_ms, action))
-
-    def _fire(self, interval_ms: int, action: Callable[[], None]) -> None:
-        if self.active:
-            action()
-            self._schedule(interval_ms, action)
-
-    def _partition(self) -> None:
-        node_ids = self.cluster.node_ids
-        if len(node_ids) < 2:
-            return
-        self.rng.shuffle(node_ids)
-        split = self.rng.randint(1, len(node_ids) - 1)
-        cut_id = self.network.partition([sorted(node_ids[:split]), sorted(node_ids[split:])])
-        self.partitions += 1
-        duration_ms = self.rng.randint(1, self.parameters.partition_duration_ms_max)
-        self.queue.schedule_in(duration_ms, functools.partial(self.network.heal, cut_id))
-
-    def _one_way(self) -> None:
-        node_ids = self.cluster.node_ids
-        if len(node_ids) < 2:
-            return
-        source, destination = self.rng.sample(node_ids, 2)
-        cut_id = self.network.cut_one_way(source, destination)
-        self.one_way_cuts += 1
-        duration_ms = self.rng.randint(1, self.parameters.one_way_duration_ms_max)
-        self.queue.schedule_in(duration_ms, functools.partial(self.network.heal, cut_id))
-
-    def _crash(self) -> None:
-        up_node_ids = self.cluster.up_node_ids()
-        if not up_node_ids:
-            return
+    def _crash_target(self, up_node_ids: list[str]) -> str:
         leaders = [
             node_id
             for node_id in up_node_ids
             if (raft := self.cluster.raft(node_id)) and raft.is_leader
         ]
         if leaders and self.rng.random() < 0.5:
-            node_id = self.rng.choice(leaders)
-        else:
-            node_id = self.rng.choice(up_node_ids)
-        if self.rng.random() < 0.5:
-            self._armed_node_id = node_id  # crash inside its next unsynced window
-            return
-        self._crash_now(node_id)
-
-    def _on_sync_scheduled(self, node_id: str, delay_ms: int) -> None:
-        if node_id != self._armed_node_id or delay_ms < 1:
-            return
-        self._armed_node_id = None
-        incarnation = self.cluster.nodes[node_id].incarnation
-        crash_in_ms = self.rng.randint(0, delay_ms - 1)
-        self.queue.schedule_in(
-            crash_in_ms, functools.partial(self._crash_if_alive, node_id, incarnation)
-        )
-
-    def _crash_if_alive(self, node_id: str, incarnation: int) -> None:
-        sim_node = self.cluster.nodes[node_id]
-        if self.active and sim_node.up and sim_node.incarnation == incarnation:
-            self._crash_now(node_id)
-
-    def _crash_now(self, node_id: str) -> None:
-        self.cluster.crash(node_id)
-        incarnation = self.cluster.nodes[node_id].incarnation
-        delay_ms = self.rng.randint(1, self.parameters.restart_delay_ms_max)
-        self.queue.schedule_in(delay_ms, functools.partial(self._restart, node_id, incarnation))
-
-    def _restart(self, node_id: str, incarnation: int) -> None:
-        sim_node = self.cluster.nodes[node_id]
-        if not sim_node.up and sim_node.incarnation == incarnation:
-            self.cluster.restart(node_id)
+            return self.rng.choice(leaders)
+        return self.rng.choice(up_node_ids)
 
 
 class ControllerSimulation:
@@ -327,20 +208,7 @@ class ControllerSimulation:
         self.trace = Trace(keep_lines=keep_trace)
         node_ids = [f"c{index + 1}" for index in range(parameters.node_count)]
         self.voter_ids = tuple(node_ids[: parameters.voter_count])
-        self.network = Network(
-            self.queue,
-            rng,
-            self.trace,
-            self._link_profiles(node_ids),
-            parameters.loss_probability,
-            parameters.duplicate_probability,
-        )
-        clocks = [
-            NodeClock(offset, drift)
-            for offset, drift in zip(
-                parameters.clock_offsets_ms, parameters.clock_drifts_ppm, strict=True
-            )
-        ]
+        self.network = build_network(self.queue, rng, self.trace, parameters, node_ids)
         self.checker = RaftInvariantChecker()
         self.cluster = ControllerCluster(
             self.queue,
@@ -350,7 +218,7 @@ class ControllerSimulation:
             node_ids,
             self.voter_ids,
             parameters.raft_config(),
-            clocks,
+            node_clocks(parameters),
             (parameters.fsync_ms_min, parameters.fsync_ms_max),
             self.checker,
         )
@@ -375,17 +243,6 @@ class ControllerSimulation:
     ) -> ControllerSimulation:
         rng = controller_rng(seed)
         return cls(draw_controller_parameters(seed, rng, overrides), rng, keep_trace)
-
-    def _link_profiles(self, node_ids: list[str]) -> dict[tuple[str, str], LinkProfile]:
-        low, high = self.parameters.latency_ms_min, self.parameters.latency_ms_max
-        return {
-            (source, destination): LinkProfile(
-                self.rng.randint(low, high), self.parameters.jitter_ms_mean
-            )
-            for source in node_ids
-            for destination in node_ids
-            if source != destination
-        }
 
     # --- phases ---------------------------------------------------------------------------
 
@@ -478,7 +335,8 @@ class ControllerSimulation:
             f"messages: sent={network.sent} delivered={network.delivered}"
             f" dropped={network.dropped} duplicated={network.duplicated}"
             f" lost-at-down-node={cluster.dropped_at_down_node}",
-            f"faults: partitions={self.nemesis.partitions} one-way={self.nemesis.one_way_cuts}"
+            f"faults: partitions={self.nemesis.stats.partitions}"
+            f" one-way={self.nemesis.stats.one_way_partitions}"
             f" crashes={cluster.crashes} restarts={cluster.restarts}"
             f" lost-unsynced-batches={cluster.lost_batches}",
             f"raft: leaders-by-term={len(self.checker.leaders)}"

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Generic, Protocol, TypedDict, TypeVar
 
-from quorumdb.sim.cluster import SimCluster
+from quorumdb.sim.cluster import NodeClock
 from quorumdb.sim.events import EventQueue
-from quorumdb.sim.network import Network
+from quorumdb.sim.network import LinkProfile, Network
+from quorumdb.sim.trace import Trace
 from quorumdb.sim.workload import WorkloadShape
 
 FAULT_KINDS = ("loss", "duplicate", "partition", "one-way", "crash", "skew")
@@ -99,23 +101,13 @@ class SimulationParameters:
         )
 
     def describe(self) -> list[str]:
-        def every(interval_ms: int, duration_ms_max: int) -> str:
-            if interval_ms == 0:
-                return "never"
-            return f"every~{interval_ms}ms for<={duration_ms_max}ms"
-
         offsets = ",".join(f"{offset:+d}" for offset in self.clock_offsets_ms)
         drifts = ",".join(f"{drift:+d}" for drift in self.clock_drifts_ppm)
         return [
             f"seed: {self.seed}",
             f"cluster: nodes={self.node_count} clients={self.client_count}"
             f" operations={self.operation_count} faults={','.join(self.faults) or 'none'}",
-            f"network: latency_ms={self.latency_ms_min}..{self.latency_ms_max}"
-            f" jitter_ms_mean={self.jitter_ms_mean} loss={self.loss_probability}"
-            f" duplicate={self.duplicate_probability}",
-            f"partitions: full {every(self.partition_interval_ms, self.partition_duration_ms_max)}"
-            f", one-way {every(self.one_way_interval_ms, self.one_way_duration_ms_max)}",
-            f"crashes: {every(self.crash_interval_ms, self.restart_delay_ms_max)} down",
+            *describe_faults(self),
             f"clocks: offset_ms=[{offsets}] drift_ppm=[{drifts}]",
             f"disk: fsync_ms={self.fsync_ms_min}..{self.fsync_ms_max}",
             f"clients: keys_per_writer={self.keys_per_writer}"
@@ -178,17 +170,73 @@ def _without_disabled(
 ) -> SimulationParameters:
     """Fit the drawn values to the chosen cluster size and zero the disabled faults."""
 
-    def per_node(values: tuple[int, ...]) -> tuple[int, ...]:
-        if "skew" not in faults:
-            return (0,) * node_count
-        return tuple(values[index % NODE_COUNT_MAX] for index in range(node_count))
-
-    enabled = set(faults)
     return replace(
         drawn,
         node_count=node_count,
         faults=faults,
         operation_count=operation_count,
+        **disabled_faults_zeroed(drawn, faults, node_count),
+    )
+
+
+class FaultSchedule(Protocol):
+    """The parameters a nemesis reads: how often each fault strikes, how long it lasts."""
+
+    @property
+    def partition_interval_ms(self) -> int: ...
+    @property
+    def partition_duration_ms_max(self) -> int: ...
+    @property
+    def one_way_interval_ms(self) -> int: ...
+    @property
+    def one_way_duration_ms_max(self) -> int: ...
+    @property
+    def crash_interval_ms(self) -> int: ...
+    @property
+    def restart_delay_ms_max(self) -> int: ...
+
+
+class FaultParameters(FaultSchedule, Protocol):
+    """The drawn fields both scenarios share: network, fault schedule, clocks."""
+
+    @property
+    def latency_ms_min(self) -> int: ...
+    @property
+    def latency_ms_max(self) -> int: ...
+    @property
+    def jitter_ms_mean(self) -> float: ...
+    @property
+    def loss_probability(self) -> float: ...
+    @property
+    def duplicate_probability(self) -> float: ...
+    @property
+    def clock_offsets_ms(self) -> tuple[int, ...]: ...
+    @property
+    def clock_drifts_ppm(self) -> tuple[int, ...]: ...
+
+
+class FaultFields(TypedDict):
+    loss_probability: float
+    duplicate_probability: float
+    partition_interval_ms: int
+    one_way_interval_ms: int
+    crash_interval_ms: int
+    clock_offsets_ms: tuple[int, ...]
+    clock_drifts_ppm: tuple[int, ...]
+
+
+def disabled_faults_zeroed(
+    drawn: FaultParameters, faults: tuple[str, ...], node_count: int
+) -> FaultFields:
+    """The fault fields with every kind not in `faults` switched off, clocks per node."""
+
+    def per_node(values: tuple[int, ...]) -> tuple[int, ...]:
+        if "skew" not in faults:
+            return (0,) * node_count
+        return tuple(values[index % len(values)] for index in range(node_count))
+
+    enabled = set(faults)
+    return FaultFields(
         loss_probability=drawn.loss_probability if "loss" in enabled else 0.0,
         duplicate_probability=drawn.duplicate_probability if "duplicate" in enabled else 0.0,
         partition_interval_ms=drawn.partition_interval_ms if "partition" in enabled else 0,
@@ -199,6 +247,84 @@ def _without_disabled(
     )
 
 
+def describe_faults(parameters: FaultParameters) -> list[str]:
+    """The network, partition and crash lines of a scenario's description."""
+
+    def every(interval_ms: int, duration_ms_max: int) -> str:
+        if interval_ms == 0:
+            return "never"
+        return f"every~{interval_ms}ms for<={duration_ms_max}ms"
+
+    return [
+        f"network: latency_ms={parameters.latency_ms_min}..{parameters.latency_ms_max}"
+        f" jitter_ms_mean={parameters.jitter_ms_mean} loss={parameters.loss_probability}"
+        f" duplicate={parameters.duplicate_probability}",
+        "partitions: full"
+        f" {every(parameters.partition_interval_ms, parameters.partition_duration_ms_max)}"
+        f", one-way {every(parameters.one_way_interval_ms, parameters.one_way_duration_ms_max)}",
+        f"crashes: {every(parameters.crash_interval_ms, parameters.restart_delay_ms_max)} down",
+    ]
+
+
+def build_network(
+    queue: EventQueue,
+    rng: random.Random,
+    trace: Trace,
+    parameters: FaultParameters,
+    node_ids: list[str],
+) -> Network:
+    """The network with a latency drawn for each direction of each link."""
+    low, high = parameters.latency_ms_min, parameters.latency_ms_max
+    profiles = {
+        (source, destination): LinkProfile(rng.randint(low, high), parameters.jitter_ms_mean)
+        for source in node_ids
+        for destination in node_ids
+        if source != destination
+    }
+    return Network(
+        queue,
+        rng,
+        trace,
+        profiles,
+        parameters.loss_probability,
+        parameters.duplicate_probability,
+    )
+
+
+def node_clocks(parameters: FaultParameters) -> list[NodeClock]:
+    return [
+        NodeClock(offset, drift)
+        for offset, drift in zip(
+            parameters.clock_offsets_ms, parameters.clock_drifts_ppm, strict=True
+        )
+    ]
+
+
+class NodeLife(Protocol):
+    @property
+    def up(self) -> bool: ...
+    @property
+    def incarnation(self) -> int: ...
+
+
+class FaultTarget(Protocol):
+    """The simulated cluster as the nemesis sees it (data nodes or a Raft group)."""
+
+    on_sync_scheduled: Callable[[str, int], None] | None
+
+    @property
+    def nodes(self) -> Mapping[str, NodeLife]: ...
+    @property
+    def node_ids(self) -> list[str]: ...
+    def up_node_ids(self) -> list[str]: ...
+    def down_node_ids(self) -> list[str]: ...
+    def crash(self, node_id: str) -> None: ...
+    def restart(self, node_id: str) -> None: ...
+
+
+ClusterT = TypeVar("ClusterT", bound=FaultTarget)
+
+
 @dataclass(slots=True)
 class NemesisStats:
     partitions: int = 0
@@ -206,16 +332,16 @@ class NemesisStats:
     crashes: int = 0
 
 
-class Nemesis:
+class Nemesis(Generic[ClusterT]):
     """Injects partitions, one-way partitions and crash-restarts while it is active."""
 
     def __init__(
         self,
         queue: EventQueue,
         rng: random.Random,
-        cluster: SimCluster,
+        cluster: ClusterT,
         network: Network,
-        parameters: SimulationParameters,
+        parameters: FaultSchedule,
     ) -> None:
         self.queue = queue
         self.rng = rng
@@ -229,7 +355,7 @@ class Nemesis:
 
     def start(self) -> None:
         self.active = True
-        schedule = [
+        schedule: list[tuple[int, Callable[[], None]]] = [
             (self.parameters.partition_interval_ms, self._partition),
             (self.parameters.one_way_interval_ms, self._one_way),
             (self.parameters.crash_interval_ms, self._crash),
@@ -283,11 +409,14 @@ class Nemesis:
         up_node_ids = self.cluster.up_node_ids()
         if not up_node_ids:
             return
-        node_id = self.rng.choice(up_node_ids)
+        node_id = self._crash_target(up_node_ids)
         if self.rng.random() < 0.5:
             self._armed_node_id = node_id
             return
         self._crash_now(node_id)
+
+    def _crash_target(self, up_node_ids: list[str]) -> str:
+        return self.rng.choice(up_node_ids)
 
     def _on_sync_scheduled(self, node_id: str, delay_ms: int) -> None:
         if node_id != self._armed_node_id or delay_ms < 1:

@@ -14,15 +14,16 @@ from dataclasses import dataclass
 
 from quorumdb.check.acknowledged_writes import check_acknowledged_writes
 from quorumdb.core.cluster import local_members
-from quorumdb.sim.cluster import NodeClock, SimCluster
+from quorumdb.sim.cluster import SimCluster
 from quorumdb.sim.events import EventLimitExceeded, EventQueue
 from quorumdb.sim.faults import (
     Nemesis,
     ParameterOverrides,
     SimulationParameters,
+    build_network,
     draw_parameters,
+    node_clocks,
 )
-from quorumdb.sim.network import LinkProfile, Network
 from quorumdb.sim.trace import Trace
 from quorumdb.sim.workload import Workload
 
@@ -50,27 +51,14 @@ class Simulation:
         self.trace = Trace(keep_lines=keep_trace)
         members = local_members(parameters.node_count, BASE_PORT)
         node_ids = [member.node_id for member in members]
-        self.network = Network(
-            self.queue,
-            rng,
-            self.trace,
-            self._link_profiles(node_ids),
-            parameters.loss_probability,
-            parameters.duplicate_probability,
-        )
-        clocks = [
-            NodeClock(offset, drift)
-            for offset, drift in zip(
-                parameters.clock_offsets_ms, parameters.clock_drifts_ppm, strict=True
-            )
-        ]
+        self.network = build_network(self.queue, rng, self.trace, parameters, node_ids)
         self.cluster = SimCluster(
             self.queue,
             rng,
             self.trace,
             self.network,
             members,
-            clocks,
+            node_clocks(parameters),
             (parameters.fsync_ms_min, parameters.fsync_ms_max),
         )
         self.workload = Workload(
@@ -86,17 +74,6 @@ class Simulation:
     ) -> Simulation:
         rng = random.Random(seed)
         return cls(draw_parameters(seed, rng, overrides), rng, keep_trace)
-
-    def _link_profiles(self, node_ids: list[str]) -> dict[tuple[str, str], LinkProfile]:
-        low, high = self.parameters.latency_ms_min, self.parameters.latency_ms_max
-        return {
-            (source, destination): LinkProfile(
-                self.rng.randint(low, high), self.parameters.jitter_ms_mean
-            )
-            for source in node_ids
-            for destination in node_ids
-            if source != destination
-        }
 
     def run(self) -> None:
         """Run every phase; limits reached become `problems`, never exceptions."""
