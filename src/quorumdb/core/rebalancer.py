@@ -206,8 +206,12 @@ class Rebalancer:
         if item.clear_from is not None:
             return self._clear_leftovers(item)
         if session.complete:
-            if item.reported_done or now_ms - item.reported_at_ms < PROGRESS_REPORT_INTERVAL_MS:
+            # The source holds requests for the sealed keys until this report commits:
+            # the first one goes at once, repeats (a lost proposal) once per interval.
+            repeat = now_ms - item.reported_at_ms >= PROGRESS_REPORT_INTERVAL_MS
+            if item.reported_done and not repeat:
                 return []
+            item.reported_done = True
             item.reported_at_ms = now_ms
             return propose(_progress(plan, index, "done", session.received_bytes))
         if plan.state == "paused":
