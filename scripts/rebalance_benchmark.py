@@ -71,7 +71,8 @@ FOUNDERS = 3
 JOINER = 3  # the index of the node that joins
 START_TIMEOUT_SECONDS = 30.0
 STEADY_TIMEOUT_SECONDS = 30.0
-PLAN_TIMEOUT_SECONDS = 30.0  # from the join until the plan is proposed
+PLAN_TIMEOUT_SECONDS = 30.0
+APPROVE_TIMEOUT_SECONDS = 30.0  # from the join until the plan is proposed
 REBALANCE_TIMEOUT_SECONDS = 240.0  # from the approval until the plan is done
 BENCH_START_TIMEOUT_SECONDS = 60.0  # from launching the bench until its requests arrive
 BENCH_EXTRA_SECONDS = 90.0  # bench process: startup, preload/map fetch, drain, exit
@@ -253,11 +254,31 @@ def wait_plan(cluster: Cluster, states: set[str], timeout_seconds: float) -> dic
     raise TimeoutError(f"plan never reached {states}: {json.dumps(plan)[:1000]}")
 
 
-def approve(cluster: Cluster) -> None:
+def approve(cluster: Cluster) -> list[str]:
+    """Approve the proposed plan through node1, retrying while the controller has no
+    leader (an election under load); returns the refusals seen before it was accepted."""
     url = f"{cluster.http_url(1)}/v1/rebalance/approve"
-    response = httpx.post(url, timeout=REQUEST_TIMEOUT_SECONDS * 3)
-    if response.status_code != 200:
-        raise RuntimeError(f"approve refused: {response.status_code} {response.text}")
+    refusals: list[str] = []
+    deadline = time.monotonic() + APPROVE_TIMEOUT_SECONDS
+    while True:
+        try:
+            response = httpx.post(url, timeout=REQUEST_TIMEOUT_SECONDS)
+            if response.status_code == 200:
+                return refusals
+            refusal = f"{response.status_code} {response.text[:200]}"
+            if response.status_code != 503:
+                raise RuntimeError(f"approve refused: {refusal}")
+        except httpx.HTTPError as error:
+            refusal = repr(error)
+        refusals.append(refusal)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"approve refused until the deadline: {refusals[-3:]}")
+        time.sleep(0.1)
+
+
+def controller_term(cluster: Cluster) -> int:
+    document = httpx.get(f"{cluster.http_url(0)}/v1/cluster", timeout=REQUEST_TIMEOUT_SECONDS)
+    return int(document.json()["controller"]["term"])
 
 
 # --- sampling the nodes while a bench runs ------------------------------------------------
@@ -459,6 +480,7 @@ def during_bench(cluster: Cluster, arguments: argparse.Namespace, routing: str) 
     bench = Bench(targets(cluster, routing, FOUNDERS), arguments.keys, arguments.value_size,
                   arguments.seconds)  # fmt: skip
     events: dict[str, float] = {}
+    term_before = controller_term(cluster)
     with Sampler(cluster, FOUNDERS, watch_plan=True) as sampler:
         try:
             if routing == "smart":
@@ -474,7 +496,7 @@ def during_bench(cluster: Cluster, arguments: argparse.Namespace, routing: str) 
             if routing != "smart":
                 bench.launch()
                 events["bench_started"] = wait_bench_started(sampler, bench)
-            approve(cluster)
+            refusals = approve(cluster)
             events["approved"] = time.monotonic()
             report = bench.result()
             events["bench_exited"] = time.monotonic()
@@ -494,7 +516,10 @@ def during_bench(cluster: Cluster, arguments: argparse.Namespace, routing: str) 
     rate = sampler.rate(events["approved"], overlap_end)
     numbers["node_counted_ops_per_second"] = round(sampler.rate(start, end) or 0.0, 1)
     transfers = plan["transfers"]
+    term_after = controller_term(cluster)
     rebalance = {
+        "controller_terms_passed": term_after - term_before,
+        "approve_refusals": refusals,
         "plan_id": plan["plan_id"],
         "transfers": len(transfers),
         "targets": sorted({transfer["target_node"] for transfer in transfers}),
@@ -663,7 +688,11 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "overlap_throughput_ratio_median": (
                 round(statistics.median(overlaps), 3) if overlaps else None
             ),
-            "meets_target": min(ratios) >= TARGET_RATIO,
+            "overlap_throughput_ratio_min": min(overlaps) if overlaps else None,
+            # Judged over the rebalance itself: a short rebalance in a long window dilutes
+            # the whole-window ratio towards 1.
+            "meets_target": bool(overlaps) and min(overlaps) >= TARGET_RATIO,
+            "meets_target_over_whole_window": min(ratios) >= TARGET_RATIO,
             "rebalance_covered_every_window": all(
                 result["during"]["rebalance"]["covered_window"] for result in chosen
             ),
@@ -754,12 +783,15 @@ def print_table(report: dict[str, Any]) -> None:
         )
     print()
     for routing, summary in report["summary"]["by_routing"].items():
+        overlap = summary["overlap_throughput_ratio_median"]
         print(
-            f"{routing}: throughput during/idle median {summary['throughput_ratio_median']:.2f}"
-            f" (range {summary['throughput_ratio_min']:.2f}-"
-            f"{summary['throughput_ratio_max']:.2f}, {summary['rounds']} rounds); target >= "
-            f"{TARGET_RATIO}: {'met' if summary['meets_target'] else 'NOT met'}; the "
-            f"rebalance covered every bench window: {summary['rebalance_covered_every_window']}"
+            f"{routing}: throughput during/idle over the bench window median "
+            f"{summary['throughput_ratio_median']:.2f} (range "
+            f"{summary['throughput_ratio_min']:.2f}-{summary['throughput_ratio_max']:.2f}, "
+            f"{summary['rounds']} rounds); over the rebalance only (node counters) median "
+            f"{'-' if overlap is None else f'{overlap:.2f}'}; target >= {TARGET_RATIO} during "
+            f"the rebalance: {'met' if summary['meets_target'] else 'NOT met'}; the rebalance "
+            f"covered every bench window: {summary['rebalance_covered_every_window']}"
         )
     print(
         "ops/s, p50, p99: quorumdb bench over its window; node ops/s: the nodes' request "

@@ -77,6 +77,9 @@ def test_rebalance_numbers(report: dict[str, object]) -> None:
     assert 0 <= rebalance["covered_fraction"] <= 1
     assert [state for _, state in rebalance["plan_states"]][-1] == "done"
     assert all(len(point) == 2 for point in rebalance["node_counted_series"])
+    assert rebalance["controller_terms_passed"] >= 0
+    assert isinstance(rebalance["approve_refusals"], list)
+    assert "overlap_node_counted_ops_per_second" in rebalance
 
 
 def test_settings_summary_and_machine(report: dict[str, object]) -> None:
@@ -86,6 +89,7 @@ def test_settings_summary_and_machine(report: dict[str, object]) -> None:
     assert settings["keys"] == 2000 and settings["seconds"] == 2
     assert settings["throttle_bytes_per_second"] == 8 * 1024 * 1024
     assert set(summary["by_routing"]) == {"smart"} and summary["target_ratio"] == 0.7
+    assert isinstance(summary["by_routing"]["smart"]["meets_target"], bool)
     assert machine["code"] == str(Path(quorumdb.__file__).resolve().parent.parent)
 
 
