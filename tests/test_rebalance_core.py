@@ -54,6 +54,8 @@ def test_a_joining_node_gets_its_share_while_clients_write() -> None:
     # A slow copy (1 KiB/s per transfer), so many writes land while it runs.
     throttled = metadata_change(cluster, "node0", command("set_throttle", bytes_per_second=1024))
     assert throttled["ok"], throttled
+    for _ in range(300):  # 6 s: every node publishes its partition sizes (every 5 s)
+        cluster.tick()
     newcomer = join(cluster, 3)
     cluster.settle()
     assert newcomer in cluster.nodes["node0"].controller.raft.configuration.learners
@@ -63,6 +65,10 @@ def test_a_joining_node_gets_its_share_while_clients_write() -> None:
     plan = cluster.nodes["node0"].controller.metadata.plan
     assert plan is not None and plan.state == "proposed", plan
     assert plan.transfers and {t.target_node for t in plan.transfers} == {newcomer}
+    # Sizes spread on SWIM probes let the leader estimate what each transfer moves.
+    estimated = sum(transfer.estimated_bytes for transfer in plan.transfers)
+    print(f"plan estimates {estimated} bytes")
+    assert 0 < estimated
     approved = metadata_change(
         cluster, "node2", command("plan_step", plan_id=plan.plan_id, action="approve")
     )

@@ -25,6 +25,7 @@ from quorumdb.core.membership import Send as MembershipSend
 from quorumdb.core.membership.random_source import RandomSource
 
 MAP_VERSION_FACT = "map-version"
+SIZES_FACT_PREFIX = "sizes:"  # + node id: that node's partition sizes, as JSON
 
 
 def address_of(member: Member) -> str:
@@ -79,6 +80,19 @@ class FailureDetector:
         membership.set_piggyback(MAP_VERSION_FACT, map_version, b"")
         effects += self._translate(membership.on_tick(now_ms))
         return effects
+
+    def publish_sizes(self, version: int, payload: bytes) -> None:
+        """Spread this node's partition sizes on its probes (the controller leader uses
+        everyone's to estimate a plan's bytes)."""
+        self.membership.set_piggyback(SIZES_FACT_PREFIX + self.node_id, version, payload)
+
+    def sizes_heard(self) -> dict[str, bytes]:
+        """node id -> the newest sizes payload heard from it (ours included)."""
+        return {
+            key[len(SIZES_FACT_PREFIX) :]: fact.payload
+            for key, fact in self.membership.facts().items()
+            if key.startswith(SIZES_FACT_PREFIX)
+        }
 
     def on_message(self, now_ms: int, source: str, message: MembershipMessage) -> list[Effect]:
         if not self._started:

@@ -45,7 +45,7 @@ from quorumdb.core.messages import (
     failure,
 )
 from quorumdb.core.partitioning import FixedLayout, PartitioningError, key_hash
-from quorumdb.core.rebalancer import Rebalancer
+from quorumdb.core.rebalancer import Rebalancer, estimate_partition_bytes
 from quorumdb.core.records import decode_record, encode_record, live_value
 from quorumdb.core.salting import Merge, base_key, expand, is_sub_key
 from quorumdb.core.transfer import TransferAbort, TransferAck, TransferData, TransferOpen
@@ -56,6 +56,7 @@ _KEYED_OPERATIONS = (Get, Put, Delete, Increment, Append)
 _METADATA_OPERATIONS = (CreateKeyspace, ChangeMetadata)
 _TRANSFER_MESSAGES = (TransferOpen, TransferData, TransferAck, TransferAbort)
 _MEMBERSHIP_MESSAGES = (Ping, Ack, PingRequest, Nack, Gossip, Join, JoinReply)
+SIZES_INTERVAL_MS = 5_000  # how often a node publishes its partition sizes
 INTERNAL_REQUESTS_FROM = 1 << 62  # request ids of the node's own proposals; replies dropped
 NOT_LOCAL = object()  # sentinel of the fast paths: "take the general path instead"
 EXPIRY_MAX_MS = 2**63 - 1  # the stored field is a signed 64-bit integer
@@ -206,6 +207,8 @@ class Node:
         # Requests for keys sealed for a hand-over: (deadline, how to run it again).
         self._held: list[tuple[int, Callable[[int], list[Effect]], _ReplyFactory]] = []
         self._next_internal_request = INTERNAL_REQUESTS_FROM
+        self._next_sizes_ms = 0
+        self._own_sizes = b"{}"
         self.partition_map = PartitionMap.from_metadata(self.controller.metadata)
         if address is None:
             mine = [member for member in members if member.node_id == node_id]
@@ -490,9 +493,7 @@ class Node:
     # hops, two calls and a string comparison per request. Other strategies go through
     # `_owned_partition`.
 
-    def read_local(
-        self, now_ms: int, keyspace: str, key: bytes, forwarded: bool = False
-    ) -> object:
+    def read_local(self, now_ms: int, keyspace: str, key: bytes, forwarded: bool = False) -> object:
         """The live value (or None) of a key this node owns, else NOT_LOCAL.
 
         A client's read of a salted key must gather its sub-keys (the general path); a
@@ -865,6 +866,33 @@ class Node:
             return False
         return placement.owner_of_key(key) == (partition, self.node_id)
 
+    def _publish_sizes(self, now_ms: int) -> None:
+        sizes: dict[str, dict[str, int]] = {}
+        for name, placement in self.partition_map.keyspaces.items():
+            for partition in placement.partition_ids:
+                if placement.owner(partition) == self.node_id:
+                    estimate = estimate_partition_bytes(self.storage, name, partition)
+                    if estimate:
+                        sizes.setdefault(name, {})[str(partition)] = estimate
+        payload = json.dumps(sizes, sort_keys=True).encode()
+        self._own_sizes = payload
+        self.failure_detector.publish_sizes(now_ms // SIZES_INTERVAL_MS, payload)
+
+    def _partition_sizes(self) -> dict[str, dict[int, int]]:
+        """Every node's last published partition sizes, merged (estimates, seconds old)."""
+        merged: dict[str, dict[int, int]] = {}
+        heard = self.failure_detector.sizes_heard()
+        heard[self.node_id] = self._own_sizes
+        for payload in heard.values():
+            try:
+                document = json.loads(payload)
+                for name, partitions in document.items():
+                    for partition, size in partitions.items():
+                        merged.setdefault(name, {})[int(partition)] = int(size)
+            except (ValueError, AttributeError, TypeError):
+                continue  # a peer's garbage must not stop planning
+        return merged
+
     def _propose_internal(self, now_ms: int) -> Callable[[bytes], list[Effect]]:
         """A metadata proposal of this node's own (transfer progress, a plan): through the
         leader like a client's, its answer dropped (the metadata shows what happened)."""
@@ -878,6 +906,9 @@ class Node:
 
     def _rebalance_tick(self, now_ms: int) -> list[Effect]:
         controller = self.controller
+        if now_ms >= self._next_sizes_ms:
+            self._next_sizes_ms = now_ms + SIZES_INTERVAL_MS
+            self._publish_sizes(now_ms)
         effects = self.rebalancer.on_tick(
             now_ms,
             controller.metadata,
@@ -885,6 +916,7 @@ class Node:
             self.rng,
             self._propose_internal(now_ms),
             self._owns,
+            self._partition_sizes,
         )
         if self.rebalancer.moving_out() != self._moving_out:
             self._refresh_fast_paths()

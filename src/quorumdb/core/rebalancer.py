@@ -34,11 +34,17 @@ OPEN_RETRY_MS = 1_000
 PROGRESS_REPORT_INTERVAL_MS = 1_000
 CLEAR_BATCH_KEYS = 512
 GARBAGE_BATCH_KEYS = 512
+SIZE_SAMPLE_KEYS = 32
 
 Propose = Callable[[bytes], list[Effect]]
 
 
-def plan_command(metadata: ClusterMetadata, rng: RandomSource) -> bytes | None:
+PartitionSizes = dict[str, dict[int, int]]  # keyspace -> partition -> estimated bytes
+
+
+def plan_command(
+    metadata: ClusterMetadata, rng: RandomSource, sizes: PartitionSizes | None = None
+) -> bytes | None:
     """A plan that places every keyspace for the active members, or None if they are."""
     weights = metadata.active_members()
     if not weights:
@@ -54,7 +60,8 @@ def plan_command(metadata: ClusterMetadata, rng: RandomSource) -> bytes | None:
         new_layout = strategy.rebalance(layout, weights, rng)
         target_layouts[name] = new_layout.to_dict()
         based_on[name] = record.layout_version
-        for transfer in plan_rebalance(layout, new_layout, {}).transfers:
+        known = (sizes or {}).get(name, {})
+        for transfer in plan_rebalance(layout, new_layout, known).transfers:
             transfers.append({"keyspace": name, **transfer.to_dict()})
     if not target_layouts:
         return None
@@ -140,12 +147,14 @@ class Rebalancer:
         rng: RandomSource,
         propose: Propose,
         owns: Callable[[str, int, bytes], bool],
+        sizes: Callable[[], PartitionSizes] | None = None,
     ) -> list[Effect]:
         effects: list[Effect] = []
         if is_leader and now_ms >= self._next_plan_check_ms:
             self._next_plan_check_ms = now_ms + PLAN_CHECK_INTERVAL_MS
             if metadata.plan is None or metadata.plan.state in ("done", "cancelled"):
-                proposal = plan_command(metadata, rng) or _departure(metadata)
+                known = sizes() if sizes is not None else None
+                proposal = plan_command(metadata, rng, known) or _departure(metadata)
                 if proposal is not None:
                     effects += propose(proposal)
         self._forget_finished(metadata.plan)
@@ -365,6 +374,19 @@ class Rebalancer:
                 for item in self.incoming.values()
             ],
         }
+
+
+def estimate_partition_bytes(storage: StorageReader, keyspace: str, partition: int) -> int:
+    """Keys (from the engine's statistics) times the mean size of a sample of records:
+    enough to size a transfer, without reading the partition."""
+    count = storage.count(keyspace, partition)
+    if count == 0:
+        return 0
+    sample = storage.scan(keyspace, partition, b"", None, SIZE_SAMPLE_KEYS)
+    if not sample:
+        return 0
+    mean = sum(len(key) + len(record) for key, record in sample) / len(sample)
+    return round(count * mean)
 
 
 def _departure(metadata: ClusterMetadata) -> bytes | None:
