@@ -27,7 +27,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import signal
@@ -39,12 +38,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported by a test
+from machine_facts import machine  # noqa: E402
+
 import quorumdb
+from cluster_harness import free_base_port  # noqa: E402
 from quorumdb.core.cluster import Member, PartitionMap, founding_metadata, local_members
 from quorumdb.core.cluster_metadata import command
 from quorumdb.core.controller.raft_config import RaftConfig
@@ -74,27 +77,6 @@ PARTITIONING = "fixed:8"
 
 
 # --- processes ----------------------------------------------------------------------------
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_base_port(node_count: int) -> int:
-    """A base port whose RESP, HTTP and peer ports (base+i, +100+i, +200+i) are free."""
-    chooser = random.Random()  # the port is not part of anything measured
-    for _ in range(200):
-        base = chooser.randrange(20_000, 60_000 - 300, 10)
-        offsets = (offset + index for offset in (0, 100, 200) for index in range(node_count))
-        if all(_port_free(base + offset) for offset in offsets):
-            return base
-    raise RuntimeError("no free port range found")
 
 
 @dataclass
@@ -556,25 +538,6 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def machine() -> dict[str, object]:
-    model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
-        "load_average": [round(value, 2) for value in os.getloadavg()],
-        "code": str(CODE_DIR),
-    }
-
-
 def settings(arguments: argparse.Namespace) -> dict[str, object]:
     raft = RaftConfig()
     return {
@@ -596,7 +559,7 @@ def settings(arguments: argparse.Namespace) -> dict[str, object]:
 
 async def measure(arguments: argparse.Namespace, data_dir: Path) -> dict[str, object]:
     nonce = f"{random.Random().randrange(16**6):06x}"
-    machine_info = machine()  # the date is the start's
+    machine_info = machine(CODE_DIR)  # the date is the start's
     cluster = NodeProcesses(arguments.nodes, data_dir, arguments.fsync)
     try:
         for index in range(arguments.nodes):

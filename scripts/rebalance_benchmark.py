@@ -43,8 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import random
 import shutil
 import signal
 import socket
@@ -62,7 +60,12 @@ from typing import Any
 import httpx
 import redis
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported by a test
+from machine_facts import machine  # noqa: E402
+
 import quorumdb
+from cluster_harness import free_base_port  # noqa: E402
 from quorumdb.core.cluster import Member, local_members
 from quorumdb.core.cluster_metadata import DEFAULT_THROTTLE_BYTES_PER_SECOND
 
@@ -94,38 +97,6 @@ def log(message: str) -> None:
 
 
 # --- processes ----------------------------------------------------------------------------
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def port_range() -> tuple[int, int]:
-    """Where to look for free ports: below the kernel's ephemeral range when there is room
-    (else an outgoing connection may take a port between the check and the bind)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 0
-    return (10_000, low - 300) if low >= 15_000 else (20_000, 60_000 - 300)
-
-
-def free_base_port(node_count: int) -> int:
-    """A base port whose RESP, HTTP and peer ports (base+i, +100+i, +200+i) are free."""
-    chooser = random.Random()  # the port is not part of anything measured
-    low, high = port_range()
-    for _ in range(200):
-        base = chooser.randrange(low, high, 10)
-        offsets = (offset + index for offset in (0, 100, 200) for index in range(node_count))
-        if all(_port_free(base + offset) for offset in offsets):
-            return base
-    raise RuntimeError("no free port range found")
 
 
 def child_environment() -> dict[str, str]:
@@ -653,25 +624,6 @@ def run_round(
 # --- the report ---------------------------------------------------------------------------
 
 
-def machine() -> dict[str, object]:
-    model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
-        "load_average": [round(value, 2) for value in os.getloadavg()],
-        "code": str(CODE_DIR),
-    }
-
-
 def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     by_routing: dict[str, Any] = {}
     for routing in ROUTINGS:
@@ -701,7 +653,7 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def measure(arguments: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
-    machine_info = machine()
+    machine_info = machine(CODE_DIR)
     started = time.monotonic()
     rounds: list[dict[str, Any]] = []
     routings = [part for part in arguments.routing.split(",") if part]

@@ -29,11 +29,22 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def port_range() -> tuple[int, int]:
+    """Where to look for free ports: below the kernel's ephemeral range when there is room
+    (else an outgoing connection may take a port between the check and the bind)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    return (10_000, low - PORT_SPAN) if low >= 15_000 else (20_000, 60_000 - PORT_SPAN)
+
+
 def free_base_port(node_count: int) -> int:
     """A base port whose RESP, HTTP and peer ports are all free right now."""
     chooser = random.Random()  # port choice is not part of any replayed behaviour
+    low, high = port_range()
     for _ in range(200):
-        base = chooser.randrange(20_000, 60_000 - PORT_SPAN, 10)
+        base = chooser.randrange(low, high, 10)
         ports = [base + offset + index for offset in (0, 100, 200) for index in range(node_count)]
         if all(_port_free(port) for port in ports):
             return base

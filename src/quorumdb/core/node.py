@@ -246,7 +246,7 @@ class Node:
     def _refresh_fast_paths(self) -> None:
         """Partitions whose keys are being copied away are left to the general path, where
         every write reaches the transfer and sealed keys wait."""
-        moving = self.rebalancer.moving_out() if hasattr(self, "rebalancer") else set()
+        moving = self.rebalancer.moving_out()
         self._moving_out = moving
         self._fixed_local = {}
         self._other_local = {}
