@@ -45,7 +45,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -65,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported b
 from machine_facts import machine  # noqa: E402
 
 import quorumdb
-from cluster_harness import free_base_port  # noqa: E402
+from cluster_harness import free_base_port, wait_for_port  # noqa: E402
 from quorumdb.core.cluster import Member, local_members
 from quorumdb.core.cluster_metadata import DEFAULT_THROTTLE_BYTES_PER_SECOND
 
@@ -150,18 +149,8 @@ class Cluster:
     def wait_listening(self, index: int) -> None:
         member = self.members[index]
         process = self.processes[index]
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
         for port in (member.resp_port, member.http_port):
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"node{index} exited with {process.returncode}")
-                try:
-                    with socket.create_connection((member.host, port), timeout=0.2):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"node{index} port {port} did not open") from None
-                    time.sleep(0.05)
+            wait_for_port(member.host, port, START_TIMEOUT_SECONDS, process)
 
     def wait_leader(self) -> str:
         """Until every running node names the same controller leader, which committed."""
