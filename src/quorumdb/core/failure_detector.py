@@ -25,7 +25,7 @@ from quorumdb.core.membership import Send as MembershipSend
 from quorumdb.core.membership.random_source import RandomSource
 
 MAP_VERSION_FACT = "map-version"
-SIZES_FACT_PREFIX = "sizes:"  # + node id: that node's partition sizes, as JSON
+MEASUREMENTS_FACT = "measurements:"  # + node id: its partition sizes and range loads
 
 
 def address_of(member: Member) -> str:
@@ -81,17 +81,18 @@ class FailureDetector:
         effects += self._translate(membership.on_tick(now_ms))
         return effects
 
-    def publish_sizes(self, version: int, payload: bytes) -> None:
-        """Spread this node's partition sizes on its probes (the controller leader uses
-        everyone's to estimate a plan's bytes)."""
-        self.membership.set_piggyback(SIZES_FACT_PREFIX + self.node_id, version, payload)
+    def publish(self, prefix: str, version: int, payload: bytes) -> None:
+        """Spread a fact of this node's on its probes: partition sizes (the controller
+        leader sizes plans with them) and range measurements (it splits and merges by
+        them). A higher version replaces the previous one everywhere."""
+        self.membership.set_piggyback(prefix + self.node_id, version, payload)
 
-    def sizes_heard(self) -> dict[str, bytes]:
-        """node id -> the newest sizes payload heard from it (ours included)."""
+    def heard(self, prefix: str) -> dict[str, bytes]:
+        """node id -> the newest payload under `prefix` heard from it (ours included)."""
         return {
-            key[len(SIZES_FACT_PREFIX) :]: fact.payload
+            key[len(prefix) :]: fact.payload
             for key, fact in self.membership.facts().items()
-            if key.startswith(SIZES_FACT_PREFIX)
+            if key.startswith(prefix)
         }
 
     def on_message(self, now_ms: int, source: str, message: MembershipMessage) -> list[Effect]:

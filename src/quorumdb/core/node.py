@@ -19,10 +19,10 @@ from quorumdb.core.controller.raft_config import RaftConfig
 from quorumdb.core.controller.raft_messages import RAFT_MESSAGE_TYPES
 from quorumdb.core.effects import Effect, Persist, Reply, Send
 from quorumdb.core.errors import ErrorCode
-from quorumdb.core.failure_detector import FailureDetector, address_of
+from quorumdb.core.failure_detector import MEASUREMENTS_FACT, FailureDetector, address_of
 from quorumdb.core.integers import INT64_MAX, INT64_MIN, parse_int64
 from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
-from quorumdb.core.load_tracker import LoadTracker
+from quorumdb.core.load_tracker import DEFAULT_WINDOW_MS, LoadTracker
 from quorumdb.core.membership import Ack, Gossip, Join, JoinReply, Nack, Ping, PingRequest
 from quorumdb.core.messages import (
     Append,
@@ -45,6 +45,8 @@ from quorumdb.core.messages import (
     failure,
 )
 from quorumdb.core.partitioning import FixedLayout, PartitioningError, key_hash
+from quorumdb.core.partitioning.key_range_policy import PartitionLoad
+from quorumdb.core.range_splits import RangeMeasurements, parse_measurements
 from quorumdb.core.rebalancer import Rebalancer, estimate_partition_bytes
 from quorumdb.core.records import decode_record, encode_record, live_value
 from quorumdb.core.salting import Merge, base_key, expand, is_sub_key
@@ -76,6 +78,7 @@ class NodeLimits:
     map_wait_ms: int = 2_000
     expiry_sweep_keys: int = 20  # keys examined per tick for expired ones to delete
     load_sample_every: int = 8  # one request in this many feeds the load tracker
+    load_window_ms: int = DEFAULT_WINDOW_MS  # request rates are measured over two of these
 
     def validate(self) -> None:
         for name in (
@@ -84,6 +87,7 @@ class NodeLimits:
             "max_scan_limit",
             "forward_timeout_ms",
             "load_sample_every",
+            "load_window_ms",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
@@ -208,7 +212,7 @@ class Node:
         self._held: list[tuple[int, Callable[[int], list[Effect]], _ReplyFactory]] = []
         self._next_internal_request = INTERNAL_REQUESTS_FROM
         self._next_sizes_ms = 0
-        self._own_sizes = b"{}"
+        self._own_measurements = b"{}"  # what this node last published (see below)
         self.partition_map = PartitionMap.from_metadata(self.controller.metadata)
         if address is None:
             mine = [member for member in members if member.node_id == node_id]
@@ -221,7 +225,10 @@ class Node:
         self._sweep_start = b""  # and from which key
         self._seen_forwards: dict[str, tuple[int, _SeenForwards]] = {}
         self._next_forward_id = 1
-        self.load = LoadTracker(sample_every=self.limits.load_sample_every)
+        self.load = LoadTracker(
+            window_ms=self.limits.load_window_ms, sample_every=self.limits.load_sample_every
+        )
+        self.ranges = RangeMeasurements(self.limits.load_window_ms)
         # keyspace -> salted key -> number of sub-keys; set from the cluster metadata.
         self.salted_keys: dict[str, dict[bytes, int]] = {}
         self._salt_rotation = 0
@@ -436,6 +443,7 @@ class Node:
                 effects.append(Send(parked.source, reply))
         effects.extend(self._sweep_expired(now_ms))
         self.load.on_tick(now_ms)
+        self.ranges.on_tick(self.storage)
         return effects
 
     def _sweep_expired(self, now_ms: int) -> list[Effect]:
@@ -555,6 +563,8 @@ class Node:
     def _sample_load(self, keyspace: str, partition: int, key: bytes) -> None:
         self._until_load_sample = self.limits.load_sample_every
         self.load.record_sample(keyspace, partition, key)
+        if keyspace in self.ranges.keyspaces:
+            self.ranges.record(keyspace, partition, key)
 
     # --- routing ---------------------------------------------------------------------
 
@@ -866,32 +876,71 @@ class Node:
             return False
         return placement.owner_of_key(key) == (partition, self.node_id)
 
-    def _publish_sizes(self, now_ms: int) -> None:
-        sizes: dict[str, dict[str, int]] = {}
+    def _publish_measurements(self, now_ms: int) -> None:
+        """Partition sizes (for sizing plans) and range measurements (for splits and
+        merges), spread on SWIM probes to whichever node leads the controller."""
+        sizes: dict[tuple[str, int], int] = {}
         for name, placement in self.partition_map.keyspaces.items():
             for partition in placement.partition_ids:
                 if placement.owner(partition) == self.node_id:
-                    estimate = estimate_partition_bytes(self.storage, name, partition)
-                    if estimate:
-                        sizes.setdefault(name, {})[str(partition)] = estimate
-        payload = json.dumps(sizes, sort_keys=True).encode()
-        self._own_sizes = payload
-        self.failure_detector.publish_sizes(now_ms // SIZES_INTERVAL_MS, payload)
+                    sizes[(name, partition)] = estimate_partition_bytes(
+                        self.storage, name, partition
+                    )
+        document: dict[str, dict[str, int]] = {}
+        for (name, partition), estimate in sizes.items():
+            if estimate:
+                document.setdefault(name, {})[str(partition)] = estimate
+        rates = {
+            (load.keyspace, load.partition): load.requests_per_second
+            for load in self.load.partitions(now_ms)
+        }
+
+        def size_of(keyspace: str, partition: int) -> int:
+            known = sizes.get((keyspace, partition))
+            if known is None:
+                known = estimate_partition_bytes(self.storage, keyspace, partition)
+            return known
+
+        ranges = self.ranges.measure(
+            now_ms,
+            self.node_id,
+            self.controller.metadata,
+            self.storage,
+            size_of,
+            rates,
+            set(self.rebalancer.garbage),
+        )
+        # One fact, not two: SWIM carries only a few facts per message.
+        payload = json.dumps({"sizes": document, "ranges": ranges}, sort_keys=True).encode()
+        self._own_measurements = payload
+        self.failure_detector.publish(MEASUREMENTS_FACT, now_ms // SIZES_INTERVAL_MS, payload)
+
+    def _measurements_heard(self, part: str) -> dict[str, Any]:
+        """node id -> one part of its last published measurements (ours included)."""
+        heard = self.failure_detector.heard(MEASUREMENTS_FACT)
+        heard[self.node_id] = self._own_measurements
+        parts: dict[str, Any] = {}
+        for node_id, payload in heard.items():
+            try:
+                parts[node_id] = json.loads(payload)[part]
+            except (ValueError, KeyError, TypeError):
+                continue  # a peer's garbage must not stop planning
+        return parts
 
     def _partition_sizes(self) -> dict[str, dict[int, int]]:
         """Every node's last published partition sizes, merged (estimates, seconds old)."""
         merged: dict[str, dict[int, int]] = {}
-        heard = self.failure_detector.sizes_heard()
-        heard[self.node_id] = self._own_sizes
-        for payload in heard.values():
+        for document in self._measurements_heard("sizes").values():
             try:
-                document = json.loads(payload)
                 for name, partitions in document.items():
                     for partition, size in partitions.items():
                         merged.setdefault(name, {})[int(partition)] = int(size)
             except (ValueError, AttributeError, TypeError):
                 continue  # a peer's garbage must not stop planning
         return merged
+
+    def _range_loads(self) -> dict[str, dict[int, PartitionLoad]]:
+        return parse_measurements(self._measurements_heard("ranges"), self.controller.metadata)
 
     def _propose_internal(self, now_ms: int) -> Callable[[bytes], list[Effect]]:
         """A metadata proposal of this node's own (transfer progress, a plan): through the
@@ -908,7 +957,7 @@ class Node:
         controller = self.controller
         if now_ms >= self._next_sizes_ms:
             self._next_sizes_ms = now_ms + SIZES_INTERVAL_MS
-            self._publish_sizes(now_ms)
+            self._publish_measurements(now_ms)
         effects = self.rebalancer.on_tick(
             now_ms,
             controller.metadata,
@@ -917,6 +966,7 @@ class Node:
             self._propose_internal(now_ms),
             self._owns,
             self._partition_sizes,
+            self._range_loads,
         )
         if self.rebalancer.moving_out() != self._moving_out:
             self._refresh_fast_paths()

@@ -16,6 +16,8 @@ from quorumdb.core.effects import Effect, Persist, Send
 from quorumdb.core.keyspace import KeyspaceConfig
 from quorumdb.core.partitioning import Layout, layout_from_dict, plan_rebalance
 from quorumdb.core.partitioning.interface import RandomSource
+from quorumdb.core.partitioning.key_range_policy import PartitionLoad
+from quorumdb.core.range_splits import split_merge_command
 from quorumdb.core.transfer import (
     IncomingTransfer,
     OutgoingTransfer,
@@ -148,13 +150,17 @@ class Rebalancer:
         propose: Propose,
         owns: Callable[[str, int, bytes], bool],
         sizes: Callable[[], PartitionSizes] | None = None,
+        range_loads: Callable[[], dict[str, dict[int, PartitionLoad]]] | None = None,
     ) -> list[Effect]:
         effects: list[Effect] = []
         if is_leader and now_ms >= self._next_plan_check_ms:
             self._next_plan_check_ms = now_ms + PLAN_CHECK_INTERVAL_MS
             if metadata.plan is None or metadata.plan.state in ("done", "cancelled"):
                 known = sizes() if sizes is not None else None
-                proposal = plan_command(metadata, rng, known) or _departure(metadata)
+                proposal = plan_command(metadata, rng, known)
+                if proposal is None and range_loads is not None:
+                    proposal = split_merge_command(metadata, range_loads(), rng, known or {})
+                proposal = proposal or _departure(metadata)
                 if proposal is not None:
                     effects += propose(proposal)
         self._forget_finished(metadata.plan)

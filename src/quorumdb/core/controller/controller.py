@@ -118,9 +118,7 @@ class Controller:
             return []
         configuration = raft.configuration
         wanted = {
-            node_id
-            for node_id, member in self.metadata.members.items()
-            if member.state != "left"
+            node_id for node_id, member in self.metadata.members.items() if member.state != "left"
         }
         change: MembershipChange | None = None
         for node_id in sorted(wanted - configuration.members):

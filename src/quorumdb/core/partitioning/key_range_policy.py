@@ -35,8 +35,8 @@ MERGE_OPS_FRACTION = 0.25  # neighbours merge only below a quarter of the split 
 @dataclass(frozen=True, slots=True)
 class PartitionLoad:
     size_bytes: int
-    ops_per_second: float
-    median_key: bytes | None  # sampled by the caller; None when the partition is empty
+    ops_per_second: float | None  # None: not measured yet (judged by size alone, never merged)
+    median_key: bytes | None  # where to split, found by the caller; None when unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +117,14 @@ class KeyRangeStrategy:
             return None
         if load.size_bytes > self.split_bytes:
             return "size"
-        if load.ops_per_second > self.split_ops_per_second:
+        if load.ops_per_second is not None and load.ops_per_second > self.split_ops_per_second:
             return "load"
         return None
 
     def _mergeable(self, left: PartitionLoad | None, right: PartitionLoad | None) -> bool:
         if left is None or right is None:
+            return False
+        if left.ops_per_second is None or right.ops_per_second is None:
             return False
         ops_limit = self.split_ops_per_second * MERGE_OPS_FRACTION
         return (
