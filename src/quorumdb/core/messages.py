@@ -13,6 +13,7 @@ from quorumdb.core.controller.raft_messages import RaftMessage
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig
 from quorumdb.core.membership.messages import MembershipMessage
+from quorumdb.core.replication.messages import ReplicationMessage
 from quorumdb.core.transfer import TransferMessage
 
 
@@ -156,4 +157,11 @@ class ForwardReply:
     incarnation: int = 0
 
 
-Message = ForwardRequest | ForwardReply | RaftMessage | TransferMessage | MembershipMessage
+Message = (
+    ForwardRequest
+    | ForwardReply
+    | RaftMessage
+    | TransferMessage
+    | MembershipMessage
+    | ReplicationMessage
+)

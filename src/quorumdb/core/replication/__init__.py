@@ -1,0 +1,1 @@
+"""Data replication inside a partition; one module per concept (see ARCHITECTURE.md)."""

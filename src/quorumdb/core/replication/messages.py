@@ -1,0 +1,55 @@
+"""What replicas of one partition say to each other (and the controller to them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quorumdb.core.replication.log_format import Entry, Position
+
+
+@dataclass(frozen=True, slots=True)
+class Replicate:
+    """Leader -> follower: entries after `prev`, or none (a heartbeat)."""
+
+    keyspace: str
+    partition: int
+    epoch: int
+    prev: Position
+    entries: tuple[Entry, ...]
+    leader_last: Position  # the leader's last entry when it sent this
+    trim_through: int  # every replica holds the log up to here: it may be dropped
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicateReply:
+    """Follower -> leader. On success `match` is the sequence through which the logs
+    agree; on a mismatch `conflict_epoch` is the epoch the follower holds at `prev`
+    (0: its log is shorter) and `conflict_first` where the leader should resume."""
+
+    keyspace: str
+    partition: int
+    epoch: int  # the replier's promised epoch
+    success: bool
+    match: int
+    conflict_epoch: int = 0
+    conflict_first: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PositionQuery:
+    """Controller -> replica, before a failover to `epoch`: promise it, say how far you got."""
+
+    keyspace: str
+    partition: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class PositionReply:
+    keyspace: str
+    partition: int
+    epoch: int  # the replier's promised epoch (>= the query's)
+    last: Position
+
+
+ReplicationMessage = Replicate | ReplicateReply | PositionQuery | PositionReply

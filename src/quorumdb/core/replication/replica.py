@@ -1,0 +1,464 @@
+"""One partition's replica in a single-leader keyspace: the leader's log shipping and
+the followers' copies, fenced by epochs.
+
+The controller gives each partition a replica set (a leader, followers, a mode) and an
+epoch, raised on every failover. The leader logs each write as an entry (row-based:
+the records the write produced), persists the entry with the data in one batch, and
+ships entries to the followers in order; a follower persists them the same way and
+acknowledges the sequence through which its log matches the leader's. A write is
+answered when its mode is satisfied:
+
+- `all`: every follower has it; `majority`: a majority of the replica set (the leader
+  included); `semi`: one synchronous follower, the first one the failure detector does
+  not call down (so another takes the role when it fails); `async`: only the leader.
+
+Log matching works as in Raft: an entry is named by (epoch, sequence), a follower
+accepts entries only after one it holds with the same name, and a mismatch makes the
+leader back up a whole epoch at a time. Entries are applied on arrival, so a replica
+that learns its tail was never on the new leader undoes it with the before-images it
+kept, newest first, and files the undone writes in lost+found.
+
+Fencing: a replica promises never to accept entries of an older epoch than the newest
+it has seen (in a message or a failover's position query), and persists the promise
+before answering. A leader that hears of a newer epoch stops acknowledging at once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from quorumdb.core.effects import Effect, Persist, Send
+from quorumdb.core.replication.log_format import (
+    Change,
+    Entry,
+    LocalEntry,
+    Position,
+    ReplicaState,
+    entry_delete,
+    entry_write,
+    load_log,
+    state_write,
+)
+from quorumdb.core.replication.lost_found import LostWrite
+from quorumdb.core.replication.messages import (
+    PositionQuery,
+    PositionReply,
+    Replicate,
+    ReplicateReply,
+)
+from quorumdb.storage.interface import StorageReader, Write
+
+MODES = ("all", "majority", "semi", "async")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSet:
+    epoch: int
+    leader: str
+    followers: tuple[str, ...]
+    mode: str
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"replication mode must be one of {', '.join(MODES)}")
+        if self.leader in self.followers or len(set(self.followers)) != len(self.followers):
+            raise ValueError("a replica set names each node once")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationLimits:
+    heartbeat_interval_ms: int = 100
+    retransmit_after_ms: int = 300  # no progress for this long: resend from the match
+    entries_per_message_max: int = 256
+    write_timeout_ms: int = 5_000  # a write not replicated as its mode asks by then fails
+    trim_batch_entries: int = 256  # drop the common prefix of the log in batches this big
+
+
+# --- the replica ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """How a write ended: `error` None when its mode was satisfied."""
+
+    position: Position
+    follower_acks: int  # followers holding the write when it was answered
+    error: str | None = None
+
+
+Complete = Callable[[WriteResult], list[Effect]]
+
+
+@dataclass(slots=True)
+class _Waiter:
+    sequence: int
+    deadline_ms: int
+    complete: Complete
+
+
+@dataclass(slots=True)
+class _Follower:
+    next: int  # the next sequence to send
+    match: int = 0  # the highest sequence known to match and be durable there
+    sent_ms: int | None = None
+    progress_ms: int = 0  # when `match` last grew (or the leader started)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The writes one message produces, applied in order; `overlay` is what they make
+    the data look like, so before-images of later changes see earlier ones."""
+
+    writes: list[Write] = field(default_factory=list)
+    overlay: dict[bytes, bytes | None] = field(default_factory=dict)
+
+
+class PartitionReplica:
+    def __init__(
+        self,
+        node_id: str,
+        keyspace: str,
+        partition: int,
+        storage: StorageReader,
+        limits: ReplicationLimits | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.keyspace = keyspace
+        self.partition = partition
+        self.storage = storage
+        self.limits = limits or ReplicationLimits()
+        persisted = load_log(storage, keyspace, partition)
+        self.promised_epoch = persisted.state.promised_epoch
+        self.base = persisted.state.base
+        self.entries: list[LocalEntry] = list(persisted.entries)
+        self.replica_set: ReplicaSet | None = None
+        self.unavailable: frozenset[str] = frozenset()  # followers the detector calls down
+        self.lost_count = 0  # writes this replica has undone into lost+found
+        self._followers: dict[str, _Follower] = {}
+        self._waiters: deque[_Waiter] = deque()
+        self._last_trim_ms = 0
+
+    # --- what the node asks ---------------------------------------------------------------
+
+    @property
+    def last(self) -> Position:
+        return self.entries[-1].entry.position if self.entries else self.base
+
+    @property
+    def is_leader(self) -> bool:
+        """Leading the current epoch: no replica has promised a newer one to anyone."""
+        replica_set = self.replica_set
+        return (
+            replica_set is not None
+            and replica_set.leader == self.node_id
+            and replica_set.epoch == self.promised_epoch
+        )
+
+    def epoch_at(self, sequence: int) -> int | None:
+        if sequence == self.base.sequence:
+            return self.base.epoch
+        index = sequence - self.base.sequence - 1
+        if 0 <= index < len(self.entries):
+            return self.entries[index].entry.epoch
+        return None
+
+    def follower_matches(self) -> dict[str, int]:
+        return {node_id: follower.match for node_id, follower in self._followers.items()}
+
+    def sync_follower(self) -> str | None:
+        """In `semi` mode, the follower whose acknowledgement a write waits for."""
+        replica_set = self.replica_set
+        if replica_set is None or not replica_set.followers:
+            return None
+        for node_id in replica_set.followers:
+            if node_id not in self.unavailable:
+                return node_id
+        return replica_set.followers[0]
+
+    # --- configuration --------------------------------------------------------------------
+
+    def configure(self, now_ms: int, replica_set: ReplicaSet) -> list[Effect]:
+        """Adopt the replica set the metadata gives this partition."""
+        if replica_set == self.replica_set:
+            return []
+        was_leading = self.is_leader
+        old = self.replica_set
+        self.replica_set = replica_set
+        effects: list[Effect] = []
+        if replica_set.leader == self.node_id and replica_set.epoch >= self.promised_epoch:
+            if replica_set.epoch > self.promised_epoch:
+                self.promised_epoch = replica_set.epoch
+                effects.append(Persist((self._state_write(),)))
+            same_epoch = was_leading and old is not None and old.epoch == replica_set.epoch
+            kept = self._followers if same_epoch else {}
+            self._followers = {
+                node_id: kept.get(node_id) or _Follower(self.last.sequence + 1, 0, None, now_ms)
+                for node_id in replica_set.followers
+            }
+            effects += self._release(now_ms)  # fewer followers may satisfy waiting writes
+        else:
+            self._followers = {}
+            effects += self._fail_waiters("this replica no longer leads the partition")
+            if replica_set.epoch > self.promised_epoch:  # committed metadata: a promise too
+                self.promised_epoch = replica_set.epoch
+                effects.append(Persist((self._state_write(),)))
+        return effects
+
+    # --- the leader -----------------------------------------------------------------------
+
+    def append(self, now_ms: int, writes: Sequence[Write], complete: Complete) -> list[Effect]:
+        """Log a write's changes and start replicating them; `complete` runs when the
+        mode is satisfied (or the write fails). The caller checked `is_leader`."""
+        assert self.is_leader and self.replica_set is not None
+        for write in writes:
+            assert (write.keyspace, write.partition) == (self.keyspace, self.partition)
+        entry = Entry(
+            self.promised_epoch,
+            self.last.sequence + 1,
+            tuple(Change(write.key, write.value) for write in writes),
+        )
+        batch = _Batch()
+        self._apply(entry, batch)
+        effects: list[Effect] = [Persist(tuple(batch.writes))]
+        waiter = _Waiter(entry.sequence, now_ms + self.limits.write_timeout_ms, complete)
+        self._waiters.append(waiter)
+        for node_id, follower in self._followers.items():
+            if follower.next == entry.sequence and node_id not in self.unavailable:
+                effects.append(self._send(now_ms, node_id, follower))
+        effects += self._release(now_ms)
+        return effects
+
+    def on_reply(self, now_ms: int, source: str, reply: ReplicateReply) -> list[Effect]:
+        if reply.epoch > self.promised_epoch:
+            return self._promise(reply.epoch)
+        follower = self._followers.get(source)
+        if not self.is_leader or follower is None or reply.epoch != self.promised_epoch:
+            return []
+        if reply.success:
+            if reply.match > follower.match:
+                follower.match = min(reply.match, self.last.sequence)
+                follower.progress_ms = now_ms
+            follower.next = max(follower.next, follower.match + 1)
+            effects = self._release(now_ms)
+            if follower.next <= self.last.sequence:  # more to send: keep the stream going
+                effects.append(self._send(now_ms, source, follower))
+            return effects
+        follower.next = self._resume_point(reply)
+        return [self._send(now_ms, source, follower)]
+
+    def on_tick(self, now_ms: int) -> list[Effect]:
+        if not self.is_leader:
+            return []
+        effects: list[Effect] = []
+        limits = self.limits
+        for node_id, follower in self._followers.items():
+            if follower.sent_ms is not None and (
+                now_ms - follower.sent_ms < limits.heartbeat_interval_ms
+            ):
+                continue
+            stalled = now_ms - follower.progress_ms >= limits.retransmit_after_ms
+            if follower.match < self.last.sequence and stalled:
+                follower.next = follower.match + 1  # go back: something was lost
+            effects.append(self._send(now_ms, node_id, follower))
+        effects += self._release(now_ms)
+        while self._waiters and self._waiters[0].deadline_ms <= now_ms:
+            waiter = self._waiters.popleft()
+            message = f"not replicated as the {self._mode()} mode asks within the write timeout"
+            effects += waiter.complete(self._result(waiter.sequence, message))
+        effects += self._trim()
+        return effects
+
+    def _mode(self) -> str:
+        return self.replica_set.mode if self.replica_set is not None else "async"
+
+    def _satisfied(self, sequence: int) -> bool:
+        mode = self._mode()
+        if mode == "async" or not self._followers:
+            return True
+        holding = [node_id for node_id, f in self._followers.items() if f.match >= sequence]
+        if mode == "all":
+            return len(holding) == len(self._followers)
+        if mode == "majority":
+            size = 1 + len(self._followers)
+            return 1 + len(holding) >= size // 2 + 1
+        return self.sync_follower() in holding
+
+    def _release(self, now_ms: int) -> list[Effect]:
+        effects: list[Effect] = []
+        while self._waiters and self.is_leader and self._satisfied(self._waiters[0].sequence):
+            waiter = self._waiters.popleft()
+            effects += waiter.complete(self._result(waiter.sequence, None))
+        return effects
+
+    def _result(self, sequence: int, error: str | None) -> WriteResult:
+        acks = sum(1 for follower in self._followers.values() if follower.match >= sequence)
+        epoch = self.epoch_at(sequence) or self.promised_epoch
+        return WriteResult(Position(epoch, sequence), acks, error)
+
+    def _fail_waiters(self, message: str) -> list[Effect]:
+        effects: list[Effect] = []
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            effects += waiter.complete(self._result(waiter.sequence, message))
+        return effects
+
+    def _resume_point(self, reply: ReplicateReply) -> int:
+        """Where to resume after a mismatch: skip the follower's whole conflicting epoch
+        unless this log has entries of it too (then resume after its last one here)."""
+        resume = reply.conflict_first
+        if reply.conflict_epoch:
+            ours = [local.entry.sequence for local in self.entries]
+            ours = [s for s in ours if self.epoch_at(s) == reply.conflict_epoch]
+            if ours:
+                resume = ours[-1] + 1
+        return max(self.base.sequence + 1, min(resume, self.last.sequence + 1))
+
+    def _send(self, now_ms: int, node_id: str, follower: _Follower) -> Send:
+        start = max(follower.next, self.base.sequence + 1)
+        first = start - self.base.sequence - 1
+        chosen = self.entries[first : first + self.limits.entries_per_message_max]
+        prev_epoch = self.epoch_at(start - 1)
+        assert prev_epoch is not None
+        message = Replicate(
+            self.keyspace,
+            self.partition,
+            self.promised_epoch,
+            Position(prev_epoch, start - 1),
+            tuple(local.entry for local in chosen),
+            self.last,
+            self.base.sequence,
+        )
+        follower.next = start + len(chosen)
+        follower.sent_ms = now_ms
+        return Send(node_id, message)
+
+    def _trim(self) -> list[Effect]:
+        """Drop the prefix every replica holds, a batch at a time."""
+        if not self._followers:
+            through = self.last.sequence
+        else:
+            through = min(follower.match for follower in self._followers.values())
+        if through - self.base.sequence < self.limits.trim_batch_entries:
+            return []
+        return [Persist(tuple(self._drop_through(through)))]
+
+    def _drop_through(self, sequence: int) -> list[Write]:
+        count = sequence - self.base.sequence
+        dropped, self.entries = self.entries[:count], self.entries[count:]
+        self.base = dropped[-1].entry.position
+        writes = [entry_delete(self.keyspace, self.partition, d.entry.sequence) for d in dropped]
+        writes.append(self._state_write())
+        return writes
+
+    # --- followers -------------------------------------------------------------------------
+
+    def on_replicate(self, now_ms: int, source: str, message: Replicate) -> list[Effect]:
+        if message.epoch < self.promised_epoch:
+            return [Send(source, self._reply(False, 0))]
+        effects: list[Effect] = []
+        batch = _Batch()
+        if message.epoch > self.promised_epoch:
+            effects += self._promise(message.epoch)
+        prev = message.prev
+        if prev.sequence > self.last.sequence:
+            return effects + [Send(source, self._reply(False, 0, 0, self.last.sequence + 1))]
+        held = self.epoch_at(prev.sequence)
+        if prev.sequence >= self.base.sequence and held != prev.epoch:
+            assert held is not None
+            first = prev.sequence
+            while first - 1 > self.base.sequence and self.epoch_at(first - 1) == held:
+                first -= 1
+            return effects + [Send(source, self._reply(False, 0, held, first))]
+        for entry in message.entries:
+            if entry.sequence <= self.base.sequence:
+                continue
+            held = self.epoch_at(entry.sequence)
+            if held == entry.epoch:
+                continue
+            if held is not None:
+                self._undo_from(entry.sequence, batch)
+            self._apply(entry, batch)
+        # A tail beyond the leader's last entry from an older epoch was never the
+        # leader's: undo it (entries of this epoch there are the leader's, pipelined).
+        beyond = max(message.leader_last.sequence, self.base.sequence) + 1
+        if self.last.sequence >= beyond and (self.epoch_at(beyond) or 0) < message.epoch:
+            self._undo_from(beyond, batch)
+        match = max(prev.sequence + len(message.entries), self.base.sequence)
+        if self.base.sequence < message.trim_through <= match:
+            batch.writes += self._drop_through(message.trim_through)
+        if batch.writes:
+            effects.append(Persist(tuple(batch.writes)))
+        effects.append(Send(source, self._reply(True, match)))
+        return effects
+
+    def on_position_query(self, now_ms: int, source: str, query: PositionQuery) -> list[Effect]:
+        """Promise the coming epoch (so the old leader gets no more acknowledgements
+        here), then say how far this log goes; the promise is durable first."""
+        effects = self._promise(query.epoch) if query.epoch > self.promised_epoch else []
+        reply = PositionReply(self.keyspace, self.partition, self.promised_epoch, self.last)
+        return effects + [Send(source, reply)]
+
+    def _promise(self, epoch: int) -> list[Effect]:
+        self.promised_epoch = epoch
+        effects: list[Effect] = [Persist((self._state_write(),))]
+        return effects + self._fail_waiters("a newer leader took over; the write may be lost")
+
+    def _reply(
+        self, success: bool, match: int, conflict_epoch: int = 0, conflict_first: int = 0
+    ) -> ReplicateReply:
+        return ReplicateReply(
+            self.keyspace,
+            self.partition,
+            self.promised_epoch,
+            success,
+            match,
+            conflict_epoch,
+            conflict_first,
+        )
+
+    # --- applying and undoing ---------------------------------------------------------------
+
+    def _apply(self, entry: Entry, batch: _Batch) -> None:
+        before: list[bytes | None] = []
+        for change in entry.changes:
+            before.append(self._current(change.key, batch))
+            batch.overlay[change.key] = change.record
+            batch.writes.append(Write(self.keyspace, self.partition, change.key, change.record))
+        local = LocalEntry(entry, tuple(before))
+        self.entries.append(local)
+        batch.writes.append(entry_write(self.keyspace, self.partition, local))
+
+    def _undo_from(self, sequence: int, batch: _Batch) -> None:
+        """Undo the entries from `sequence` on, newest first, and file them as lost."""
+        count = sequence - self.base.sequence - 1
+        undone, self.entries = self.entries[count:], self.entries[:count]
+        for local in reversed(undone):
+            entry = local.entry
+            for index in reversed(range(len(entry.changes))):
+                change = entry.changes[index]
+                restored = local.before[index]
+                batch.overlay[change.key] = restored
+                batch.writes.append(Write(self.keyspace, self.partition, change.key, restored))
+                lost = LostWrite(
+                    self.keyspace,
+                    self.partition,
+                    entry.epoch,
+                    entry.sequence,
+                    index,
+                    change.key,
+                    change.record,
+                )
+                batch.writes.append(lost.write())
+                self.lost_count += 1
+            batch.writes.append(entry_delete(self.keyspace, self.partition, entry.sequence))
+
+    def _current(self, key: bytes, batch: _Batch) -> bytes | None:
+        if key in batch.overlay:
+            return batch.overlay[key]
+        return self.storage.get(self.keyspace, self.partition, key)
+
+    def _state_write(self) -> Write:
+        state = ReplicaState(self.promised_epoch, self.base)
+        return state_write(self.keyspace, self.partition, state)
