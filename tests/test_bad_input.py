@@ -151,10 +151,7 @@ MALFORMED = {
 
 @pytest.mark.parametrize(
     "case",
-    [
-        case
-        for case in MALFORMED
-    ],
+    [case for case in MALFORMED],
 )
 def test_malformed_resp_gets_a_protocol_error_then_the_connection_closes(
     case: str, single_node: LocalTestCluster, healthy: HealthyClient, client: redis.Redis

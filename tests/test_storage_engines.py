@@ -164,14 +164,10 @@ def test_batch_is_applied_in_order(storage: Storage) -> None:
         put("ks", -1, b"k", b"v"),
     ],
 )
-def test_a_batch_with_an_invalid_write_changes_nothing(
-    storage: Storage, bad_write: Write
-) -> None:
+def test_a_batch_with_an_invalid_write_changes_nothing(storage: Storage, bad_write: Write) -> None:
     storage.apply([put("ks", 0, b"kept", b"old")])
     with pytest.raises(ValueError):
-        storage.apply(
-            [put("ks", 0, b"kept", b"new"), put("ks", 1, b"fresh", b"v"), bad_write]
-        )
+        storage.apply([put("ks", 0, b"kept", b"new"), put("ks", 1, b"fresh", b"v"), bad_write])
     assert storage.get("ks", 0, b"kept") == b"old"
     assert storage.get("ks", 1, b"fresh") is None
     assert storage.partitions() == [("ks", 0)]

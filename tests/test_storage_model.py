@@ -92,8 +92,12 @@ class StorageModelMachine(RuleBasedStateMachine):
         expected = self.model.get(location, {}).get(key)
         assert self.storage.get(location[0], location[1], key) == expected
 
-    @rule(location=locations, start=st.one_of(st.just(b""), keys), end=scan_ends,
-          limit=st.integers(0, 4))
+    @rule(
+        location=locations,
+        start=st.one_of(st.just(b""), keys),
+        end=scan_ends,
+        limit=st.integers(0, 4),
+    )
     def scan(self, location: Location, start: bytes, end: bytes | None, limit: int) -> None:
         in_range = sorted(
             (key, value)

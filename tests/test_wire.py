@@ -48,6 +48,13 @@ from quorumdb.core.messages import (
     ScanPage,
     ScanPartition,
 )
+from quorumdb.core.replication.log_format import Change, Entry, Position
+from quorumdb.core.replication.messages import (
+    PositionQuery,
+    PositionReply,
+    Replicate,
+    ReplicateReply,
+)
 from quorumdb.core.transfer import (
     TransferAbort,
     TransferAck,
@@ -124,6 +131,26 @@ MESSAGES: list[object] = [
     TransferAck(TransferKey(3, 1, 77), 5),
     TransferAbort(TransferKey(3, 1, 77), "restarted"),
     ForwardRequest(1, 2, ChangeMetadata(b'{"op": "set_weight"}')),
+    ForwardReply(1, Outcome(True, acks=2, position=(3, 17))),
+    ForwardRequest(
+        1, 2, CreateKeyspace(KeyspaceConfig("r", "fixed:8", 3, "single-leader", "semi"))
+    ),
+    Replicate(
+        "orders",
+        3,
+        2,
+        Position(1, 9),
+        (
+            Entry(2, 10, (Change(b"a", b"\x00v"), Change(b"b", None))),
+            Entry(2, 11, ()),
+        ),
+        Position(2, 11),
+        4,
+    ),
+    Replicate("orders", 3, 2, Position(2, 11), (), Position(2, 11), 11),
+    ReplicateReply("orders", 3, 2, False, 0, 1, 7),
+    PositionQuery("orders", 3, 5),
+    PositionReply("orders", 3, 5, Position(4, 120)),
     "a plain string",
     42,
 ]

@@ -311,7 +311,15 @@ def _cmd_keyspace(args: argparse.Namespace) -> int:
     base = _http_base(args)
     try:
         if args.keyspace_command == "create":
-            body = {"name": args.name, "partitioning": args.partitioning}
+            if args.replicas is None:
+                args.replicas = 3 if args.replication == "single-leader" else 1
+            body = {
+                "name": args.name,
+                "partitioning": args.partitioning,
+                "replication": args.replication,
+                "replicas": args.replicas,
+                "sync": args.sync,
+            }
             response = httpx.post(f"{base}/v1/keyspaces", json=body, timeout=10)
         else:
             response = httpx.get(f"{base}/v1/keyspaces", timeout=10)
@@ -450,6 +458,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="fixed:64",
         help="mod-n | fixed[:COUNT] | range[:split_bytes=64MiB,split_ops_per_second=N]"
         " | per-node[:COUNT] | ring[:vnodes=N] (default %(default)s; see docs/partitioning.md)",
+    )
+    create.add_argument(
+        "--replication",
+        choices=["none", "single-leader"],
+        default="none",
+        help="single-leader: a leader and followers per partition (default %(default)s)",
+    )
+    create.add_argument(
+        "--replicas", type=int, default=None, help="copies of each partition (single-leader: 3)"
+    )
+    create.add_argument(
+        "--sync",
+        choices=["all", "majority", "semi", "async"],
+        default="majority",
+        help="when a write is acknowledged: every follower, a majority, one synchronous"
+        " follower, or the leader alone (default %(default)s; see docs/replication.md)",
     )
     http_option(create)
     listing = keyspace_verbs.add_parser("list", help="list keyspaces")

@@ -65,6 +65,11 @@ class PutBody(BaseModel):
 class KeyspaceBody(BaseModel):
     name: str
     partitioning: str = Field("fixed:64", description="Strategy and parameter, e.g. fixed:256.")
+    replication: str = Field("none", description="none, or single-leader")
+    replicas: int = Field(1, description="Copies of each partition (single-leader: 1 to 7).")
+    sync: str = Field(
+        "majority", description="single-leader: all, majority, semi or async followers"
+    )
 
 
 class ApiError(Exception):
@@ -173,6 +178,7 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
             member["health"] = detector.health(member["node_id"])  # SWIM's view from here
         document["controller"] = runtime.node.controller.status()
         document["rebalance"] = runtime.node.controller.rebalance_status()
+        document["replicas"] = runtime.node.replication.status()
         return document
 
     @app.get("/v1/keyspaces", summary="List keyspaces")
@@ -183,7 +189,9 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
     @app.post("/v1/keyspaces", summary="Create a keyspace", status_code=201)
     async def create_keyspace(body: KeyspaceBody, response: Response) -> dict[str, Any]:
         try:
-            config = KeyspaceConfig(body.name, body.partitioning).canonical()
+            config = KeyspaceConfig(
+                body.name, body.partitioning, body.replicas, body.replication, body.sync
+            ).canonical()
             config.validate()
         except KeyspaceConfigError as error:
             raise ApiError(400, "invalid-argument", str(error)) from None
@@ -203,7 +211,7 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
         if outcome.value is None:
             raise ApiError(404, "not-found", "no such key")
         value, used = _encode(outcome.value, encoding)  # type: ignore[arg-type]
-        return {"key": key, "value": value, "encoding": used}
+        return {"key": key, "value": value, "encoding": used, **_replication(outcome)}
 
     @app.put("/v1/keyspaces/{keyspace}/keys/{key:path}", summary="Write a key")
     async def put_key(
@@ -230,7 +238,7 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
         )
         outcome = await call(operation, "set")
         _raise_for(outcome)
-        return {"written": bool(outcome.value)}
+        return {"written": bool(outcome.value), **_replication(outcome)}
 
     @app.delete("/v1/keyspaces/{keyspace}/keys/{key:path}", summary="Delete a key")
     async def delete_key(
@@ -238,7 +246,7 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
     ) -> dict[str, Any]:
         outcome = await call(Delete(keyspace, _decode(key, key_encoding, "key")), "del")
         _raise_for(outcome)
-        return {"deleted": bool(outcome.value)}
+        return {"deleted": bool(outcome.value), **_replication(outcome)}
 
     @app.get("/v1/keyspaces/{keyspace}/scan", summary="Scan keys, partition by partition")
     async def scan(
@@ -365,3 +373,11 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _replication(outcome: Outcome) -> dict[str, Any]:
+    """What a replicated keyspace's answer got: followers holding it, and its position."""
+    if outcome.acks is None:
+        return {}
+    position = list(outcome.position) if outcome.position is not None else None
+    return {"acks": outcome.acks, "position": position}

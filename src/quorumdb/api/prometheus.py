@@ -141,6 +141,7 @@ class NodeCollector(Collector):
             yield counter
         yield from _load_metrics(runtime)
         yield from _cluster_metrics(runtime)
+        yield from _replication_metrics(runtime)
 
 
 def _cluster_metrics(runtime: NodeRuntime) -> Iterator[GaugeMetricFamily]:
@@ -211,6 +212,37 @@ def _load_metrics(runtime: NodeRuntime) -> Iterator[GaugeMetricFamily | CounterM
     yield served
     yield partition_rate
     yield hot
+
+
+def _replication_metrics(runtime: NodeRuntime) -> Iterator[GaugeMetricFamily]:
+    """Per replica on this node: role and epoch; per follower of a leader here, its lag."""
+    node = runtime.settings.node_id
+    labels = ["node", "keyspace", "partition"]
+    role = GaugeMetricFamily(
+        "quorumdb_replica_is_leader", "1 if this node leads the partition", labels=labels
+    )
+    epoch = GaugeMetricFamily("quorumdb_replica_epoch", "The partition's epoch here", labels=labels)
+    lost = GaugeMetricFamily(
+        "quorumdb_replica_lost_writes",
+        "Writes this replica undid into lost+found since it started",
+        labels=labels,
+    )
+    lag = GaugeMetricFamily(
+        "quorumdb_replication_lag_entries",
+        "Log entries a follower is behind this leader",
+        labels=[*labels, "follower"],
+    )
+    for row in runtime.node.replication.status():
+        keys = [node, str(row["keyspace"]), str(row["partition"])]
+        role.add_metric(keys, 1 if row["role"] == "leader" else 0)
+        epoch.add_metric(keys, float(row["epoch"]))  # type: ignore[arg-type]
+        lost.add_metric(keys, float(row["lost"]))  # type: ignore[arg-type]
+        for follower, progress in row.get("followers", {}).items():  # type: ignore[attr-defined]
+            lag.add_metric([*keys, follower], float(progress["lag"]))
+    yield role
+    yield epoch
+    yield lost
+    yield lag
 
 
 def build_registry(runtime: NodeRuntime, sampler: RateSampler) -> CollectorRegistry:

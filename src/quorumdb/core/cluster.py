@@ -6,13 +6,14 @@ map's `version` is what requests carry so an owner can tell when routing was sta
 
 from __future__ import annotations
 
-from collections.abc import MutableSequence
+from collections.abc import Mapping, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from quorumdb.core.cluster_metadata import ClusterMetadata, KeyspaceRecord, MemberRecord
 from quorumdb.core.keyspace import DEFAULT_KEYSPACE, KeyspaceConfig
 from quorumdb.core.partitioning import Layout, layout_from_dict
+from quorumdb.core.partitioning.leaders import LeaderLayout
 from quorumdb.core.partitioning.transition import TransitionLayout
 
 
@@ -64,6 +65,8 @@ class _NoRandomness:
 class KeyspacePlacement:
     config: KeyspaceConfig
     layout: Layout
+    # Single-leader keyspaces: partition -> (epoch, replicas with the leader first).
+    replica_sets: Mapping[int, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
     partition_ids: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -126,7 +129,15 @@ class PartitionMap:
                     if transfer.keyspace == name and transfer.state == "done"
                 )
                 layout = TransitionLayout(layout, layout_from_dict(plan.target_layouts[name]), done)
-            placements[name] = KeyspacePlacement(KeyspaceConfig.from_dict(record.config), layout)
+            replica_sets = {
+                int(partition): (record.epochs.get(partition, 1), tuple(nodes))
+                for partition, nodes in record.replica_sets.items()
+            }
+            if replica_sets:
+                leaders = {partition: nodes[0] for partition, (_, nodes) in replica_sets.items()}
+                layout = LeaderLayout(layout, leaders)
+            config = KeyspaceConfig.from_dict(record.config)
+            placements[name] = KeyspacePlacement(config, layout, replica_sets)
         return cls(metadata.version, members, placements)
 
     def member(self, node_id: str) -> Member:

@@ -18,6 +18,7 @@ from typing import Any
 
 from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
 from quorumdb.core.partitioning import PartitioningError, layout_from_dict
+from quorumdb.core.replication.placement import PlacementError, replica_nodes
 
 MEMBER_STATES = ("joining", "active", "leaving", "left")
 REBALANCE_MODES = ("manual", "automatic")
@@ -54,6 +55,9 @@ class KeyspaceRecord:
     # The members (id -> weight) the layout was computed for: when the active members
     # differ, the controller plans a rebalance.
     placed_for: dict[str, int] = field(default_factory=dict)
+    # Single-leader keyspaces: partition id (string) -> its replicas, the leader first;
+    # the partition's epoch above grows with every change of leader.
+    replica_sets: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,8 +263,46 @@ def _create_keyspace(metadata: ClusterMetadata, document: dict[str, Any]) -> Res
     layout = _checked_layout(document["layout"])
     epochs = {str(partition): 1 for partition in document.get("partitions", [])}
     placed_for = {str(k): int(v) for k, v in document.get("placed_for", {}).items()}
-    metadata.keyspaces[name] = KeyspaceRecord(config, layout, 1, epochs, {}, placed_for)
+    replica_sets: dict[str, list[str]] = {}
+    replicas = KeyspaceConfig.from_dict(config)
+    if replicas.replicated:
+        placed = layout_from_dict(layout)
+        members = list(metadata.active_members())
+        try:
+            for partition in placed.partition_ids:
+                nodes = replica_nodes(placed.owner(partition), members, replicas.replication_factor)
+                replica_sets[str(partition)] = nodes
+                epochs.setdefault(str(partition), 1)
+        except (PlacementError, ValueError) as error:
+            raise MetadataError(f"cannot place replicas: {error}") from None
+    metadata.keyspaces[name] = KeyspaceRecord(
+        config, layout, 1, epochs, {}, placed_for, replica_sets
+    )
     return {"created": True}
+
+
+def _fail_over(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
+    """Make another replica the leader of a partition, in a new epoch. Refused unless the
+    partition is still at `expected_epoch` (two racing failovers cannot both win)."""
+    name, partition, leader = document["keyspace"], str(document["partition"]), document["leader"]
+    record = metadata.keyspaces.get(name)
+    if record is None or partition not in record.replica_sets:
+        raise MetadataError(f"'{name}' has no replicated partition {partition}")
+    epoch = record.epochs.get(partition, 1)
+    if epoch != document["expected_epoch"]:
+        raise MetadataError(
+            f"partition {partition} is at epoch {epoch}, not {document['expected_epoch']}"
+        )
+    replicas = record.replica_sets[partition]
+    if leader not in replicas:
+        raise MetadataError(f"{leader} holds no replica of partition {partition}")
+    ordered = [leader] + [node for node in replicas[1:] if node != leader] + [replicas[0]]
+    if replicas[0] == leader:
+        ordered = replicas
+    replica_sets = {**record.replica_sets, partition: ordered}
+    epochs = {**record.epochs, partition: epoch + 1}
+    metadata.keyspaces[name] = replace(record, replica_sets=replica_sets, epochs=epochs)
+    return {"epoch": epoch + 1, "replicas": ordered}
 
 
 def _set_layout(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
@@ -439,6 +481,7 @@ _HANDLERS = {
     "propose_plan": _propose_plan,
     "plan_step": _plan_step,
     "transfer_progress": _transfer_progress,
+    "fail_over": _fail_over,
 }
 
 

@@ -9,6 +9,10 @@ from quorumdb.core.partitioning import PartitioningError, PartitioningStrategy, 
 
 DEFAULT_KEYSPACE = "default"
 DEFAULT_PARTITIONING = "fixed:64"
+REPLICATION_KINDS = ("none", "single-leader")
+SYNC_MODES = ("all", "majority", "semi", "async")
+DEFAULT_SYNC = "majority"
+REPLICAS_MAX = 7
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -19,11 +23,19 @@ class KeyspaceConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class KeyspaceConfig:
     """Settings chosen at creation. `partitioning` is a strategy spec such as `fixed:256`,
-    `ring:vnodes=128` or `range`; `canonical()` spells it the one way it is stored."""
+    `ring:vnodes=128` or `range`; `canonical()` spells it the one way it is stored.
+    `replication` "single-leader" keeps `replication_factor` copies of each partition,
+    acknowledging writes as `sync` says (all, majority, semi or async followers)."""
 
     name: str
     partitioning: str = DEFAULT_PARTITIONING
     replication_factor: int = 1
+    replication: str = "none"
+    sync: str = DEFAULT_SYNC
+
+    @property
+    def replicated(self) -> bool:
+        return self.replication != "none"
 
     def strategy(self) -> PartitioningStrategy:
         try:
@@ -39,21 +51,40 @@ class KeyspaceConfig:
         if not isinstance(self.partitioning, str):
             raise KeyspaceConfigError("partitioning must be a strategy spec such as 'fixed:64'")
         self.strategy()
-        if self.replication_factor != 1:
-            raise KeyspaceConfigError("only replication factor 1 is available")
+        if self.replication not in REPLICATION_KINDS:
+            kinds = ", ".join(REPLICATION_KINDS)
+            raise KeyspaceConfigError(
+                f"replication must be one of {kinds}, not {self.replication!r}"
+            )
+        if self.sync not in SYNC_MODES:
+            modes = ", ".join(SYNC_MODES)
+            raise KeyspaceConfigError(f"sync must be one of {modes}, not {self.sync!r}")
+        if not self.replicated and self.replication_factor != 1:
+            raise KeyspaceConfigError(
+                "replicas need replication 'single-leader' (replication 'none' keeps one copy)"
+            )
+        if not 1 <= self.replication_factor <= REPLICAS_MAX:
+            raise KeyspaceConfigError(f"replicas must be between 1 and {REPLICAS_MAX}")
 
     def canonical(self) -> KeyspaceConfig:
         """The same configuration with the spec spelled canonically (`fixed` -> `fixed:64`),
         so two spellings of one keyspace compare equal."""
         self.validate()
-        return KeyspaceConfig(self.name, self.strategy().to_text(), self.replication_factor)
+        sync = self.sync if self.replicated else DEFAULT_SYNC
+        return KeyspaceConfig(
+            self.name, self.strategy().to_text(), self.replication_factor, self.replication, sync
+        )
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        document: dict[str, object] = {
             "name": self.name,
             "partitioning": self.partitioning,
             "replication_factor": self.replication_factor,
         }
+        if self.replicated:
+            document["replication"] = self.replication
+            document["sync"] = self.sync
+        return document
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> KeyspaceConfig:
@@ -65,6 +96,8 @@ class KeyspaceConfig:
             name=str(data["name"]),
             partitioning=partitioning,
             replication_factor=_as_int(data.get("replication_factor", 1)),
+            replication=str(data.get("replication", "none")),
+            sync=str(data.get("sync", DEFAULT_SYNC)),
         )
         return config.canonical()
 

@@ -123,6 +123,10 @@ class Outcome:
     value: object = None
     error: ErrorCode | None = None
     message: str = ""
+    # Replicated keyspaces: how many followers held the write (or everything the read
+    # could see) when it was answered, and the log position (epoch, sequence) it is at.
+    acks: int | None = None
+    position: tuple[int, int] | None = None
 
     @property
     def ok(self) -> bool:

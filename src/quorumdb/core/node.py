@@ -38,6 +38,7 @@ from quorumdb.core.messages import (
     Message,
     Operation,
     Outcome,
+    PartitionOperation,
     Put,
     PutCondition,
     ScanPage,
@@ -49,15 +50,26 @@ from quorumdb.core.partitioning.key_range_policy import PartitionLoad
 from quorumdb.core.range_splits import RangeMeasurements, parse_measurements
 from quorumdb.core.rebalancer import Rebalancer, estimate_partition_bytes
 from quorumdb.core.records import decode_record, encode_record, live_value
+from quorumdb.core.replication.failover import FailoverCoordinator
+from quorumdb.core.replication.messages import (
+    PositionQuery,
+    PositionReply,
+    Replicate,
+    ReplicateReply,
+)
+from quorumdb.core.replication.replicas import Replicas
 from quorumdb.core.salting import Merge, base_key, expand, is_sub_key
 from quorumdb.core.transfer import TransferAbort, TransferAck, TransferData, TransferOpen
 from quorumdb.storage.interface import StorageReader, Write
 
 _PARTITION_OPERATIONS = (ScanPartition, CountPartition)
 _KEYED_OPERATIONS = (Get, Put, Delete, Increment, Append)
+_DATA_OPERATIONS = (*_KEYED_OPERATIONS, ScanPartition, CountPartition)
 _METADATA_OPERATIONS = (CreateKeyspace, ChangeMetadata)
 _TRANSFER_MESSAGES = (TransferOpen, TransferData, TransferAck, TransferAbort)
 _MEMBERSHIP_MESSAGES = (Ping, Ack, PingRequest, Nack, Gossip, Join, JoinReply)
+_REPLICATION_MESSAGES = (Replicate, ReplicateReply, PositionQuery, PositionReply)
+_CAPTURED = -3  # the request id replicated operations reply to before replication
 SIZES_INTERVAL_MS = 5_000  # how often a node publishes its partition sizes
 INTERNAL_REQUESTS_FROM = 1 << 62  # request ids of the node's own proposals; replies dropped
 NOT_LOCAL = object()  # sentinel of the fast paths: "take the general path instead"
@@ -208,6 +220,9 @@ class Node:
         self._other_local: dict[str, tuple[Callable[[bytes], int], frozenset[int]]] = {}
         self._moving_out: set[tuple[str, int]] = set()
         self.rebalancer = Rebalancer(node_id, incarnation, storage)
+        self.replication = Replicas(node_id, storage)
+        self.failover = FailoverCoordinator()
+        self._replicas_version = -1  # the map version the replicas were configured from
         # Requests for keys sealed for a hand-over: (deadline, how to run it again).
         self._held: list[tuple[int, Callable[[int], list[Effect]], _ReplyFactory]] = []
         self._next_internal_request = INTERNAL_REQUESTS_FROM
@@ -258,6 +273,8 @@ class Node:
         self._fixed_local = {}
         self._other_local = {}
         for name, placement in self._partition_map.keyspaces.items():
+            if placement.config.replicated:
+                continue  # every request goes through the replica (the general path)
             layout = placement.layout
             if isinstance(layout, FixedLayout):
                 flags = tuple(
@@ -384,6 +401,12 @@ class Node:
             return self._answer(pending.request_id, message.outcome)
         if isinstance(message, _MEMBERSHIP_MESSAGES):
             return self.failure_detector.on_message(now_ms, source, message)
+        if isinstance(message, _REPLICATION_MESSAGES):
+            if isinstance(message, PositionReply):
+                self.failover.on_position_reply(source, message)
+                return []
+            effects = self.replication.on_message(now_ms, source, message)
+            return self._deliver_to_self(now_ms, effects)
         if isinstance(message, _TRANSFER_MESSAGES):
             metadata = self.controller.metadata
             effects = self.rebalancer.on_message(now_ms, source, message, metadata)
@@ -444,7 +467,29 @@ class Node:
         effects.extend(self._sweep_expired(now_ms))
         self.load.on_tick(now_ms)
         self.ranges.on_tick(self.storage)
+        effects += self._sync_replicas(now_ms)
+        down = frozenset(
+            node_id
+            for node_id, state in self.failure_detector.states.items()
+            if state.value in ("down", "left")
+        )
+        effects += self.replication.on_tick(now_ms, down)
+        failovers = self.failover.on_tick(
+            now_ms,
+            self.controller.is_leader,
+            self.partition_map,
+            down,
+            self._propose_internal(now_ms),
+        )
+        effects += self._deliver_to_self(now_ms, failovers)
         return effects
+
+    def _sync_replicas(self, now_ms: int) -> list[Effect]:
+        """Configure the replicas this node holds from the current map (once per version)."""
+        if self._replicas_version == self.partition_map.version:
+            return []
+        self._replicas_version = self.partition_map.version
+        return self.replication.sync(now_ms, self.partition_map)
 
     def _sweep_expired(self, now_ms: int) -> list[Effect]:
         """Delete a few expired keys per tick, walking the local partitions in turn.
@@ -455,7 +500,7 @@ class Node:
             (name, partition)
             for name, placement in sorted(self.partition_map.keyspaces.items())
             for partition in placement.partition_ids
-            if placement.owner(partition) == self.node_id
+            if placement.owner(partition) == self.node_id and not placement.config.replicated
         ]
         if not local:
             return []
@@ -676,6 +721,9 @@ class Node:
     # --- execution on the owner ------------------------------------------------------
 
     def _execute(self, now_ms: int, operation: Operation, reply: _ReplyFactory) -> list[Effect]:
+        if self.replication.keyspaces and isinstance(operation, _DATA_OPERATIONS):
+            if operation.keyspace in self.replication.keyspaces:
+                return self._execute_replicated(now_ms, operation, reply)
         effects = self._execute_here(now_ms, operation, reply)
         if self._moving_out:
             for effect in effects:
@@ -683,6 +731,34 @@ class Node:
                     for write in effect.writes:
                         self.rebalancer.on_write(write)
         return effects
+
+    def _execute_replicated(
+        self, now_ms: int, operation: KeyOperation | PartitionOperation, reply: _ReplyFactory
+    ) -> list[Effect]:
+        """Run the operation on this leader's data, then hold its answer until its writes
+        (or, for a read, everything logged before it) are replicated as the mode asks."""
+        if isinstance(operation, _KEYED_OPERATIONS):
+            partition = self._partition(operation.keyspace, operation.key)
+        else:
+            partition = operation.partition
+        replica = self.replication.replica(operation.keyspace, partition)
+        if replica is None or not replica.is_leader:
+            return [reply(self.replication.not_leader(operation.keyspace, partition))]
+        effects = self._execute_here(now_ms, operation, lambda outcome: Reply(_CAPTURED, outcome))
+        writes: list[Write] = []
+        outcome = Outcome(None)
+        for effect in effects:
+            if type(effect) is Persist:
+                writes += effect.writes
+            elif type(effect) is Reply and effect.request_id == _CAPTURED:
+                outcome = effect.outcome
+        if outcome.error is not None:
+            return [reply(outcome)]
+
+        def answer(final: Outcome) -> list[Effect]:
+            return [reply(final)]
+
+        return self.replication.run(now_ms, operation.keyspace, partition, writes, outcome, answer)
 
     def _execute_here(
         self, now_ms: int, operation: Operation, reply: _ReplyFactory
@@ -1002,6 +1078,7 @@ class Node:
         if self.controller.metadata.version == self.partition_map.version:
             return effects
         self.partition_map = PartitionMap.from_metadata(self.controller.metadata)
+        effects = effects + self._sync_replicas(now_ms)
         self.salted_keys = {
             name: {bytes.fromhex(key): ways for key, ways in record.salted_keys.items()}
             for name, record in self.controller.metadata.keyspaces.items()

@@ -234,7 +234,7 @@ def split_merge_command(
     reasons: list[str] = []
     for name, record in sorted(metadata.keyspaces.items()):
         measured = loads.get(name)
-        if not measured or record.placed_for != weights:
+        if not measured or record.placed_for != weights or record.replica_sets:
             continue
         strategy = KeyspaceConfig.from_dict(record.config).strategy()
         layout = layout_from_dict(record.layout)

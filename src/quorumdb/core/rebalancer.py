@@ -55,8 +55,8 @@ def plan_command(
     based_on: dict[str, int] = {}
     transfers: list[dict[str, object]] = []
     for name, record in sorted(metadata.keyspaces.items()):
-        if record.placed_for == weights:
-            continue
+        if record.placed_for == weights or record.replica_sets:
+            continue  # replica sets are not moved by partition copies (yet)
         layout = layout_from_dict(record.layout)
         strategy = KeyspaceConfig.from_dict(record.config).strategy()
         new_layout = strategy.rebalance(layout, weights, rng)

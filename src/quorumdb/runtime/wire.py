@@ -30,6 +30,8 @@ from quorumdb.core.controller import raft_log, raft_messages
 from quorumdb.core.controller.raft_configuration import Configuration
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig
+from quorumdb.core.replication import log_format
+from quorumdb.core.replication import messages as replication_messages
 
 _RECORD_TYPES: tuple[type, ...] = (
     messages.Get,
@@ -66,7 +68,11 @@ _RECORD_TYPES: tuple[type, ...] = (
     membership.Nack,
     membership.Gossip,
     membership.Join,
-    membership.JoinReply,  # new records go last: a tag is a record's position
+    membership.JoinReply,
+    replication_messages.Replicate,
+    replication_messages.ReplicateReply,
+    replication_messages.PositionQuery,
+    replication_messages.PositionReply,  # new records go last: a tag is a record's position
 )
 _RECORD_TAGS = {record_type: tag for tag, record_type in enumerate(_RECORD_TYPES)}
 
@@ -170,10 +176,14 @@ def _put(items: tuple[Any, ...]) -> messages.Put:
 def _outcome(items: tuple[Any, ...]) -> messages.Outcome:
     """`value` is bytes, None, a bool or an int as it is; an array there is a record (a
     scan page), never a plain tuple."""
-    _, value, error, message = items
+    _, value, error, message, acks, position = items
     if type(value) is tuple:
         value = _record(value)
-    return messages.Outcome(value, None if error is None else _ERROR_CODES[error], message)
+    if position is not None:
+        epoch, sequence = position
+        position = (epoch, sequence)
+    code = None if error is None else _ERROR_CODES[error]
+    return messages.Outcome(value, code, message, acks, position)
 
 
 def _forward_request(items: tuple[Any, ...]) -> messages.ForwardRequest:
@@ -274,6 +284,43 @@ def _gossiping(record_type: type) -> Callable[[tuple[Any, ...]], Any]:
     return decode
 
 
+def _position(items: Any) -> log_format.Position:
+    epoch, sequence = items
+    if type(epoch) is not int or type(sequence) is not int:
+        raise WireError("malformed position")
+    return log_format.Position(epoch, sequence)
+
+
+def _entry(items: Any) -> log_format.Entry:
+    epoch, sequence, changes = items
+    decoded: list[log_format.Change] = []
+    for key, record in changes:
+        if type(key) is not bytes or (record is not None and type(record) is not bytes):
+            raise WireError("malformed log entry: keys and records are bytes")
+        decoded.append(log_format.Change(key, record))
+    if type(epoch) is not int or type(sequence) is not int:
+        raise WireError("malformed log entry position")
+    return log_format.Entry(epoch, sequence, tuple(decoded))
+
+
+def _replicate(items: tuple[Any, ...]) -> replication_messages.Replicate:
+    _, keyspace, partition, epoch, prev, entries, leader_last, trim_through = items
+    return replication_messages.Replicate(
+        keyspace,
+        partition,
+        epoch,
+        _position(prev),
+        tuple(_entry(entry) for entry in entries),
+        _position(leader_last),
+        trim_through,
+    )
+
+
+def _position_reply(items: tuple[Any, ...]) -> replication_messages.PositionReply:
+    _, keyspace, partition, epoch, last = items
+    return replication_messages.PositionReply(keyspace, partition, epoch, _position(last))
+
+
 def _plain(record_type: type) -> Callable[[tuple[Any, ...]], Any]:
     """Decoder of a record whose fields are all plain msgpack values."""
     return lambda items: record_type(*items[1:])
@@ -300,6 +347,8 @@ _SCHEMA: dict[type, Callable[[tuple[Any, ...]], Any]] = {
     membership.Nack: _gossiping(membership.Nack),
     membership.Gossip: _gossiping(membership.Gossip),
     membership.JoinReply: _gossiping(membership.JoinReply),
+    replication_messages.Replicate: _replicate,
+    replication_messages.PositionReply: _position_reply,
 }
 _DECODERS = tuple(_SCHEMA.get(record_type) or _plain(record_type) for record_type in _RECORD_TYPES)
 

@@ -52,8 +52,7 @@ def check_location(keyspace: str, partition: int) -> None:
         raise ValueError(f"keyspace must not contain ':', got {keyspace!r}")
     if len(keyspace.encode()) > MAX_KEYSPACE_NAME_BYTES:
         raise ValueError(
-            f"keyspace must be at most {MAX_KEYSPACE_NAME_BYTES} bytes in UTF-8, "
-            f"got {keyspace!r}"
+            f"keyspace must be at most {MAX_KEYSPACE_NAME_BYTES} bytes in UTF-8, got {keyspace!r}"
         )
     if isinstance(partition, bool) or not isinstance(partition, int) or partition < 0:
         raise ValueError(f"partition must be a non-negative int, got {partition!r}")
@@ -141,9 +140,7 @@ class LmdbStorage:
 
     def get(self, keyspace: str, partition: int, key: bytes) -> bytes | None:
         """The value stored under `key`, or None; raises CorruptRecordError on a bad checksum."""
-        database = self._databases.get((keyspace, partition)) or self._database(
-            keyspace, partition
-        )
+        database = self._databases.get((keyspace, partition)) or self._database(keyspace, partition)
         if database is None:
             return None
         reader = self._reader

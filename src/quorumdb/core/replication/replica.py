@@ -230,6 +230,16 @@ class PartitionReplica:
         effects += self._release(now_ms)
         return effects
 
+    def when_replicated(self, now_ms: int, complete: Complete) -> list[Effect]:
+        """Run `complete` once everything logged so far is replicated as the mode asks:
+        a read answered then never shows a write that a failover could still undo."""
+        assert self.is_leader
+        sequence = self.last.sequence
+        if not self._waiters and self._satisfied(sequence):
+            return complete(self._result(sequence, None))
+        self._waiters.append(_Waiter(sequence, now_ms + self.limits.write_timeout_ms, complete))
+        return self._release(now_ms)
+
     def on_reply(self, now_ms: int, source: str, reply: ReplicateReply) -> list[Effect]:
         if reply.epoch > self.promised_epoch:
             return self._promise(reply.epoch)

@@ -1,0 +1,147 @@
+"""Failover of single-leader partitions, run by the controller leader.
+
+When the failure detector declares a partition's leader down (two independent sources
+agree, see core/membership), the controller asks the other replicas for their last log
+position with a `PositionQuery` for the next epoch. Each replica first promises that
+epoch (so the old leader, if it is only cut off from the controller, gets no more
+acknowledgements from it), then answers. With enough answers the controller picks the
+most up-to-date replica, earlier in the replica order on ties (the synchronous follower
+in `semi` mode comes first), and proposes `fail_over` to the metadata log: the new
+leader, the epoch + 1. Every node then reconfigures from the metadata.
+
+"Enough" is what makes the choice safe: every acknowledged write is on the leader and
+on enough followers that any set of answers this size holds one of them.
+
+| mode     | a write is acknowledged on          | answers needed (R replicas)  |
+|----------|-------------------------------------|------------------------------|
+| all      | every replica                       | 1                            |
+| majority | R // 2 + 1, the leader included     | R - (R // 2 + 1) + 1         |
+| semi     | the leader and one sync follower    | R - 1 (every follower)       |
+| async    | the leader alone                    | 1, after a grace period      |
+
+In `async` mode no number of answers suffices: the leader's unreplicated tail is lost
+by design; the controller waits `async_grace_ms` to hear from as many as it can, takes
+the best, and the old leader files the tail in lost+found when it comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from quorumdb.core.cluster import PartitionMap
+from quorumdb.core.cluster_metadata import command
+from quorumdb.core.effects import Effect, Send
+from quorumdb.core.replication.log_format import Position
+from quorumdb.core.replication.messages import PositionQuery, PositionReply
+
+QUERY_RETRY_MS = 500
+PROPOSAL_RETRY_MS = 3_000
+ASYNC_GRACE_MS = 1_000
+
+Propose = Callable[[bytes], list[Effect]]
+
+
+def answers_needed(mode: str, replica_count: int) -> int:
+    if mode == "all" or mode == "async":
+        return 1
+    if mode == "majority":
+        return replica_count - (replica_count // 2 + 1) + 1
+    return replica_count - 1
+
+
+@dataclass(slots=True)
+class _Round:
+    epoch: int  # the partition's epoch when the round began; it proposes epoch + 1
+    followers: tuple[str, ...]
+    started_ms: int
+    asked_ms: int
+    answers: dict[str, Position] = field(default_factory=dict)
+    proposed_ms: int | None = None
+
+
+@dataclass(slots=True)
+class FailoverCoordinator:
+    async_grace_ms: int = ASYNC_GRACE_MS
+    failovers_proposed: int = 0
+    _rounds: dict[tuple[str, int], _Round] = field(default_factory=dict)
+
+    def on_tick(
+        self,
+        now_ms: int,
+        is_controller_leader: bool,
+        partition_map: PartitionMap,
+        down: frozenset[str],
+        propose: Propose,
+    ) -> list[Effect]:
+        if not is_controller_leader:
+            self._rounds.clear()
+            return []
+        effects: list[Effect] = []
+        active: set[tuple[str, int]] = set()
+        for name, placement in sorted(partition_map.keyspaces.items()):
+            if not placement.replica_sets:
+                continue
+            mode = placement.config.sync
+            for partition, (epoch, nodes) in sorted(placement.replica_sets.items()):
+                if nodes[0] not in down or len(nodes) == 1:
+                    continue
+                index = (name, partition)
+                active.add(index)
+                effects += self._drive(now_ms, index, epoch, nodes, mode, down, propose)
+        for index in set(self._rounds) - active:
+            del self._rounds[index]  # the leader came back, or the failover happened
+        return effects
+
+    def _drive(
+        self,
+        now_ms: int,
+        index: tuple[str, int],
+        epoch: int,
+        nodes: tuple[str, ...],
+        mode: str,
+        down: frozenset[str],
+        propose: Propose,
+    ) -> list[Effect]:
+        round_ = self._rounds.get(index)
+        if round_ is None or round_.epoch != epoch:
+            round_ = self._rounds[index] = _Round(epoch, nodes[1:], now_ms, now_ms)
+            return self._ask(index, round_, round_.followers)
+        if round_.proposed_ms is not None:
+            if now_ms - round_.proposed_ms < PROPOSAL_RETRY_MS:
+                return []
+            round_.proposed_ms = None  # the proposal was lost or refused: choose again
+        candidates = {n: p for n, p in round_.answers.items() if n not in down}
+        enough = len(candidates) >= answers_needed(mode, len(nodes))
+        if mode == "async":
+            everyone = len(candidates) == len(round_.followers)
+            enough = enough and (everyone or now_ms - round_.started_ms >= self.async_grace_ms)
+        if not enough:
+            if now_ms - round_.asked_ms < QUERY_RETRY_MS:
+                return []
+            round_.asked_ms = now_ms
+            missing = tuple(n for n in round_.followers if n not in round_.answers)
+            return self._ask(index, round_, missing)
+        best = max(candidates.values())
+        leader = next(n for n in round_.followers if candidates.get(n) == best)
+        round_.proposed_ms = now_ms
+        self.failovers_proposed += 1
+        keyspace, partition = index
+        proposal = command(
+            "fail_over",
+            keyspace=keyspace,
+            partition=partition,
+            expected_epoch=epoch,
+            leader=leader,
+        )
+        return propose(proposal)
+
+    def _ask(self, index: tuple[str, int], round_: _Round, nodes: tuple[str, ...]) -> list[Effect]:
+        keyspace, partition = index
+        query = PositionQuery(keyspace, partition, round_.epoch + 1)
+        return [Send(node_id, query) for node_id in nodes]
+
+    def on_position_reply(self, source: str, reply: PositionReply) -> None:
+        round_ = self._rounds.get((reply.keyspace, reply.partition))
+        if round_ is not None and reply.epoch == round_.epoch + 1 and source in round_.followers:
+            round_.answers[source] = reply.last
