@@ -351,3 +351,35 @@ def pair_operations(events: Sequence[HistoryEvent]) -> list[HistoryOperation]:
         HistoryOperation(invoke, completion)
         for invoke, completion in zip(invokes, completions, strict=True)
     ]
+
+
+# What `value` must be, by function and event type (see the module docstring).
+_VALUE_TYPES: dict[tuple[str, str], tuple[type, ...]] = {
+    ("get", "invoke"): (type(None),),
+    ("get", "ok"): (str, type(None)),
+    ("put", "invoke"): (str,),
+    ("put", "ok"): (str,),
+    ("delete", "invoke"): (type(None),),
+    ("delete", "ok"): (bool,),
+    ("increment", "invoke"): (int,),
+    ("increment", "ok"): (int,),
+    ("append", "invoke"): (str,),
+    ("append", "ok"): (int,),
+}
+
+
+def check_values(events: Iterable[HistoryEvent]) -> None:
+    """Raise `HistoryFormatError` for an invoke or ok whose `value` has the wrong type.
+
+    Checkers rely on these types; `fail` and `info` values are not used and not checked.
+    """
+    for event in events:
+        expected = _VALUE_TYPES.get((event.f, event.type))
+        if expected is None:
+            continue
+        value = event.value
+        wrong_bool = isinstance(value, bool) and bool not in expected
+        if wrong_bool or not isinstance(value, expected):
+            raise HistoryFormatError(
+                f"event {event.index}: {event.type} {event.f} with value {value!r}"
+            )
