@@ -13,11 +13,14 @@ from quorumdb.check import command
 from quorumdb.check.convergence import replica_digest
 from quorumdb.check.history import (
     HistoryEvent,
+    HistoryFile,
     LostFoundEntry,
     ReplicaRecord,
     load_history,
     save_history,
 )
+from quorumdb.sim.faults import ParameterOverrides
+from quorumdb.sim.simulation import Simulation
 
 
 def quorumdb(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -129,3 +132,14 @@ def test_a_broken_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "ok get with value 7" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         command.main(["--only", "nonsense", str(path)])
+
+
+@pytest.mark.parametrize("seed", [1, 2, 5, 8])
+def test_every_checker_passes_simulator_runs_with_faults(seed: int) -> None:
+    simulation = Simulation.from_seed(seed, ParameterOverrides(None, ("crash", "loss"), 300))
+    simulation.run()
+    history = HistoryFile(simulation.workload.history, [], [])
+    summaries = command.run_checkers(history, step_limit=20_000)
+    replay = f"quorumdb sim --seed {seed} --faults crash,loss --operations 300 --history F"
+    assert [item.violations for item in summaries] == [[]] * len(summaries), replay
+    assert summaries[0].judged > 0 and summaries[1].judged > 0

@@ -30,7 +30,13 @@ from quorumdb.check.read_your_writes import (
     read_value,
     sessions,
 )
-from quorumdb.check.write_order import INITIAL_RANK, WriteOrder, earliest_rank_from, inferred_orders
+from quorumdb.check.write_order import (
+    INITIAL_RANK,
+    RankRange,
+    WriteOrder,
+    earliest_rank_from,
+    inferred_orders,
+)
 
 
 def check_monotonic_reads(events: Sequence[HistoryEvent]) -> SessionReport:
@@ -46,37 +52,50 @@ def check_monotonic_reads(events: Sequence[HistoryEvent]) -> SessionReport:
 def _check_session(
     report: SessionReport, reads: list[HistoryOperation], order: WriteOrder | None
 ) -> None:
-    highest_position: Position | None = None
-    rank_floor: int | None = None  # the earliest rank the reads so far allow
-    previous: HistoryOperation | None = None
-    for read in reads:
+    highest_position: Position | None = None  # of the earlier positioned reads
+    rank_floor: int | None = None  # the earliest rank the earlier reads allow
+    for number, read in enumerate(reads):
         ranges = [] if order is None else order.ranks_of(read_value(read))
+        if number > 0:
+            _judge(report, read, ranges, highest_position, rank_floor)
         position = read.position
-        if previous is None:
-            pass
-        elif position is not None and highest_position is not None:
-            report.judged += 1
-            if position < highest_position:
-                message = f"served at {list(position)}, after a read at {list(highest_position)}"
-                _violation(report, read, message)
-        elif rank_floor is not None and ranges:
-            report.judged += 1
-            if earliest_rank_from(ranges, rank_floor) is None:
-                message = f"got {read_value(read)!r}, older than an earlier read"
-                _violation(report, read, message)
-        else:
-            report.skipped += 1
-        previous = read
         if position is not None:
-            highest_position = max(position, highest_position or position)
+            highest_position = (
+                position if highest_position is None else max(position, highest_position)
+            )
         if ranges:
-            earliest = earliest_rank_from(
-                ranges, INITIAL_RANK if rank_floor is None else rank_floor
-            )
-            # After a violation, restart from this read's earliest rank.
-            rank_floor = (
-                earliest if earliest is not None else earliest_rank_from(ranges, INITIAL_RANK)
-            )
+            rank_floor = _next_floor(ranges, rank_floor)
+
+
+def _judge(
+    report: SessionReport,
+    read: HistoryOperation,
+    ranges: list[RankRange],
+    highest_position: Position | None,
+    rank_floor: int | None,
+) -> None:
+    position = read.position
+    if position is not None and highest_position is not None:
+        report.judged += 1
+        if position < highest_position:
+            message = f"served at {list(position)}, after a read at {list(highest_position)}"
+            _violation(report, read, message)
+        return
+    if rank_floor is not None and ranges:
+        report.judged += 1
+        if earliest_rank_from(ranges, rank_floor) is None:
+            _violation(report, read, f"got {read_value(read)!r}, older than an earlier read")
+        return
+    report.skipped += 1
+
+
+def _next_floor(ranges: list[RankRange], floor: int | None) -> int:
+    """This read's earliest rank at or after `floor`; after a violation, its earliest."""
+    earliest = earliest_rank_from(ranges, INITIAL_RANK if floor is None else floor)
+    if earliest is None:
+        earliest = earliest_rank_from(ranges, INITIAL_RANK)
+    assert earliest is not None, "a rank range always reaches past the initial rank"
+    return earliest
 
 
 def _violation(report: SessionReport, read: HistoryOperation, message: str) -> None:
