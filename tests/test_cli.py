@@ -32,6 +32,7 @@ HELP_COMMANDS = [
     ["keyspace", "show"],
     ["bench"],
     ["sim"],
+    ["check"],
 ]
 HELP_MUST_MENTION = {
     "up": "--nodes",
@@ -45,6 +46,7 @@ HELP_MUST_MENTION = {
     "keyspace create": "--partitioning",
     "keyspace list": "--http",
     "keyspace show": "name",
+    "check": "--json",
 }
 
 

@@ -352,6 +352,12 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return command.run(args)
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from quorumdb.check import command
+
+    return command.run(args)
+
+
 def _cmd_lab(args: argparse.Namespace) -> int:
     from quorumdb.lab import command
 
@@ -509,6 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         sim_command.add_arguments(sim)
+
+    check = verb("check", "run the history checkers on a recorded history file", _cmd_check)
+    from quorumdb.check import command as check_command
+
+    check_command.add_arguments(check)
 
     lab = verb("lab", "reproduce a claim of the notes and print the measured table", _cmd_lab)
     from quorumdb.lab import command as lab_command

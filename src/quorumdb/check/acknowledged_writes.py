@@ -53,6 +53,22 @@ def check_acknowledged_writes(events: Sequence[HistoryEvent]) -> list[Violation]
     return violations
 
 
+def judged_keys(events: Sequence[HistoryEvent]) -> list[str]:
+    """The keys that fit the pattern this checker judges, in key order."""
+    by_key: dict[str, list[HistoryOperation]] = {}
+    for operation in pair_operations(events):
+        by_key.setdefault(operation.key, []).append(operation)
+    return [key for key in sorted(by_key) if _fits(by_key[key])]
+
+
+def _fits(operations: list[HistoryOperation]) -> bool:
+    """Written (put or delete) by exactly one process, and by nothing else."""
+    writes = [operation for operation in operations if operation.f in _WRITES]
+    if not writes or any(operation.f in _OTHER_WRITES for operation in operations):
+        return False
+    return len({operation.process for operation in writes}) == 1
+
+
 def _written(operation: HistoryOperation) -> str | None:
     """The value a put stores, or None for a delete."""
     if operation.f == "delete":
@@ -69,13 +85,9 @@ def _check_key(key: str, operations: list[HistoryOperation]) -> list[Violation]:
     acknowledged must not see anything older, so a write lost and then overwritten
     before the end is still caught.
     """
+    if not _fits(operations):
+        return []
     writes = [operation for operation in operations if operation.f in _WRITES]
-    if not writes:
-        return []
-    if any(operation.f in _OTHER_WRITES for operation in operations):
-        return []
-    if len({operation.process for operation in writes}) != 1:
-        return []
     reads = [op for op in operations if op.f == "get" and op.outcome == "ok"]
     last_write_end = max(write.end_index for write in writes)
     final_reads = [read for read in reads if read.invoke.index > last_write_end]
