@@ -120,16 +120,25 @@ class Group:
 
     def fail_over(
         self, new_epoch: int, candidates: list[str], mode: str, informed: list[str] | None = None
-    ) -> str:
+    ) -> str | None:
         """What the controller does: fence the epoch on the replicas it can reach, take
-        the most up-to-date one, make it the leader of the new epoch. Only `informed`
-        nodes (default: the candidates) learn the new replica set now; the rest get it
-        from `inform_all`, as metadata reaches nodes at different times."""
+        the most up-to-date one, make it the leader of the new epoch. Replicas answer once
+        the lease they granted the current leader has run out (a live leader that keeps
+        its followers is not replaced: None). Only `informed` nodes (default: the
+        candidates) learn the new replica set now; the rest get it from `inform_all`, as
+        metadata reaches nodes at different times."""
         self.controller_inbox = []
         for node_id in candidates:
             query = PositionQuery(KEYSPACE, PARTITION, new_epoch)
-            self.run(node_id, self.replicas[node_id].on_position_query(0, "controller", query))
+            replica = self.replicas[node_id]
+            self.run(node_id, replica.on_position_query(self.now_ms, "controller", query))
         self.deliver()
+        for _ in range(2 * LIMITS.lease_ms // 50):
+            if len(self.controller_inbox) == len(candidates):
+                break
+            self.tick(50)
+        if len(self.controller_inbox) < len(candidates):
+            return None
         best = max(self.controller_inbox, key=lambda reply: reply.last)
         leader = next(n for n in candidates if self.replicas[n].last == best.last)
         others = tuple(n for n in sorted(self.replicas) if n != leader)
@@ -218,6 +227,7 @@ def test_an_old_async_leader_undoes_its_unreplicated_tail_into_lost_and_found() 
     assert group.results[10].error is None and group.results[11].error is None
     leader = group.fail_over(2, ["n1", "n2"], "async")
     assert leader in ("n1", "n2")
+    assert group.now_ms >= LIMITS.lease_ms  # the followers waited out their grants
     group.write(leader, 20, b"k5", b"\x00after-failover")
     group.deliver()
     group.cut = set()  # n0 comes back, learns epoch 2 and becomes a follower
@@ -237,11 +247,16 @@ def test_a_fenced_old_leader_gets_no_acknowledgement_and_fails_its_waiting_write
     group = majority_group("majority")
     group.write("n0", 1, b"a", b"\x00one")
     group.deliver()
-    # The controller fences epoch 2 on both followers before it reconfigures.
+    # The followers lose the leader for longer than a lease; the controller fences
+    # epoch 2 on both before it reconfigures; the old leader's link comes back.
+    group.cut = {"n0"}
+    group.tick(LIMITS.lease_ms + 50)
     for node_id in ("n1", "n2"):
         query = PositionQuery(KEYSPACE, PARTITION, 2)
-        group.run(node_id, group.replicas[node_id].on_position_query(0, "controller", query))
-    group.deliver()
+        replica = group.replicas[node_id]
+        group.run(node_id, replica.on_position_query(group.now_ms, "controller", query))
+        assert replica.promised_epoch == 2  # answered at once: the grant had run out
+    group.cut = set()
     group.write("n0", 2, b"a", b"\x00split-brain")
     group.deliver()
     result = group.results[2]
@@ -305,8 +320,8 @@ def test_random_loss_reordering_and_failovers_lose_no_majority_acknowledged_writ
                 # but the controller fails it over anyway, and it hears late.
                 reachable = [n for n in group.replicas if n not in group.cut | {leader}]
                 if len(reachable) >= 2:
-                    epoch += 1
-                    leader = group.fail_over(epoch, reachable, "majority")
+                    epoch += 1  # promised by some even when the failover gives up
+                    leader = group.fail_over(epoch, reachable, "majority") or leader
             elif roll < 0.68:
                 group.inform_all()
             elif roll < 0.8:
@@ -329,3 +344,48 @@ def test_random_loss_reordering_and_failovers_lose_no_majority_acknowledged_writ
             final = finals["n0"].get(key)
             assert final is not None, (seed, key)
             assert int(final.rsplit(b"-", 1)[1]) >= newest, (seed, key, final, newest)
+
+
+def test_a_cut_off_leader_stops_reading_before_a_successor_can_be_chosen() -> None:
+    group = majority_group("majority")
+    group.write("n0", 1, b"a", b"\x00one")
+    group.deliver()
+    group.tick(150)  # heartbeats: both followers grant the leader a lease
+    reads: list[WriteResult] = []
+
+    def read(result: WriteResult) -> list[Effect]:
+        reads.append(result)
+        return []
+
+    leader = group.replicas["n0"]
+    group.run("n0", leader.when_replicated(group.now_ms, read))
+    assert reads and reads[0].error is None  # answered at once, under the lease
+    lease_end_ms = leader.lease_end_ms()
+    assert lease_end_ms is not None and lease_end_ms > group.now_ms
+    group.cut = {"n0"}  # the leader is cut off; nothing renews its lease
+    successor = group.fail_over(2, ["n1", "n2"], "majority", informed=["n1", "n2"])
+    assert successor is not None
+    elected_ms = group.now_ms
+    print(f"lease ended at {lease_end_ms} ms, successor chosen at {elected_ms} ms")
+    assert elected_ms >= lease_end_ms  # the followers held their answers until then
+    # The old leader, still believing it leads epoch 1, refuses to answer reads now.
+    reads.clear()
+    group.run("n0", leader.when_replicated(group.now_ms, read))
+    assert not reads
+    group.cut = set()
+    group.run("n0", leader.on_tick(group.now_ms + LIMITS.write_timeout_ms))
+    assert reads and reads[0].error is not None
+
+
+def test_a_restarted_follower_waits_a_lease_before_promising_a_successor() -> None:
+    group = majority_group("majority")
+    group.tick(150)
+    group.start("n1")  # it may have granted a lease just before it went down
+    group.configure(ReplicaSet(1, "n0", ("n1", "n2"), "majority"))
+    query = PositionQuery(KEYSPACE, PARTITION, 2)
+    replica = group.replicas["n1"]
+    group.run("n1", replica.on_position_query(group.now_ms, "controller", query))
+    assert replica.promised_epoch == 1
+    group.cut = {"n0"}
+    group.tick(LIMITS.lease_ms)
+    assert replica.promised_epoch == 2

@@ -304,7 +304,7 @@ def _entry(items: Any) -> log_format.Entry:
 
 
 def _replicate(items: tuple[Any, ...]) -> replication_messages.Replicate:
-    _, keyspace, partition, epoch, prev, entries, leader_last, trim_through = items
+    _, keyspace, partition, epoch, prev, entries, leader_last, trim_through, sent_ms = items
     return replication_messages.Replicate(
         keyspace,
         partition,
@@ -313,6 +313,7 @@ def _replicate(items: tuple[Any, ...]) -> replication_messages.Replicate:
         tuple(_entry(entry) for entry in entries),
         _position(leader_last),
         trim_through,
+        sent_ms,
     )
 
 

@@ -34,20 +34,13 @@ from quorumdb.core.cluster_metadata import command
 from quorumdb.core.effects import Effect, Send
 from quorumdb.core.replication.log_format import Position
 from quorumdb.core.replication.messages import PositionQuery, PositionReply
+from quorumdb.core.replication.quorums import answers_needed
 
 QUERY_RETRY_MS = 500
 PROPOSAL_RETRY_MS = 3_000
 ASYNC_GRACE_MS = 1_000
 
 Propose = Callable[[bytes], list[Effect]]
-
-
-def answers_needed(mode: str, replica_count: int) -> int:
-    if mode == "all" or mode == "async":
-        return 1
-    if mode == "majority":
-        return replica_count - (replica_count // 2 + 1) + 1
-    return replica_count - 1
 
 
 @dataclass(slots=True)

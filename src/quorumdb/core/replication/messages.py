@@ -18,6 +18,7 @@ class Replicate:
     entries: tuple[Entry, ...]
     leader_last: Position  # the leader's last entry when it sent this
     trim_through: int  # every replica holds the log up to here: it may be dropped
+    sent_ms: int = 0  # the leader's clock when sent: echoed back, it dates a lease grant
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class ReplicateReply:
     match: int
     conflict_epoch: int = 0
     conflict_first: int = 0
+    echo_ms: int = 0  # the `sent_ms` of the Replicate answered: the lease grant began after it
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ from quorumdb.core.replication.messages import (
     Replicate,
     ReplicateReply,
 )
+from quorumdb.core.replication.quorums import answers_needed
 from quorumdb.storage.interface import StorageReader, Write
 
 MODES = ("all", "majority", "semi", "async")
@@ -74,6 +75,14 @@ class ReplicationLimits:
     entries_per_message_max: int = 256
     write_timeout_ms: int = 5_000  # a write not replicated as its mode asks by then fails
     trim_batch_entries: int = 256  # drop the common prefix of the log in batches this big
+    # A follower that heard from the leader promises no successor anything for this long
+    # (by its own clock); the leader serves linearizable reads while enough such grants
+    # hold. It must be shorter than failure detection, or failovers wait for it.
+    lease_ms: int = 2_000
+    # The assumed bound on how far two nodes' clock rates differ (0.01: one clock may
+    # run 1 % faster): the leader counts its lease that much shorter. Beyond the bound a
+    # deposed leader may serve a stale read for up to the excess (docs/replication.md).
+    max_clock_drift: float = 0.01
 
 
 # --- the replica ----------------------------------------------------------------------------
@@ -104,6 +113,7 @@ class _Follower:
     match: int = 0  # the highest sequence known to match and be durable there
     sent_ms: int | None = None
     progress_ms: int = 0  # when `match` last grew (or the leader started)
+    grant_end_ms: int = -1  # until when (leader's clock) it promises no successor anything
 
 
 @dataclass(slots=True)
@@ -138,7 +148,11 @@ class PartitionReplica:
         self.lost_count = 0  # writes this replica has undone into lost+found
         self._followers: dict[str, _Follower] = {}
         self._waiters: deque[_Waiter] = deque()
-        self._last_trim_ms = 0
+        self._read_waiters: deque[_Waiter] = deque()
+        # Until when this replica must not promise a successor (its own clock). Unknown
+        # after a start: it may have granted a lease just before, so it waits a full one.
+        self._granted_until_ms: int | None = None
+        self._held_queries: dict[str, PositionQuery] = {}  # asker -> its newest query
 
     # --- what the node asks ---------------------------------------------------------------
 
@@ -231,14 +245,35 @@ class PartitionReplica:
         return effects
 
     def when_replicated(self, now_ms: int, complete: Complete) -> list[Effect]:
-        """Run `complete` once everything logged so far is replicated as the mode asks:
-        a read answered then never shows a write that a failover could still undo."""
+        """Run `complete` (a linearizable read) once everything logged so far is
+        replicated as the mode asks, so the read never shows a write a failover could
+        undo, and while the lease holds, so no successor can have taken any write yet."""
         assert self.is_leader
         sequence = self.last.sequence
-        if not self._waiters and self._satisfied(sequence):
+        if self._readable(now_ms, sequence):
             return complete(self._result(sequence, None))
-        self._waiters.append(_Waiter(sequence, now_ms + self.limits.write_timeout_ms, complete))
-        return self._release(now_ms)
+        deadline_ms = now_ms + self.limits.write_timeout_ms
+        self._read_waiters.append(_Waiter(sequence, deadline_ms, complete))
+        return []
+
+    def lease_end_ms(self) -> int | None:
+        """Until when (this clock) no successor can be elected; None: no followers."""
+        if not self._followers:
+            return None
+        replica_count = 1 + len(self._followers)
+        needed = answers_needed(self._mode(), replica_count)
+        ends = sorted(follower.grant_end_ms for follower in self._followers.values())
+        return ends[needed - 1]  # a successor needs `needed` expired grants
+
+    def _readable(self, now_ms: int, sequence: int) -> bool:
+        if not self.is_leader or not self._satisfied(sequence):
+            return False
+        if self._mode() == "async":
+            # Async promises no linearizability (a failover may drop acknowledged
+            # writes), and its failover rule would need every follower's grant.
+            return True
+        lease_end_ms = self.lease_end_ms()
+        return lease_end_ms is None or now_ms < lease_end_ms
 
     def on_reply(self, now_ms: int, source: str, reply: ReplicateReply) -> list[Effect]:
         if reply.epoch > self.promised_epoch:
@@ -246,6 +281,10 @@ class PartitionReplica:
         follower = self._followers.get(source)
         if not self.is_leader or follower is None or reply.epoch != self.promised_epoch:
             return []
+        if reply.echo_ms:
+            limits = self.limits
+            lease_ms = int(limits.lease_ms * (1.0 - limits.max_clock_drift))
+            follower.grant_end_ms = max(follower.grant_end_ms, reply.echo_ms + lease_ms)
         if reply.success:
             if reply.match > follower.match:
                 follower.match = min(reply.match, self.last.sequence)
@@ -259,9 +298,9 @@ class PartitionReplica:
         return [self._send(now_ms, source, follower)]
 
     def on_tick(self, now_ms: int) -> list[Effect]:
+        effects: list[Effect] = self._answer_held_queries(now_ms)
         if not self.is_leader:
-            return []
-        effects: list[Effect] = []
+            return effects
         limits = self.limits
         for node_id, follower in self._followers.items():
             if follower.sent_ms is not None and (
@@ -276,6 +315,10 @@ class PartitionReplica:
         while self._waiters and self._waiters[0].deadline_ms <= now_ms:
             waiter = self._waiters.popleft()
             message = f"not replicated as the {self._mode()} mode asks within the write timeout"
+            effects += waiter.complete(self._result(waiter.sequence, message))
+        while self._read_waiters and self._read_waiters[0].deadline_ms <= now_ms:
+            waiter = self._read_waiters.popleft()
+            message = "the leader could not confirm its lease in time; retry"
             effects += waiter.complete(self._result(waiter.sequence, message))
         effects += self._trim()
         return effects
@@ -300,6 +343,9 @@ class PartitionReplica:
         while self._waiters and self.is_leader and self._satisfied(self._waiters[0].sequence):
             waiter = self._waiters.popleft()
             effects += waiter.complete(self._result(waiter.sequence, None))
+        while self._read_waiters and self._readable(now_ms, self._read_waiters[0].sequence):
+            waiter = self._read_waiters.popleft()
+            effects += waiter.complete(self._result(waiter.sequence, None))
         return effects
 
     def _result(self, sequence: int, error: str | None) -> WriteResult:
@@ -309,9 +355,10 @@ class PartitionReplica:
 
     def _fail_waiters(self, message: str) -> list[Effect]:
         effects: list[Effect] = []
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            effects += waiter.complete(self._result(waiter.sequence, message))
+        for waiters in (self._waiters, self._read_waiters):
+            while waiters:
+                waiter = waiters.popleft()
+                effects += waiter.complete(self._result(waiter.sequence, message))
         return effects
 
     def _resume_point(self, reply: ReplicateReply) -> int:
@@ -339,6 +386,7 @@ class PartitionReplica:
             tuple(local.entry for local in chosen),
             self.last,
             self.base.sequence,
+            now_ms,
         )
         follower.next = start + len(chosen)
         follower.sent_ms = now_ms
@@ -371,16 +419,21 @@ class PartitionReplica:
         batch = _Batch()
         if message.epoch > self.promised_epoch:
             effects += self._promise(message.epoch)
+        # The leader of our epoch is alive: promise no successor anything for a lease.
+        granted = now_ms + self.limits.lease_ms
+        self._granted_until_ms = max(self._granted_until_ms or granted, granted)
+        echo = message.sent_ms
         prev = message.prev
         if prev.sequence > self.last.sequence:
-            return effects + [Send(source, self._reply(False, 0, 0, self.last.sequence + 1))]
+            reply = self._reply(False, 0, 0, self.last.sequence + 1, echo)
+            return effects + [Send(source, reply)]
         held = self.epoch_at(prev.sequence)
         if prev.sequence >= self.base.sequence and held != prev.epoch:
             assert held is not None
             first = prev.sequence
             while first - 1 > self.base.sequence and self.epoch_at(first - 1) == held:
                 first -= 1
-            return effects + [Send(source, self._reply(False, 0, held, first))]
+            return effects + [Send(source, self._reply(False, 0, held, first, echo))]
         for entry in message.entries:
             if entry.sequence <= self.base.sequence:
                 continue
@@ -400,15 +453,33 @@ class PartitionReplica:
             batch.writes += self._drop_through(message.trim_through)
         if batch.writes:
             effects.append(Persist(tuple(batch.writes)))
-        effects.append(Send(source, self._reply(True, match)))
+        effects.append(Send(source, self._reply(True, match, echo_ms=echo)))
         return effects
 
     def on_position_query(self, now_ms: int, source: str, query: PositionQuery) -> list[Effect]:
         """Promise the coming epoch (so the old leader gets no more acknowledgements
-        here), then say how far this log goes; the promise is durable first."""
+        here), then say how far this log goes; the promise is durable first. While a
+        lease granted to the current leader runs, the answer waits (see `on_tick`)."""
+        if query.epoch > self.promised_epoch:
+            if self._granted_until_ms is None:
+                self._granted_until_ms = now_ms + self.limits.lease_ms
+            if now_ms < self._granted_until_ms:
+                self._held_queries[source] = query
+                return []
         effects = self._promise(query.epoch) if query.epoch > self.promised_epoch else []
         reply = PositionReply(self.keyspace, self.partition, self.promised_epoch, self.last)
         return effects + [Send(source, reply)]
+
+    def _answer_held_queries(self, now_ms: int) -> list[Effect]:
+        if self._granted_until_ms is None:
+            self._granted_until_ms = now_ms + self.limits.lease_ms  # just started
+        if not self._held_queries or now_ms < self._granted_until_ms:
+            return []
+        held, self._held_queries = self._held_queries, {}
+        effects: list[Effect] = []
+        for source, query in held.items():
+            effects += self.on_position_query(now_ms, source, query)
+        return effects
 
     def _promise(self, epoch: int) -> list[Effect]:
         self.promised_epoch = epoch
@@ -416,7 +487,12 @@ class PartitionReplica:
         return effects + self._fail_waiters("a newer leader took over; the write may be lost")
 
     def _reply(
-        self, success: bool, match: int, conflict_epoch: int = 0, conflict_first: int = 0
+        self,
+        success: bool,
+        match: int,
+        conflict_epoch: int = 0,
+        conflict_first: int = 0,
+        echo_ms: int = 0,
     ) -> ReplicateReply:
         return ReplicateReply(
             self.keyspace,
@@ -426,6 +502,7 @@ class PartitionReplica:
             match,
             conflict_epoch,
             conflict_first,
+            echo_ms,
         )
 
     # --- applying and undoing ---------------------------------------------------------------

@@ -79,7 +79,7 @@ class Replicas:
             return answer(self.not_leader(keyspace, partition))
 
         def complete(result: WriteResult) -> list[Effect]:
-            return answer(_with_result(outcome, result))
+            return answer(_with_result(outcome, result, bool(writes)))
 
         if writes:
             return replica.append(now_ms, writes, complete)
@@ -135,9 +135,11 @@ class Replicas:
         return rows
 
 
-def _with_result(outcome: Outcome, result: WriteResult) -> Outcome:
+def _with_result(outcome: Outcome, result: WriteResult, wrote: bool) -> Outcome:
     position = (result.position.epoch, result.position.sequence)
     if result.error is not None:
-        # The write is on the leader and may survive (or be undone by a failover).
-        return Outcome(None, ErrorCode.TIMEOUT, result.error, result.follower_acks, position)
+        # A write is on the leader and may survive (or be undone by a failover): its
+        # outcome is unknown. A read changed nothing: the node could not serve it.
+        code = ErrorCode.TIMEOUT if wrote else ErrorCode.UNAVAILABLE
+        return Outcome(None, code, result.error, result.follower_acks, position)
     return replace(outcome, acks=result.follower_acks, position=position)
