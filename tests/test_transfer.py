@@ -155,3 +155,31 @@ def test_a_reordered_window_is_applied_in_one_round_trip() -> None:
         source.on_ack(ack.sequence)
     assert ack.sequence == limits.window_messages
     assert source.caught_up
+
+
+def test_a_source_written_between_every_two_ticks_still_seals() -> None:
+    """A hot moving key written more often than the rebalancer ticks always has a write
+    waiting when the seal is considered; waiting for none would never seal."""
+    storage = DictStorage()
+    storage.apply(tuple(Write("ks", 0, b"k:%d" % index, b"v") for index in range(20)))
+    source = OutgoingTransfer(KEY, "ks", 0, lambda key: True, 10**9, TransferLimits(), 0)
+    target = IncomingTransfer(KEY, "ks", 1)
+    applied: dict[bytes, bytes | None] = {}
+    for now_ms in range(0, 2_000, 100):
+        value = b"hot%d" % now_ms
+        storage.apply((Write("ks", 0, b"k:1", value),))
+        source.on_write(b"k:1", value)
+        if source.caught_up:
+            break
+        for message in source.on_tick(now_ms, storage):
+            writes, ack = target.on_data(message)
+            applied.update((write.key, write.value) for write in writes)
+            source.on_ack(ack.sequence)
+    else:
+        pytest.fail("the source never caught up")
+    source.seal()
+    for message in source.on_tick(now_ms, storage):
+        writes, ack = target.on_data(message)
+        applied.update((write.key, write.value) for write in writes)
+    assert target.complete
+    assert applied[b"k:1"] == value  # the write waiting at the seal went out before it
