@@ -35,6 +35,7 @@ PROGRESS_REPORT_INTERVAL_MS = 1_000
 CLEAR_BATCH_KEYS = 512
 GARBAGE_BATCH_KEYS = 512
 SIZE_SAMPLE_KEYS = 32
+MARKER_KEYSPACE = "_rebalance"  # like the controller's "_raft": never a user keyspace
 
 Propose = Callable[[bytes], list[Effect]]
 
@@ -203,6 +204,12 @@ class Rebalancer:
                 old, new = self._layouts_of(plan, metadata, transfer.keyspace)
                 moves = _belongs_to(old, new, transfer.source_partition, transfer.target_partition)
                 item = _Incoming(transfer, session, moves)
+                if self.storage.get(*_completed_marker(plan.plan_id, index)) is not None:
+                    # An earlier life applied the sealed message, and the switch may have
+                    # committed since (this node's metadata can lag): the data is whole
+                    # and may be the only copy, so never clear it; report done again.
+                    session.complete = True
+                    item.clear_from = None
                 self.incoming[(plan.plan_id, index)] = item
             effects += self._drive_target(now_ms, plan, index, item, propose)
         return effects
@@ -312,7 +319,11 @@ class Rebalancer:
             if incoming is None or incoming.session.key != key or incoming.clear_from is not None:
                 return []  # an old attempt's data, or not ready: the source retransmits
             incoming.last_data_ms = now_ms
+            was_complete = incoming.session.complete
             writes, ack = incoming.session.on_data(message)
+            if incoming.session.complete and not was_complete:
+                marker = _completed_marker(key.plan_id, key.transfer_index)
+                writes += (Write(*marker, b"1"),)  # durable with the last keys
             effects: list[Effect] = [Persist(writes)] if writes else []
             effects.append(Send(source, ack))  # after the writes: acknowledged = durable
             return effects
@@ -407,6 +418,12 @@ def _transfer_state(plan: PlanRecord | None, index_key: tuple[int, int]) -> str:
     if plan.transfers[index].state == "done":
         return "done"
     return "over" if plan.state in ("done", "cancelled") else "active"
+
+
+def _completed_marker(plan_id: int, index: int) -> tuple[str, int, bytes]:
+    """Where a target records, durably and with the sealed message's keys, that it holds
+    every moving key of a transfer: (keyspace, partition, key) outside user keyspaces."""
+    return MARKER_KEYSPACE, 0, b"complete:%d:%d" % (plan_id, index)
 
 
 def _belongs_to(
