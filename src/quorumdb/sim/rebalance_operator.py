@@ -149,6 +149,7 @@ class RebalanceOperator:
         self.finished_ms: int | None = None
         self._step_started_ms = 0
         self._request: _Request | None = None
+        self._seen: ClusterMetadata | None = None
         self._next_request_id = OPERATOR_REQUESTS_FROM
         cluster.attach(self)
 
@@ -261,15 +262,23 @@ class RebalanceOperator:
     # --- acting ---------------------------------------------------------------------------
 
     def freshest_metadata(self) -> ClusterMetadata | None:
-        """The latest metadata any live node has applied: every node applies one log."""
-        freshest: ClusterMetadata | None = None
+        """The latest metadata seen on any live node now or earlier: every node applies
+        one log, so a higher version is a later state. Remembered (a copy), because the
+        nodes up at a moment may all lag (restarted, or cut off from the leader), and a
+        person who saw a plan done does not forget it.
+
+        Only a node whose writes are all synced is asked: the metadata in its memory may
+        come from a log entry that is not durable yet (a one-voter leader applies what it
+        has just appended), which a crash would undo and which no answer of the node can
+        reveal before the sync (persist before send)."""
         for sim_node in self.cluster.nodes.values():
-            if sim_node.node is None:
+            if sim_node.node is None or not sim_node.synced:
                 continue
             metadata = sim_node.node.controller.metadata
-            if freshest is None or metadata.version > freshest.version:
-                freshest = metadata
-        return freshest
+            if self._seen is None or metadata.version > self._seen.version:
+                self._seen = ClusterMetadata()
+                self._seen.restore(metadata.snapshot())
+        return self._seen
 
     def _poll(self) -> None:
         if self.finished:
