@@ -13,9 +13,11 @@ from quorumdb.core.cluster_metadata import command
 from quorumdb.core.effects import Effect, Persist, Send
 from quorumdb.core.messages import ChangeMetadata, Get, Put
 from quorumdb.core.node import Node
+from quorumdb.core.partitioning import layout_from_dict
 from quorumdb.core.rebalancer import Rebalancer, plan_command
 from quorumdb.core.records import encode_record
-from quorumdb.core.transfer import TransferData, TransferOpen
+from quorumdb.core.transfer import TransferAck, TransferData, TransferKey, TransferOpen
+from quorumdb.storage.interface import Write
 from test_core_node import Cluster, DictStorage
 
 
@@ -186,3 +188,64 @@ def _record(proposals: list[bytes]) -> Callable[[bytes], list[Effect]]:
         return []
 
     return propose
+
+
+def test_a_source_restarted_after_sealing_keeps_holding_the_moving_keys() -> None:
+    """Found by the rebalance simulation (seeds 17, 107, 112): the source sealed, the
+    target applied the sealed message, then the source crashed; its new life had no
+    session, served writes to the moving keys as their owner, and the switch (the
+    target's done report committing) then lost them."""
+    members = local_members(3, 7000)
+    metadata = founding_metadata(members[:2])
+    assert json.loads(metadata.apply(1, command("add_member", member=members[2].to_dict())))["ok"]
+    assert json.loads(metadata.apply(2, plan_command(metadata, random.Random(1)) or b""))["ok"]
+    assert json.loads(metadata.apply(3, command("plan_step", plan_id=1, action="approve")))["ok"]
+    plan = metadata.plan
+    assert plan is not None
+    index, transfer = next(
+        (index, transfer)
+        for index, transfer in enumerate(plan.transfers)
+        if transfer.source_node == "node0"
+    )
+    new_layout = layout_from_dict(plan.target_layouts["default"])
+    moving_key = next(
+        key
+        for key in (b"k%d" % number for number in range(10_000))
+        if new_layout.locate(key) == transfer.target_partition
+    )
+    storage = DictStorage()
+    storage.apply((Write("default", transfer.source_partition, moving_key, encode_record(b"v")),))
+
+    def tick(rebalancer: Rebalancer, now_ms: int) -> list[Effect]:
+        effects = rebalancer.on_tick(
+            now_ms, metadata, False, random.Random(0), _record([]), lambda *_: True
+        )
+        for effect in effects:
+            if isinstance(effect, Persist):
+                storage.apply(effect.writes)
+        return effects
+
+    first_life = Rebalancer("node0", 1, storage)
+    key = TransferKey(plan.plan_id, index, 1)
+    opened = TransferOpen(key, "default", transfer.source_partition, transfer.target_partition)
+    first_life.on_message(0, "node2", opened, metadata)
+    for now_ms in range(0, 2_000, 100):  # the target acknowledges everything at once
+        for effect in tick(first_life, now_ms):
+            if isinstance(effect, Send) and isinstance(effect.message, TransferData):
+                first_life.on_message(
+                    now_ms, "node2", TransferAck(key, effect.message.sequence), metadata
+                )
+    assert first_life.sealed_for("default", transfer.source_partition, moving_key)
+    second_life = Rebalancer("node0", 2, storage)
+    second_life.recall_seals()
+    assert second_life.sealed_for("default", transfer.source_partition, moving_key)
+    assert ("default", transfer.source_partition) in second_life.moving_out()
+    tick(second_life, 3_000)  # still in force: still sealed
+    assert second_life.sealed_for("default", transfer.source_partition, moving_key)
+    done = command("transfer_progress", plan_id=1, transfer=index, state="done", copied_bytes=1)
+    assert json.loads(metadata.apply(4, done))["ok"]
+    tick(second_life, 3_100)  # switched: the seal is over, and its marker deleted
+    assert not second_life.sealed_for("default", transfer.source_partition, moving_key)
+    third_life = Rebalancer("node0", 3, storage)
+    third_life.recall_seals()
+    assert not third_life.recalled

@@ -204,6 +204,7 @@ class Node:
         self._other_local: dict[str, tuple[Callable[[bytes], int], frozenset[int]]] = {}
         self._moving_out: set[tuple[str, int]] = set()
         self.rebalancer = Rebalancer(node_id, incarnation, storage)
+        self.rebalancer.recall_seals()  # before the map: the fast paths must see them
         # Requests for keys sealed for a hand-over: (deadline, how to run it again).
         self._held: list[tuple[int, Callable[[int], list[Effect]], _ReplyFactory]] = []
         self._next_internal_request = INTERNAL_REQUESTS_FROM
