@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 
-from quorumdb.core.cluster import local_members
+from quorumdb.core.cluster import founding_metadata, local_members
 from quorumdb.core.cluster_metadata import command
+from quorumdb.core.effects import Effect, Persist, Send
 from quorumdb.core.messages import ChangeMetadata, Get, Put
 from quorumdb.core.node import Node
+from quorumdb.core.partitioning import layout_from_dict
+from quorumdb.core.rebalancer import Rebalancer, plan_command
+from quorumdb.core.records import encode_record
+from quorumdb.core.transfer import TransferAck, TransferData, TransferKey, TransferOpen
+from quorumdb.storage.interface import Write
 from test_core_node import Cluster, DictStorage
 
 
@@ -115,3 +122,130 @@ def test_a_joining_node_gets_its_share_while_clients_write() -> None:
             if storage.get("default", partition, key) is not None
         }
         assert holders == {owner}, (key, holders, owner)
+
+
+def test_a_target_restarted_after_completing_a_transfer_keeps_its_keys() -> None:
+    """Found by the rebalance simulation (seed 82): the target applied the sealed message
+    and reported done; the switch committed and the source deleted its copy; the target
+    crashed and restarted with metadata from before the switch (it had not applied it),
+    took the transfer for unfinished, cleared its "leftovers" and lost the only copy."""
+    members = local_members(3, 7000)
+    metadata = founding_metadata(members[:2])
+    applied = [
+        metadata.apply(1, command("add_member", member=members[2].to_dict())),
+        metadata.apply(2, plan_command(metadata, random.Random(1)) or b""),
+        metadata.apply(3, command("plan_step", plan_id=1, action="approve")),
+    ]
+    assert all(json.loads(result)["ok"] for result in applied), applied
+    plan = metadata.plan
+    assert plan is not None
+    index, transfer = next(
+        (index, transfer)
+        for index, transfer in enumerate(plan.transfers)
+        if transfer.target_node == "node2"
+    )
+    storage = DictStorage()
+    proposals: list[bytes] = []
+
+    def tick(rebalancer: Rebalancer, now_ms: int) -> list[Effect]:
+        effects = rebalancer.on_tick(
+            now_ms, metadata, False, random.Random(0), _record(proposals), lambda *_: True
+        )
+        for effect in effects:
+            if isinstance(effect, Persist):
+                storage.apply(effect.writes)
+        return effects
+
+    first_life = Rebalancer("node2", 1, storage)
+    tick(first_life, 0)  # clears leftovers (there are none)
+    [key] = [
+        effect.message.key
+        for effect in tick(first_life, 1_000)
+        if isinstance(effect, Send)
+        and isinstance(effect.message, TransferOpen)
+        and effect.message.key.transfer_index == index
+    ]
+    record = encode_record(b"only-copy")
+    sealed = TransferData(key, 1, ((b"moved-key", record),), True, True)
+    for effect in first_life.on_message(1_001, transfer.source_node, sealed, metadata):
+        if isinstance(effect, Persist):
+            storage.apply(effect.writes)
+    assert storage.get("default", transfer.target_partition, b"moved-key") == record
+    # A new life with the same (stale) metadata: the transfer still looks unfinished.
+    second_life = Rebalancer("node2", 2, storage)
+    proposals.clear()
+    for now_ms in range(5_000, 8_000, 100):
+        tick(second_life, now_ms)
+    assert storage.get("default", transfer.target_partition, b"moved-key") == record
+    reports = [json.loads(proposal) for proposal in proposals]
+    ours = [report for report in reports if report["transfer"] == index]
+    assert ours and all(report["state"] == "done" for report in ours), reports
+
+
+def _record(proposals: list[bytes]) -> Callable[[bytes], list[Effect]]:
+    def propose(proposal: bytes) -> list[Effect]:
+        proposals.append(proposal)
+        return []
+
+    return propose
+
+
+def test_a_source_restarted_after_sealing_keeps_holding_the_moving_keys() -> None:
+    """Found by the rebalance simulation (seeds 17, 107, 112): the source sealed, the
+    target applied the sealed message, then the source crashed; its new life had no
+    session, served writes to the moving keys as their owner, and the switch (the
+    target's done report committing) then lost them."""
+    members = local_members(3, 7000)
+    metadata = founding_metadata(members[:2])
+    assert json.loads(metadata.apply(1, command("add_member", member=members[2].to_dict())))["ok"]
+    assert json.loads(metadata.apply(2, plan_command(metadata, random.Random(1)) or b""))["ok"]
+    assert json.loads(metadata.apply(3, command("plan_step", plan_id=1, action="approve")))["ok"]
+    plan = metadata.plan
+    assert plan is not None
+    index, transfer = next(
+        (index, transfer)
+        for index, transfer in enumerate(plan.transfers)
+        if transfer.source_node == "node0"
+    )
+    new_layout = layout_from_dict(plan.target_layouts["default"])
+    moving_key = next(
+        key
+        for key in (b"k%d" % number for number in range(10_000))
+        if new_layout.locate(key) == transfer.target_partition
+    )
+    storage = DictStorage()
+    storage.apply((Write("default", transfer.source_partition, moving_key, encode_record(b"v")),))
+
+    def tick(rebalancer: Rebalancer, now_ms: int) -> list[Effect]:
+        effects = rebalancer.on_tick(
+            now_ms, metadata, False, random.Random(0), _record([]), lambda *_: True
+        )
+        for effect in effects:
+            if isinstance(effect, Persist):
+                storage.apply(effect.writes)
+        return effects
+
+    first_life = Rebalancer("node0", 1, storage)
+    key = TransferKey(plan.plan_id, index, 1)
+    opened = TransferOpen(key, "default", transfer.source_partition, transfer.target_partition)
+    first_life.on_message(0, "node2", opened, metadata)
+    for now_ms in range(0, 2_000, 100):  # the target acknowledges everything at once
+        for effect in tick(first_life, now_ms):
+            if isinstance(effect, Send) and isinstance(effect.message, TransferData):
+                first_life.on_message(
+                    now_ms, "node2", TransferAck(key, effect.message.sequence), metadata
+                )
+    assert first_life.sealed_for("default", transfer.source_partition, moving_key)
+    second_life = Rebalancer("node0", 2, storage)
+    second_life.recall_seals()
+    assert second_life.sealed_for("default", transfer.source_partition, moving_key)
+    assert ("default", transfer.source_partition) in second_life.moving_out()
+    tick(second_life, 3_000)  # still in force: still sealed
+    assert second_life.sealed_for("default", transfer.source_partition, moving_key)
+    done = command("transfer_progress", plan_id=1, transfer=index, state="done", copied_bytes=1)
+    assert json.loads(metadata.apply(4, done))["ok"]
+    tick(second_life, 3_100)  # switched: the seal is over, and its marker deleted
+    assert not second_life.sealed_for("default", transfer.source_partition, moving_key)
+    third_life = Rebalancer("node0", 3, storage)
+    third_life.recall_seals()
+    assert not third_life.recalled

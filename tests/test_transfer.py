@@ -8,6 +8,7 @@ import random
 import pytest
 
 from quorumdb.core.transfer import (
+    REORDER_WINDOW_MESSAGES,
     IncomingTransfer,
     OutgoingTransfer,
     TransferData,
@@ -119,15 +120,66 @@ def test_pausing_stops_the_snapshot_but_not_live_writes() -> None:
     assert len(source.on_tick(2, storage)) == limits.window_messages
 
 
-def test_out_of_order_messages_are_not_applied() -> None:
+def test_a_message_ahead_of_a_gap_waits_for_it() -> None:
     target = IncomingTransfer(KEY, "ks", 1)
-    later = TransferData(KEY, 2, ((b"a", b"2"),), False, False)
+    later = TransferData(KEY, 2, ((b"a", b"2"), (b"b", b"2")), False, False)
     first = TransferData(KEY, 1, ((b"a", b"1"),), False, False)
     writes, ack = target.on_data(later)
-    assert writes == () and ack.sequence == 0
+    assert writes == () and ack.sequence == 0  # nothing is applied past a gap
     writes, ack = target.on_data(first)
-    assert writes == (Write("ks", 1, b"a", b"1"),) and ack.sequence == 1
+    # Both, in sequence order: the later message's record of `a` wins.
+    assert writes == (Write("ks", 1, b"a", b"2"), Write("ks", 1, b"b", b"2"))
+    assert ack.sequence == 2
     writes, ack = target.on_data(first)  # a duplicate: nothing applied twice
-    assert writes == () and ack.sequence == 1
-    writes, ack = target.on_data(later)
-    assert writes == (Write("ks", 1, b"a", b"2"),) and ack.sequence == 2
+    assert writes == () and ack.sequence == 2
+    beyond = TransferData(KEY, 3 + REORDER_WINDOW_MESSAGES, ((b"c", b"x"),), False, False)
+    assert target.on_data(beyond)[0] == ()  # too far ahead: dropped, not kept
+    for sequence in range(3, 3 + REORDER_WINDOW_MESSAGES):
+        target.on_data(TransferData(KEY, sequence, (), False, False))
+    assert target.applied_sequence == 2 + REORDER_WINDOW_MESSAGES
+
+
+def test_a_reordered_window_is_applied_in_one_round_trip() -> None:
+    """Seen in the rebalance simulation: the network reordered each window the source
+    sent at once, the target applied only the next message of it, one per retransmission,
+    and a source busy with writes never caught up (the plan never finished)."""
+    storage = DictStorage()
+    storage.apply(tuple(Write("ks", 0, b"k:%03d" % index, b"v") for index in range(80)))
+    limits = TransferLimits(chunk_keys=10)
+    source = OutgoingTransfer(KEY, "ks", 0, lambda key: True, 10**9, limits, now_ms=0)
+    target = IncomingTransfer(KEY, "ks", 1)
+    window = source.on_tick(0, storage)
+    assert len(window) == limits.window_messages
+    for message in reversed(window):
+        writes, ack = target.on_data(message)
+        source.on_ack(ack.sequence)
+    assert ack.sequence == limits.window_messages
+    assert source.caught_up
+
+
+def test_a_source_written_between_every_two_ticks_still_seals() -> None:
+    """A hot moving key written more often than the rebalancer ticks always has a write
+    waiting when the seal is considered; waiting for none would never seal."""
+    storage = DictStorage()
+    storage.apply(tuple(Write("ks", 0, b"k:%d" % index, b"v") for index in range(20)))
+    source = OutgoingTransfer(KEY, "ks", 0, lambda key: True, 10**9, TransferLimits(), 0)
+    target = IncomingTransfer(KEY, "ks", 1)
+    applied: dict[bytes, bytes | None] = {}
+    for now_ms in range(0, 2_000, 100):
+        value = b"hot%d" % now_ms
+        storage.apply((Write("ks", 0, b"k:1", value),))
+        source.on_write(b"k:1", value)
+        if source.caught_up:
+            break
+        for message in source.on_tick(now_ms, storage):
+            writes, ack = target.on_data(message)
+            applied.update((write.key, write.value) for write in writes)
+            source.on_ack(ack.sequence)
+    else:
+        pytest.fail("the source never caught up")
+    source.seal()
+    for message in source.on_tick(now_ms, storage):
+        writes, ack = target.on_data(message)
+        applied.update((write.key, write.value) for write in writes)
+    assert target.complete
+    assert applied[b"k:1"] == value  # the write waiting at the seal went out before it

@@ -75,7 +75,9 @@ class FailureDetector:
             effects += self._translate(membership.join(now_ms, (), known))
         for node_id in sorted(left - self._left):
             self._left.add(node_id)
-            if node_id != self.node_id:
+            # A node started after the member left (its map no longer lists it) never
+            # knew it: there is nothing to remove.
+            if node_id != self.node_id and membership.member(node_id) is not None:
                 effects += self._translate(membership.decommission(now_ms, node_id))
         membership.set_piggyback(MAP_VERSION_FACT, map_version, b"")
         effects += self._translate(membership.on_tick(now_ms))

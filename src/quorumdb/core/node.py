@@ -220,6 +220,7 @@ class Node:
         self._other_local: dict[str, tuple[Callable[[bytes], int], frozenset[int]]] = {}
         self._moving_out: set[tuple[str, int]] = set()
         self.rebalancer = Rebalancer(node_id, incarnation, storage)
+        self.rebalancer.recall_seals()  # before the map: the fast paths must see them
         self.replication = Replicas(node_id, storage)
         self.failover = FailoverCoordinator()
         self._replicas_version = -1  # the map version the replicas were configured from

@@ -8,6 +8,7 @@ picks up where the metadata says. See docs/rebalancing.md for the protocol.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ PROGRESS_REPORT_INTERVAL_MS = 1_000
 CLEAR_BATCH_KEYS = 512
 GARBAGE_BATCH_KEYS = 512
 SIZE_SAMPLE_KEYS = 32
+MARKER_KEYSPACE = "_rebalance"  # like the controller's "_raft": never a user keyspace
 
 Propose = Callable[[bytes], list[Effect]]
 
@@ -97,6 +99,23 @@ class _Outgoing:
     session: OutgoingTransfer
 
 
+@dataclass(frozen=True, slots=True)
+class _RecalledSeal:
+    """A seal an earlier life of this node made durable (see `_seal_marker`)."""
+
+    keyspace: str
+    source_partition: int
+    target_partition: int
+    new: Layout
+
+    def covers(self, keyspace: str, partition: int, key: bytes) -> bool:
+        return (
+            keyspace == self.keyspace
+            and partition == self.source_partition
+            and self.new.locate(key) == self.target_partition
+        )
+
+
 @dataclass(slots=True)
 class Rebalancer:
     node_id: str
@@ -109,16 +128,34 @@ class Rebalancer:
     garbage: dict[tuple[str, int], bytes] = field(default_factory=dict)
     _next_plan_check_ms: int = 0
     _layouts: dict[tuple[int, str], tuple[Layout, Layout]] = field(default_factory=dict)
+    # (plan, transfer) -> a seal made by an earlier life, still in force: its target may
+    # hold every moving key as of the seal and the switch may come, so this life must
+    # not serve those keys either.
+    recalled: dict[tuple[int, int], _RecalledSeal] = field(default_factory=dict)
+
+    def recall_seals(self) -> None:
+        """At start: the seals an earlier life made durable hold until released."""
+        rows = self.storage.scan(MARKER_KEYSPACE, 0, b"sealed:", b"sealed;", 1 << 20)
+        for _, value in rows:
+            document = json.loads(value)
+            self.recalled[(document["plan_id"], document["index"])] = _RecalledSeal(
+                document["keyspace"],
+                document["source_partition"],
+                document["target_partition"],
+                layout_from_dict(document["layout"]),
+            )
 
     # --- what the node asks -------------------------------------------------------------
 
     def moving_out(self) -> set[tuple[str, int]]:
         """Partitions with keys being copied away: the fast paths must leave them alone,
         so every write to them passes `on_write`."""
-        return {
+        moving = {
             (item.transfer.keyspace, item.transfer.source_partition)
             for item in self.outgoing.values()
         }
+        moving.update((seal.keyspace, seal.source_partition) for seal in self.recalled.values())
+        return moving
 
     def sealed_for(self, keyspace: str, partition: int, key: bytes) -> bool:
         """Is this key handed over and not yet switched? Its requests must wait."""
@@ -131,7 +168,7 @@ class Rebalancer:
                 and item.session.moves(key)
             ):
                 return True
-        return False
+        return any(seal.covers(keyspace, partition, key) for seal in self.recalled.values())
 
     def on_write(self, write: Write) -> None:
         for item in self.outgoing.values():
@@ -163,7 +200,7 @@ class Rebalancer:
                 proposal = proposal or _departure(metadata)
                 if proposal is not None:
                     effects += propose(proposal)
-        self._forget_finished(metadata.plan)
+        effects += self._forget_finished(metadata.plan)
         plan = metadata.plan_in_force()
         if plan is not None:
             effects += self._drive_targets(now_ms, plan, propose, metadata)
@@ -181,9 +218,11 @@ class Rebalancer:
             cached = self._layouts[(plan.plan_id, keyspace)] = (old, new)
         return cached
 
-    def _forget_finished(self, plan: PlanRecord | None) -> None:
+    def _forget_finished(self, plan: PlanRecord | None) -> list[Effect]:
         """Sessions end when their transfer is done or their plan is over; a source then
-        deletes what it handed over (only for transfers that completed)."""
+        deletes what it handed over (only for transfers that completed). A recalled seal
+        ends the same way, or when the target opens a new attempt (so it did not
+        complete: a target that did never reopens); its marker is deleted."""
         for index_key, item in list(self.outgoing.items()):
             state = _transfer_state(plan, index_key)
             if state == "done":
@@ -194,6 +233,15 @@ class Rebalancer:
         for index_key in list(self.incoming):
             if _transfer_state(plan, index_key) in ("done", "over"):
                 del self.incoming[index_key]
+        released = [
+            index_key
+            for index_key in self.recalled
+            if index_key in self.outgoing or _transfer_state(plan, index_key) != "active"
+        ]
+        for index_key in released:
+            del self.recalled[index_key]
+        markers = tuple(Write(*_seal_marker(*index_key), None) for index_key in released)
+        return [Persist(markers)] if markers else []
 
     def _drive_targets(
         self, now_ms: int, plan: PlanRecord, propose: Propose, metadata: ClusterMetadata
@@ -209,6 +257,12 @@ class Rebalancer:
                 old, new = self._layouts_of(plan, metadata, transfer.keyspace)
                 moves = _belongs_to(old, new, transfer.source_partition, transfer.target_partition)
                 item = _Incoming(transfer, session, moves)
+                if self.storage.get(*_completed_marker(plan.plan_id, index)) is not None:
+                    # An earlier life applied the sealed message, and the switch may have
+                    # committed since (this node's metadata can lag): the data is whole
+                    # and may be the only copy, so never clear it; report done again.
+                    session.complete = True
+                    item.clear_from = None
                 self.incoming[(plan.plan_id, index)] = item
             effects += self._drive_target(now_ms, plan, index, item, propose)
         return effects
@@ -268,12 +322,25 @@ class Rebalancer:
         self, now_ms: int, plan: PlanRecord, metadata: ClusterMetadata
     ) -> list[Effect]:
         effects: list[Effect] = []
-        for item in self.outgoing.values():
+        for (plan_id, index), item in self.outgoing.items():
             session = item.session
             session.paused = plan.state == "paused"
             session.throttle_bytes_per_second = metadata.throttle_bytes_per_second
             if session.caught_up and not session.seal_requested and not session.paused:
                 session.seal()  # from now on the node holds requests for moving keys
+                # Durable before the sealed message leaves (persist before send): a
+                # later life of this node must keep holding them (`recall_seals`).
+                transfer = item.transfer
+                document = {
+                    "plan_id": plan_id,
+                    "index": index,
+                    "keyspace": transfer.keyspace,
+                    "source_partition": transfer.source_partition,
+                    "target_partition": transfer.target_partition,
+                    "layout": plan.target_layouts[transfer.keyspace],
+                }
+                value = json.dumps(document, sort_keys=True).encode()
+                effects.append(Persist((Write(*_seal_marker(plan_id, index), value),)))
             for message in session.on_tick(now_ms, self.storage):
                 effects.append(Send(item.target_node, message))
         return effects
@@ -318,7 +385,11 @@ class Rebalancer:
             if incoming is None or incoming.session.key != key or incoming.clear_from is not None:
                 return []  # an old attempt's data, or not ready: the source retransmits
             incoming.last_data_ms = now_ms
+            was_complete = incoming.session.complete
             writes, ack = incoming.session.on_data(message)
+            if incoming.session.complete and not was_complete:
+                marker = _completed_marker(key.plan_id, key.transfer_index)
+                writes += (Write(*marker, b"1"),)  # durable with the last keys
             effects: list[Effect] = [Persist(writes)] if writes else []
             effects.append(Send(source, ack))  # after the writes: acknowledged = durable
             return effects
@@ -413,6 +484,17 @@ def _transfer_state(plan: PlanRecord | None, index_key: tuple[int, int]) -> str:
     if plan.transfers[index].state == "done":
         return "done"
     return "over" if plan.state in ("done", "cancelled") else "active"
+
+
+def _completed_marker(plan_id: int, index: int) -> tuple[str, int, bytes]:
+    """Where a target records, durably and with the sealed message's keys, that it holds
+    every moving key of a transfer: (keyspace, partition, key) outside user keyspaces."""
+    return MARKER_KEYSPACE, 0, b"complete:%d:%d" % (plan_id, index)
+
+
+def _seal_marker(plan_id: int, index: int) -> tuple[str, int, bytes]:
+    """Where a source records, before its sealed message leaves, that it sealed."""
+    return MARKER_KEYSPACE, 0, b"sealed:%d:%d" % (plan_id, index)
 
 
 def _belongs_to(

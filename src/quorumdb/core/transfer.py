@@ -30,6 +30,8 @@ DEFAULT_CHUNK_KEYS = 256
 DEFAULT_CHUNK_BYTES = 256 * 1024
 DEFAULT_WINDOW_MESSAGES = 8
 DEFAULT_RETRANSMIT_MS = 500
+# Messages a target keeps while it waits for an earlier one: a default window's worth.
+REORDER_WINDOW_MESSAGES = DEFAULT_WINDOW_MESSAGES
 
 
 class TransferKey(NamedTuple):
@@ -121,8 +123,10 @@ class OutgoingTransfer:
 
     @property
     def caught_up(self) -> bool:
-        """Snapshot sent, no write waiting, everything acknowledged: ready to seal."""
-        return self.cursor is None and not self._pending and not self._unacked
+        """Snapshot sent and everything sent acknowledged: ready to seal. Writes still
+        waiting do not count: they go out before the sealed message, and under steady
+        writes to a moving key some are always waiting, so requiring none never seals."""
+        return self.cursor is None and not self._unacked
 
     @property
     def acknowledged_sealed(self) -> bool:
@@ -213,7 +217,12 @@ class OutgoingTransfer:
 
 
 class IncomingTransfer:
-    """The target end: applies messages strictly in sequence and acknowledges them."""
+    """The target end: applies messages strictly in sequence and acknowledges them.
+
+    Messages that arrive ahead of a gap wait (at most a window's worth) until the gap is
+    filled: the source sends a window at once, the network reorders it, and applying
+    only the next one would leave one message applied per retransmission, slower than
+    writes arrive at a busy source, which then never catches up enough to seal."""
 
     def __init__(self, key: TransferKey, keyspace: str, target_partition: int) -> None:
         self.key = key
@@ -223,18 +232,26 @@ class IncomingTransfer:
         self.received_bytes = 0
         self.snapshot_done = False
         self.complete = False  # the sealed message is applied: every moving key is here
+        self._early: dict[int, TransferData] = {}  # sequence -> message ahead of a gap
 
     def on_data(self, message: TransferData) -> tuple[tuple[Write, ...], TransferAck]:
-        """Writes to persist (before the ack is sent) and the ack; out-of-order messages
-        are dropped and the last in-order sequence acknowledged again."""
-        if message.sequence != self.applied_sequence + 1:
-            return (), TransferAck(self.key, self.applied_sequence)
-        self.applied_sequence = message.sequence
-        self.snapshot_done = message.snapshot_done
-        self.complete = message.sealed
+        """Writes to persist (before the ack is sent) and the cumulative ack. A message
+        ahead of a gap waits; one beyond the reorder window or already applied is
+        dropped, and the last in-order sequence acknowledged again."""
+        ahead = message.sequence - self.applied_sequence
+        if 1 <= ahead <= REORDER_WINDOW_MESSAGES:
+            self._early[message.sequence] = message
+        records: dict[bytes, bytes | None] = {}  # in sequence order: the last one wins
+        while self.applied_sequence + 1 in self._early:
+            ready = self._early.pop(self.applied_sequence + 1)
+            self.applied_sequence = ready.sequence
+            self.snapshot_done = ready.snapshot_done
+            self.complete = ready.sealed
+            for key, record in ready.items:
+                records[key] = record
+                self.received_bytes += len(key) + len(record or b"")
         writes = tuple(
             Write(self.keyspace, self.target_partition, key, record)
-            for key, record in message.items
+            for key, record in records.items()
         )
-        self.received_bytes += sum(len(key) + len(record or b"") for key, record in message.items)
         return writes, TransferAck(self.key, self.applied_sequence)

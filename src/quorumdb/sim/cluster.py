@@ -145,8 +145,11 @@ class SimCluster:
         clocks: Sequence[NodeClock],
         fsync_ms_range: tuple[int, int] = (1, 5),
         limits: NodeLimits | None = None,
+        spares: tuple[Member, ...] = (),
     ) -> None:
-        assert len(clocks) == len(members)
+        """`members` found the cluster; `spares` run from the start too, but as nodes that
+        join later (`founder=False`): an operator adds them through the metadata."""
+        assert len(clocks) == len(members) + len(spares)
         assert 0 <= fsync_ms_range[0] <= fsync_ms_range[1]
         self.queue = queue
         self.rng = rng
@@ -157,20 +160,22 @@ class SimCluster:
         self.limits = limits
         self.stats = ClusterStats()
         self._starts = 0
+        self._founder_ids = frozenset(member.node_id for member in members)
         self.nodes: dict[str, SimNode] = {}
-        for member, clock in zip(members, clocks, strict=True):
+        for member, clock in zip(members + spares, clocks, strict=True):
             sim_node = SimNode(member.node_id, SimDisk(), clock)
             sim_node.node = self._new_node(member.node_id, sim_node.disk)
             self.nodes[member.node_id] = sim_node
-        self._listener: ClientListener | None = None
+        self._listeners: list[ClientListener] = []
         # Told (node id, fsync delay) whenever a sync is scheduled: lets the nemesis aim
         # a crash into the window where writes are applied but not yet durable.
         self.on_sync_scheduled: Callable[[str, int], None] | None = None
         network.attach(self._on_delivery)
 
     def attach(self, listener: ClientListener) -> None:
-        assert self._listener is None
-        self._listener = listener
+        """Every listener hears every reply and crash; each ignores request ids not its own."""
+        assert listener not in self._listeners
+        self._listeners.append(listener)
 
     def start_ticks(self) -> None:
         """Tick every node every 100 ms, each starting at its own random phase."""
@@ -282,8 +287,9 @@ class SimCluster:
                 f"reply {sim_node.node_id} req#{effect.request_id}"
                 f" {describe_outcome(effect.outcome)}",
             )
-            assert self._listener is not None
-            self._listener.on_reply(sim_node.node_id, effect.request_id, effect.outcome)
+            assert self._listeners
+            for listener in self._listeners:
+                listener.on_reply(sim_node.node_id, effect.request_id, effect.outcome)
             return
         source, destination = sim_node.node_id, effect.destination
         if not self.nodes[destination].up and not self.network.blocked(source, destination):
@@ -316,8 +322,9 @@ class SimCluster:
         self.stats.crashes += 1
         self.stats.writes_lost += lost_batch_count
         self.trace.record(self.queue.now_ms, f"crash {node_id} lost-batches={lost_batch_count}")
-        assert self._listener is not None
-        self._listener.on_crash(node_id)
+        assert self._listeners
+        for listener in self._listeners:
+            listener.on_crash(node_id)
 
     def restart(self, node_id: str) -> None:
         sim_node = self.nodes[node_id]
@@ -329,7 +336,8 @@ class SimCluster:
     def _new_node(self, node_id: str, disk: SimDisk) -> Node:
         self._starts += 1  # every start of any node gets a larger incarnation
         # The controller's timing suits this driver's 100 ms ticks; its generator is drawn
-        # from the run's, so the seed still decides everything.
+        # from the run's, so the seed still decides everything. A spare (not a founding
+        # member) is built as a node that joins later, at every restart too.
         return Node(
             node_id,
             self.members,
@@ -338,4 +346,5 @@ class SimCluster:
             self._starts,
             rng=random.Random(self.rng.getrandbits(64)),
             raft_config=SIM_RAFT_CONFIG,
+            founder=node_id in self._founder_ids,
         )

@@ -26,6 +26,7 @@ from quorumdb.sim.faults import (
     draw_parameters,
     parse_faults,
 )
+from quorumdb.sim.rebalance_simulation import RebalanceSimulation, describe_rebalance
 from quorumdb.sim.simulation import Simulation
 
 
@@ -87,13 +88,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scenario",
         choices=SCENARIOS,
         default="all",
-        help="data: the data path; controller: the Raft metadata group; all: both (default)",
+        help="data: the data path; controller: the Raft metadata group; rebalance: the data"
+        " path while a spare node joins and leaves; all: every one (default)",
     )
     parser.add_argument("--trace", action="store_true", help="print the trace")
     parser.add_argument("--check", action="store_true", help="run the history checkers")
 
 
-SCENARIOS = ("data", "controller", "all")
+SCENARIOS = ("data", "controller", "rebalance", "all")
 
 
 def replay_command(seed: int, args: argparse.Namespace, scenario: str = "data") -> str:
@@ -132,6 +134,10 @@ def _describe_data(seed: int, args: argparse.Namespace) -> list[str]:
 
 def _simulate_data(seed: int, args: argparse.Namespace) -> _Run:
     simulation = Simulation.from_seed(seed, _overrides(args), keep_trace=args.trace)
+    return _data_run(seed, args, simulation)
+
+
+def _data_run(seed: int, args: argparse.Namespace, simulation: Simulation) -> _Run:
     simulation.run()
     violations = simulation.check() if args.check else []
     if args.history is not None:
@@ -153,6 +159,25 @@ def _simulate_data(seed: int, args: argparse.Namespace) -> _Run:
         brief,
         violations,
     )
+
+
+def _describe_rebalance(seed: int, args: argparse.Namespace) -> list[str]:
+    return describe_rebalance(seed, _overrides(args))
+
+
+def _simulate_rebalance(seed: int, args: argparse.Namespace) -> _Run:
+    simulation = RebalanceSimulation.from_rebalance_seed(
+        seed, _overrides(args), keep_trace=args.trace
+    )
+    run = _data_run(seed, args, simulation)
+    parameters = simulation.parameters
+    rebalance = simulation.rebalance_line().removeprefix("rebalance: ").split(" (")[0]
+    brief = run.brief.replace(
+        f"nodes={parameters.node_count}",
+        f"founders={parameters.node_count} spare={parameters.spare_count}"
+        f" mode={'automatic' if simulation.operator.parameters.automatic else 'manual'}",
+    ).replace(" virtual-ms=", f" {rebalance} virtual-ms=")
+    return _Run(run.trace_lines, run.summary_lines, run.digest, brief, run.violations)
 
 
 def _describe_controller(seed: int, args: argparse.Namespace) -> list[str]:
@@ -194,6 +219,7 @@ class _Scenario:
 _SCENARIOS = (
     _Scenario("data", "", _describe_data, _simulate_data),
     _Scenario("controller", "controller ", _describe_controller, _simulate_controller),
+    _Scenario("rebalance", "rebalance ", _describe_rebalance, _simulate_rebalance),
 )
 
 

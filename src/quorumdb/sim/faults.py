@@ -79,15 +79,23 @@ class SimulationParameters:
     think_ms_max: int
     client_timeout_ms: int
     client_latency_ms_max: int
+    # Nodes running from the start that are not founding members: they join later (the
+    # rebalance scenario's operator adds them). Clocks cover founders, then spares.
+    spare_count: int = 0
 
     def __post_init__(self) -> None:
         assert 1 <= self.node_count
-        assert len(self.clock_offsets_ms) == self.node_count
-        assert len(self.clock_drifts_ppm) == self.node_count
+        assert 0 <= self.spare_count
+        assert len(self.clock_offsets_ms) == self.total_node_count
+        assert len(self.clock_drifts_ppm) == self.total_node_count
         assert 0 <= self.latency_ms_min <= self.latency_ms_max
         assert 0 <= self.fsync_ms_min <= self.fsync_ms_max
         assert 0.0 <= self.loss_probability < 1.0
         assert 0.0 <= self.duplicate_probability < 1.0
+
+    @property
+    def total_node_count(self) -> int:
+        return self.node_count + self.spare_count
 
     def workload_shape(self) -> WorkloadShape:
         return WorkloadShape(
@@ -105,7 +113,9 @@ class SimulationParameters:
         drifts = ",".join(f"{drift:+d}" for drift in self.clock_drifts_ppm)
         return [
             f"seed: {self.seed}",
-            f"cluster: nodes={self.node_count} clients={self.client_count}"
+            f"cluster: nodes={self.node_count}"
+            + (f" spare={self.spare_count}" if self.spare_count else "")
+            + f" clients={self.client_count}"
             f" operations={self.operation_count} faults={','.join(self.faults) or 'none'}",
             *describe_faults(self),
             f"clocks: offset_ms=[{offsets}] drift_ppm=[{drifts}]",
@@ -118,9 +128,16 @@ class SimulationParameters:
 
 
 def draw_parameters(
-    seed: int, rng: random.Random, overrides: ParameterOverrides | None = None
+    seed: int,
+    rng: random.Random,
+    overrides: ParameterOverrides | None = None,
+    spare_count: int = 0,
+    node_count_min: int = 1,
 ) -> SimulationParameters:
-    """Draw a whole configuration from `rng` (seeded with `seed`), then apply overrides."""
+    """Draw a whole configuration from `rng` (seeded with `seed`), then apply overrides.
+
+    `node_count_min` raises the founding node count (drawn or overridden) to at least
+    that; `spare_count` nodes run besides the founders (each with its own clock)."""
     overrides = overrides or ParameterOverrides()
     node_count = rng.randint(1, NODE_COUNT_MAX)
     faults = tuple(kind for kind in FAULT_KINDS if rng.random() < 0.5)
@@ -162,20 +179,26 @@ def draw_parameters(
     operation_count = drawn.operation_count
     if overrides.operation_count is not None:
         operation_count = overrides.operation_count
-    return _without_disabled(drawn, node_count, faults, operation_count)
+    node_count = max(node_count, node_count_min)
+    return _without_disabled(drawn, node_count, spare_count, faults, operation_count)
 
 
 def _without_disabled(
-    drawn: SimulationParameters, node_count: int, faults: tuple[str, ...], operation_count: int
+    drawn: SimulationParameters,
+    node_count: int,
+    spare_count: int,
+    faults: tuple[str, ...],
+    operation_count: int,
 ) -> SimulationParameters:
     """Fit the drawn values to the chosen cluster size and zero the disabled faults."""
 
     return replace(
         drawn,
         node_count=node_count,
+        spare_count=spare_count,
         faults=faults,
         operation_count=operation_count,
-        **disabled_faults_zeroed(drawn, faults, node_count),
+        **disabled_faults_zeroed(drawn, faults, node_count + spare_count),
     )
 
 

@@ -49,7 +49,7 @@ class Simulation:
         self.rng = rng
         self.queue = EventQueue(EVENT_COUNT_MAX)
         self.trace = Trace(keep_lines=keep_trace)
-        members = local_members(parameters.node_count, BASE_PORT)
+        members = local_members(parameters.total_node_count, BASE_PORT)
         node_ids = [member.node_id for member in members]
         self.network = build_network(self.queue, rng, self.trace, parameters, node_ids)
         self.cluster = SimCluster(
@@ -57,9 +57,10 @@ class Simulation:
             rng,
             self.trace,
             self.network,
-            members,
+            members[: parameters.node_count],
             node_clocks(parameters),
             (parameters.fsync_ms_min, parameters.fsync_ms_max),
+            spares=members[parameters.node_count :],
         )
         self.workload = Workload(
             self.queue, rng, self.trace, self.cluster, parameters.workload_shape()
@@ -86,6 +87,7 @@ class Simulation:
         self.cluster.start_ticks()
         self.workload.start()
         self.nemesis.start()
+        self._start_actors()
         safety_done = self.queue.run_until(SAFETY_TIME_MS_MAX, stop=lambda: self.workload.finished)
         safety_end_ms = self.queue.now_ms
         if not safety_done:
@@ -93,6 +95,7 @@ class Simulation:
             self.workload.stop_issuing()
         self.trace.record(self.queue.now_ms, "phase heal")
         self.nemesis.heal()
+        self._after_heal()
         # Long enough for every request still open to time out and messages to land.
         settle_ms = SETTLE_MS + self.parameters.client_timeout_ms
         self.queue.run_until(self.queue.now_ms + settle_ms, stop=None)
@@ -106,6 +109,12 @@ class Simulation:
         if not final_done:
             self.problems.append(f"final reads did not finish in {FINAL_TIME_MS_MAX} ms")
         self.phase_times = PhaseTimes(safety_end_ms, healed_ms, self.queue.now_ms)
+
+    def _start_actors(self) -> None:
+        """Start what else acts during the safety phase (a subclass's operator)."""
+
+    def _after_heal(self) -> None:
+        """Right after healing, before the settle time: a subclass's convergence wait."""
 
     def check(self) -> list[str]:
         """Every violation found: run problems first, then the history checkers."""

@@ -7,10 +7,12 @@ tests and people notice non-determinism without diffing whole traces.
 from __future__ import annotations
 
 import hashlib
+import json
 
 from quorumdb.core.controller.raft_messages import RAFT_MESSAGE_TYPES, describe_raft_message
 from quorumdb.core.messages import (
     Append,
+    ChangeMetadata,
     CountPartition,
     CreateKeyspace,
     Delete,
@@ -70,7 +72,27 @@ def describe_operation(operation: Operation) -> str:
         return f"{type(operation).__name__} p{operation.partition}"
     if isinstance(operation, CreateKeyspace):
         return f"create-keyspace {operation.config.name}"
+    if isinstance(operation, ChangeMetadata):
+        return f"change-metadata {_metadata_op(operation.command)}"
     raise TypeError(f"unexpected operation {type(operation).__name__}")
+
+
+def _metadata_op(command: bytes) -> str:
+    """A metadata command's op and its scalar arguments (a plan's layouts are not short)."""
+    try:
+        document = json.loads(command)
+        op = str(document.pop("op"))
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return text(command)
+    shown = [
+        f"{name}={value}"
+        for name, value in sorted(document.items())
+        if isinstance(value, str | int | float | bool)
+    ]
+    member = document.get("member")
+    if isinstance(member, dict):
+        shown.insert(0, f"member={member.get('node_id')}")
+    return " ".join([op, *shown])
 
 
 def describe_outcome(outcome: Outcome) -> str:

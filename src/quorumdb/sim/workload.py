@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from quorumdb.check.history import HistoryEvent, HistoryValue
@@ -46,6 +47,10 @@ class WorkloadShape:
         assert self.keys_per_writer >= 1
         assert self.shared_key_count >= 1
         assert self.client_timeout_ms > 2 * self.client_latency_ms_max
+
+
+def _never() -> bool:
+    return False
 
 
 class _Mismatch:
@@ -92,6 +97,9 @@ class Workload:
         self._final_keys: list[str] = []
         self._final_attempts = 0
         self.final_reads_finished = False
+        # While this holds, clients keep issuing past `operation_count` (the rebalance
+        # scenario keeps load on the cluster until its operator is done).
+        self.keep_issuing: Callable[[], bool] = _never
         cluster.attach(self)
 
     # --- keys -----------------------------------------------------------------------------
@@ -122,11 +130,15 @@ class Workload:
     @property
     def finished(self) -> bool:
         """Every operation of the safety phase has been issued and has completed."""
-        done_issuing = not self.issuing or self.issued_count >= self.shape.operation_count
-        return done_issuing and not self.outstanding
+        return self._done_issuing() and not self.outstanding
+
+    def _done_issuing(self) -> bool:
+        if not self.issuing:
+            return True
+        return self.issued_count >= self.shape.operation_count and not self.keep_issuing()
 
     def _issue_next(self, process: int) -> None:
-        if not self.issuing or self.issued_count >= self.shape.operation_count:
+        if self._done_issuing():
             return
         if not self.cluster.up_node_ids():
             self.queue.schedule_in(RETRY_DELAY_MS, functools.partial(self._issue_next, process))
