@@ -8,7 +8,7 @@ from collections.abc import Callable
 from quorumdb.core.effects import Send
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
-from quorumdb.core.messages import CreateKeyspace, Delete, Get, Increment, Put
+from quorumdb.core.messages import CreateKeyspace, Delete, ForwardRequest, Get, Increment, Put
 from quorumdb.core.records import decode_record, encode_record
 from quorumdb.core.replication.lost_found import KEYSPACE as LOST_KEYSPACE
 from quorumdb.core.replication.lost_found import decode_lost_write
@@ -224,3 +224,91 @@ def test_an_async_leaders_unreplicated_writes_land_in_lost_and_found() -> None:
     table = cluster.storages[victim].data.get((LOST_KEYSPACE, 0), {})
     found = [decode_lost_write(k, v) for k, v in table.items()]
     assert [(w.key, w.record) for w in found] == [(key, encode_record(b"acknowledged-then-lost"))]
+
+
+def follower_setup(sync: str = "majority") -> tuple[FaultyCluster, bytes, str, str]:
+    """A cluster with a replicated keyspace, a key, its leader and one of its followers."""
+    cluster = FaultyCluster(seed=7)
+    cluster.settle()
+    create(cluster, replicated(sync))
+    key = b"session-key"
+    _, leader, _ = leader_of(cluster, "node0", key)
+    follower = next(n for n in ("node0", "node1", "node2") if n != leader)
+    assert cluster.request(leader, Put("orders", key, b"v1")).error is None
+    for _ in range(10):
+        cluster.tick()
+    return cluster, key, leader, follower
+
+
+def test_eventual_reads_are_served_by_a_follower_with_its_position() -> None:
+    cluster, key, leader, follower = follower_setup()
+    cluster.drop = lambda source, target, message: (
+        source == leader and target == follower and isinstance(message, Replicate)
+    )
+    written = cluster.request(leader, Put("orders", key, b"v2"))
+    assert written.error is None and written.acks == 1
+    stale = cluster.request(follower, Get("orders", key, "eventual"))
+    assert stale.value == b"v1" and stale.position is not None
+    assert stale.position < written.position  # type: ignore[operator]
+    fresh = cluster.request(follower, Get("orders", key))  # linearizable: via the leader
+    assert fresh.value == b"v2"
+
+
+def test_a_session_read_waits_for_its_position_then_falls_back_to_the_leader() -> None:
+    cluster, key, leader, follower = follower_setup()
+    cluster.drop = lambda source, target, message: (
+        source == leader and target == follower and isinstance(message, Replicate)
+    )
+    written = cluster.request(leader, Put("orders", key, b"v2"))
+    session = Get("orders", key, "session", written.position)
+    start_ms = cluster.now_ms
+    answered = cluster.request(follower, session)
+    # The follower could not catch up (its link is cut): after session_wait_ms the read
+    # went to the leader, which has the session's write.
+    assert answered.value == b"v2", answered
+    assert cluster.now_ms - start_ms >= cluster.nodes[follower].limits.session_wait_ms
+    # With replication flowing, the follower itself serves the session's next read.
+    cluster.drop = lambda source, target, message: False
+    written = cluster.request(leader, Put("orders", key, b"v3"))
+    for _ in range(5):
+        cluster.tick()
+    served = cluster.request(follower, Get("orders", key, "session", written.position))
+    assert served.value == b"v3" and served.position >= written.position  # type: ignore[operator]
+    sent_to_leader = [
+        m for s, t, m in cluster.sent[-20:] if s == follower and isinstance(m, ForwardRequest)
+    ]
+    assert not sent_to_leader  # answered locally
+
+
+def test_bounded_staleness_reads_leave_a_follower_that_lost_the_leader() -> None:
+    cluster, key, leader, follower = follower_setup()
+    near = cluster.request(follower, Get("orders", key, "bounded", max_lag_ms=1_000))
+    assert near.value == b"v1"
+    cluster.drop = lambda source, target, message: (
+        source == leader and target == follower and isinstance(message, Replicate)
+    )
+    assert cluster.request(leader, Put("orders", key, b"v2")).error is None
+    for _ in range(100):  # 2 virtual seconds without hearing from the leader
+        cluster.tick()
+    bounded = cluster.request(follower, Get("orders", key, "bounded", max_lag_ms=1_000))
+    assert bounded.value == b"v2"  # too stale here: served by the leader
+    assert cluster.request(follower, Get("orders", key, "eventual")).value == b"v1"
+    bad = cluster.request(follower, Get("orders", key, "sometimes"))
+    assert bad.error is ErrorCode.INVALID_ARGUMENT and "consistency must be" in bad.message
+
+
+def test_a_write_may_ask_for_another_mode_than_its_keyspace() -> None:
+    cluster, key, leader, follower = follower_setup("majority")
+    others = [n for n in ("node0", "node1", "node2") if n != leader]
+    cluster.drop = lambda source, target, message: (
+        source == leader and isinstance(message, Replicate)
+    )
+    quick = cluster.request(leader, Put("orders", key, b"fast", sync="async"))
+    assert quick.error is None and quick.acks == 0
+    cluster.drop = lambda source, target, message: (
+        source == leader and target == others[0] and isinstance(message, Replicate)
+    )
+    careful = cluster.request(leader, Put("orders", key, b"all", sync="all"))
+    assert careful.error is ErrorCode.TIMEOUT and careful.acks == 1, careful
+    bad = cluster.request(leader, Put("orders", key, b"x", sync="quorum"))
+    assert bad.error is ErrorCode.INVALID_ARGUMENT

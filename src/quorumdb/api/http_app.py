@@ -178,7 +178,7 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
             member["health"] = detector.health(member["node_id"])  # SWIM's view from here
         document["controller"] = runtime.node.controller.status()
         document["rebalance"] = runtime.node.controller.rebalance_status()
-        document["replicas"] = runtime.node.replication.status()
+        document["replicas"] = runtime.node.replication.status(now_ms())
         return document
 
     @app.get("/v1/keyspaces", summary="List keyspaces")

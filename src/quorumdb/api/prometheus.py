@@ -232,17 +232,24 @@ def _replication_metrics(runtime: NodeRuntime) -> Iterator[GaugeMetricFamily]:
         "Log entries a follower is behind this leader",
         labels=[*labels, "follower"],
     )
-    for row in runtime.node.replication.status():
+    lag_seconds = GaugeMetricFamily(
+        "quorumdb_replication_lag_seconds",
+        "Seconds since a follower last held everything this leader had logged (0: it does)",
+        labels=[*labels, "follower"],
+    )
+    for row in runtime.node.replication.status(now_ms()):
         keys = [node, str(row["keyspace"]), str(row["partition"])]
         role.add_metric(keys, 1 if row["role"] == "leader" else 0)
         epoch.add_metric(keys, float(row["epoch"]))  # type: ignore[arg-type]
         lost.add_metric(keys, float(row["lost"]))  # type: ignore[arg-type]
         for follower, progress in row.get("followers", {}).items():  # type: ignore[attr-defined]
             lag.add_metric([*keys, follower], float(progress["lag"]))
+            lag_seconds.add_metric([*keys, follower], progress["lag_ms"] / 1000.0)
     yield role
     yield epoch
     yield lost
     yield lag
+    yield lag_seconds
 
 
 def build_registry(runtime: NodeRuntime, sampler: RateSampler) -> CollectorRegistry:

@@ -26,10 +26,22 @@ class PutCondition(Enum):
 # --- client operations: each addresses one key, or one partition -------------------------
 
 
+READ_CONSISTENCIES = ("linearizable", "eventual", "session", "bounded")
+
+
 @dataclass(frozen=True, slots=True)
 class Get:
+    """`consistency` (replicated keyspaces): "linearizable" (the leader, under its lease),
+    "eventual" (any replica, at once), "session" (any replica whose log has reached
+    `min_position`, else the leader) or "bounded" (any replica at most `max_lag_ms`
+    behind the leader, else the leader). Unreplicated keyspaces have one copy: always
+    linearizable."""
+
     keyspace: str
     key: bytes
+    consistency: str = "linearizable"
+    min_position: tuple[int, int] | None = None
+    max_lag_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +53,14 @@ class Put:
     expire_at_ms: int | None = None
     keep_expiry: bool = False
     return_previous: bool = False
+    sync: str | None = None  # replicated keyspaces: this write's mode, not the keyspace's
 
 
 @dataclass(frozen=True, slots=True)
 class Delete:
     keyspace: str
     key: bytes
+    sync: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +68,7 @@ class Increment:
     keyspace: str
     key: bytes
     delta: int
+    sync: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +76,7 @@ class Append:
     keyspace: str
     key: bytes
     value: bytes
+    sync: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,10 +21,11 @@ from quorumdb.core.effects import Effect, Persist, Reply, Send
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.failure_detector import MEASUREMENTS_FACT, FailureDetector, address_of
 from quorumdb.core.integers import INT64_MAX, INT64_MIN, parse_int64
-from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
+from quorumdb.core.keyspace import SYNC_MODES, KeyspaceConfig, KeyspaceConfigError
 from quorumdb.core.load_tracker import DEFAULT_WINDOW_MS, LoadTracker
 from quorumdb.core.membership import Ack, Gossip, Join, JoinReply, Nack, Ping, PingRequest
 from quorumdb.core.messages import (
+    READ_CONSISTENCIES,
     Append,
     ChangeMetadata,
     CountPartition,
@@ -91,6 +92,9 @@ class NodeLimits:
     expiry_sweep_keys: int = 20  # keys examined per tick for expired ones to delete
     load_sample_every: int = 8  # one request in this many feeds the load tracker
     load_window_ms: int = DEFAULT_WINDOW_MS  # request rates are measured over two of these
+    # A session read at a follower that has not yet reached the session's position waits
+    # this long for replication, then goes to the leader.
+    session_wait_ms: int = 1_000
 
     def validate(self) -> None:
         for name in (
@@ -224,6 +228,8 @@ class Node:
         self.replication = Replicas(node_id, storage)
         self.failover = FailoverCoordinator()
         self._replicas_version = -1  # the map version the replicas were configured from
+        # Session reads waiting for this node's replica: (deadline, request, read, partition)
+        self._session_reads: list[tuple[int, int, Get, int]] = []
         # Requests for keys sealed for a hand-over: (deadline, how to run it again).
         self._held: list[tuple[int, Callable[[int], list[Effect]], _ReplyFactory]] = []
         self._next_internal_request = INTERNAL_REQUESTS_FROM
@@ -307,6 +313,14 @@ class Node:
             ways = self.salted_keys.get(operation.keyspace, {}).get(operation.key)
             if ways is not None:
                 return self._gather(now_ms, request_id, operation, ways)
+        if (
+            type(operation) is Get
+            and operation.consistency != "linearizable"
+            and operation.keyspace in self.replication.keyspaces
+        ):
+            served = self._replica_read(now_ms, request_id, operation)
+            if served is not None:
+                return served
         owner = self._owner_of(operation)
         if isinstance(owner, Outcome):
             return [Reply(request_id, owner)]
@@ -407,6 +421,8 @@ class Node:
                 self.failover.on_position_reply(source, message)
                 return []
             effects = self.replication.on_message(now_ms, source, message)
+            if self._session_reads and isinstance(message, Replicate):
+                effects += self._wake_session_reads(now_ms)
             return self._deliver_to_self(now_ms, effects)
         if isinstance(message, _TRANSFER_MESSAGES):
             metadata = self.controller.metadata
@@ -469,6 +485,7 @@ class Node:
         self.load.on_tick(now_ms)
         self.ranges.on_tick(self.storage)
         effects += self._sync_replicas(now_ms)
+        effects += self._wake_session_reads(now_ms)
         down = frozenset(
             node_id
             for node_id, state in self.failure_detector.states.items()
@@ -733,6 +750,49 @@ class Node:
                         self.rebalancer.on_write(write)
         return effects
 
+    def _replica_read(self, now_ms: int, request_id: int, read: Get) -> list[Effect] | None:
+        """A read that need not be linearizable, served by this node's replica when it is
+        fresh enough; None sends it to the leader like any other request."""
+        if read.consistency not in READ_CONSISTENCIES:
+            choices = ", ".join(READ_CONSISTENCIES)
+            message = f"consistency must be one of {choices}, not {read.consistency!r}"
+            return [Reply(request_id, failure(ErrorCode.INVALID_ARGUMENT, message))]
+        problem = self._check_key(read.key)
+        if problem is not None:
+            return [Reply(request_id, problem)]
+        partition = self._partition(read.keyspace, read.key)
+        where = self.replication.read_here(now_ms, read.keyspace, partition, read)
+        if where == "wait":
+            deadline_ms = now_ms + self.limits.session_wait_ms
+            self._session_reads.append((deadline_ms, request_id, read, partition))
+            return []
+        if where != "here":
+            return None
+        replica = self.replication.replica(read.keyspace, partition)
+        assert replica is not None
+        raw = self.storage.get(read.keyspace, partition, read.key)
+        last = replica.last
+        outcome = Outcome(live_value(raw, now_ms), position=(last.epoch, last.sequence))
+        return [Reply(request_id, outcome)]
+
+    def _wake_session_reads(self, now_ms: int) -> list[Effect]:
+        """Serve waiting session reads whose replica caught up; send the rest to the
+        leader when they have waited long enough."""
+        if not self._session_reads:
+            return []
+        waiting, self._session_reads = self._session_reads, []
+        effects: list[Effect] = []
+        for deadline_ms, request_id, read, partition in waiting:
+            where = self.replication.read_here(now_ms, read.keyspace, partition, read)
+            if where == "here":
+                effects += self._replica_read(now_ms, request_id, read) or []
+            elif where == "wait" and deadline_ms > now_ms:
+                self._session_reads.append((deadline_ms, request_id, read, partition))
+            else:
+                leader_read = replace(read, consistency="linearizable")
+                effects += self.on_client_request(now_ms, request_id, leader_read)
+        return effects
+
     def _execute_replicated(
         self, now_ms: int, operation: KeyOperation | PartitionOperation, reply: _ReplyFactory
     ) -> list[Effect]:
@@ -755,11 +815,17 @@ class Node:
                 outcome = effect.outcome
         if outcome.error is not None:
             return [reply(outcome)]
+        mode = getattr(operation, "sync", None)
+        if mode is not None and mode not in SYNC_MODES:
+            message = f"sync must be one of {', '.join(SYNC_MODES)}, not {mode!r}"
+            return [reply(failure(ErrorCode.INVALID_ARGUMENT, message))]
 
         def answer(final: Outcome) -> list[Effect]:
             return [reply(final)]
 
-        return self.replication.run(now_ms, operation.keyspace, partition, writes, outcome, answer)
+        return self.replication.run(
+            now_ms, operation.keyspace, partition, writes, outcome, answer, mode
+        )
 
     def _execute_here(
         self, now_ms: int, operation: Operation, reply: _ReplyFactory

@@ -161,7 +161,7 @@ _ERROR_CODES = {code.value: code for code in ErrorCode}
 
 
 def _put(items: tuple[Any, ...]) -> messages.Put:
-    _, keyspace, key, value, condition, expire_at_ms, keep_expiry, return_previous = items
+    _, keyspace, key, value, condition, expire_at_ms, keep_expiry, return_previous, sync = items
     return messages.Put(
         keyspace,
         key,
@@ -170,7 +170,16 @@ def _put(items: tuple[Any, ...]) -> messages.Put:
         expire_at_ms,
         keep_expiry,
         return_previous,
+        sync,
     )
+
+
+def _get(items: tuple[Any, ...]) -> messages.Get:
+    _, keyspace, key, consistency, min_position, max_lag_ms = items
+    if min_position is not None:
+        epoch, sequence = min_position
+        min_position = (epoch, sequence)
+    return messages.Get(keyspace, key, consistency, min_position, max_lag_ms)
 
 
 def _outcome(items: tuple[Any, ...]) -> messages.Outcome:
@@ -329,6 +338,7 @@ def _plain(record_type: type) -> Callable[[tuple[Any, ...]], Any]:
 
 _SCHEMA: dict[type, Callable[[tuple[Any, ...]], Any]] = {
     messages.Put: _put,
+    messages.Get: _get,
     messages.Outcome: _outcome,
     messages.ForwardRequest: _forward_request,
     messages.ForwardReply: _forward_reply,

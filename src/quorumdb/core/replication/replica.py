@@ -105,6 +105,7 @@ class _Waiter:
     sequence: int
     deadline_ms: int
     complete: Complete
+    mode: str | None = None  # a write's own mode, overriding the keyspace's
 
 
 @dataclass(slots=True)
@@ -114,6 +115,7 @@ class _Follower:
     sent_ms: int | None = None
     progress_ms: int = 0  # when `match` last grew (or the leader started)
     grant_end_ms: int = -1  # until when (leader's clock) it promises no successor anything
+    caught_up_ms: int = 0  # when it last held everything this leader had logged
 
 
 @dataclass(slots=True)
@@ -149,6 +151,9 @@ class PartitionReplica:
         self._followers: dict[str, _Follower] = {}
         self._waiters: deque[_Waiter] = deque()
         self._read_waiters: deque[_Waiter] = deque()
+        self._override_waiters: list[_Waiter] = []  # writes with their own mode, any order
+        # A follower's view: when (its clock) it last held all the leader had logged.
+        self.caught_up_ms: int | None = None
         # Until when this replica must not promise a successor (its own clock). Unknown
         # after a start: it may have granted a lease just before, so it waits a full one.
         self._granted_until_ms: int | None = None
@@ -181,6 +186,21 @@ class PartitionReplica:
     def follower_matches(self) -> dict[str, int]:
         return {node_id: follower.match for node_id, follower in self._followers.items()}
 
+    def follower_lag_ms(self, now_ms: int) -> dict[str, int]:
+        """How long since each follower last held everything logged here (0: it does)."""
+        last = self.last.sequence
+        return {
+            node_id: 0 if f.match >= last else max(0, now_ms - f.caught_up_ms)
+            for node_id, f in self._followers.items()
+        }
+
+    def staleness_ms(self, now_ms: int) -> int | None:
+        """A follower's bound on how far behind the leader it is, by its own clock: the
+        time since it last held everything the leader had (None: never, since it started)."""
+        if self.caught_up_ms is None:
+            return None
+        return now_ms - self.caught_up_ms
+
     def sync_follower(self) -> str | None:
         """In `semi` mode, the follower whose acknowledgement a write waits for."""
         replica_set = self.replica_set
@@ -208,7 +228,8 @@ class PartitionReplica:
             same_epoch = was_leading and old is not None and old.epoch == replica_set.epoch
             kept = self._followers if same_epoch else {}
             self._followers = {
-                node_id: kept.get(node_id) or _Follower(self.last.sequence + 1, 0, None, now_ms)
+                node_id: kept.get(node_id)
+                or _Follower(self.last.sequence + 1, progress_ms=now_ms, caught_up_ms=now_ms)
                 for node_id in replica_set.followers
             }
             effects += self._release(now_ms)  # fewer followers may satisfy waiting writes
@@ -222,9 +243,16 @@ class PartitionReplica:
 
     # --- the leader -----------------------------------------------------------------------
 
-    def append(self, now_ms: int, writes: Sequence[Write], complete: Complete) -> list[Effect]:
+    def append(
+        self,
+        now_ms: int,
+        writes: Sequence[Write],
+        complete: Complete,
+        mode: str | None = None,
+    ) -> list[Effect]:
         """Log a write's changes and start replicating them; `complete` runs when the
-        mode is satisfied (or the write fails). The caller checked `is_leader`."""
+        mode (the keyspace's, or `mode`) is satisfied, or the write fails. The caller
+        checked `is_leader`."""
         assert self.is_leader and self.replica_set is not None
         for write in writes:
             assert (write.keyspace, write.partition) == (self.keyspace, self.partition)
@@ -236,8 +264,11 @@ class PartitionReplica:
         batch = _Batch()
         self._apply(entry, batch)
         effects: list[Effect] = [Persist(tuple(batch.writes))]
-        waiter = _Waiter(entry.sequence, now_ms + self.limits.write_timeout_ms, complete)
-        self._waiters.append(waiter)
+        deadline_ms = now_ms + self.limits.write_timeout_ms
+        if mode is None or mode == self._mode():
+            self._waiters.append(_Waiter(entry.sequence, deadline_ms, complete))
+        else:
+            self._override_waiters.append(_Waiter(entry.sequence, deadline_ms, complete, mode))
         for node_id, follower in self._followers.items():
             if follower.next == entry.sequence and node_id not in self.unavailable:
                 effects.append(self._send(now_ms, node_id, follower))
@@ -289,6 +320,8 @@ class PartitionReplica:
             if reply.match > follower.match:
                 follower.match = min(reply.match, self.last.sequence)
                 follower.progress_ms = now_ms
+            if follower.match >= self.last.sequence:
+                follower.caught_up_ms = now_ms
             follower.next = max(follower.next, follower.match + 1)
             effects = self._release(now_ms)
             if follower.next <= self.last.sequence:  # more to send: keep the stream going
@@ -320,14 +353,19 @@ class PartitionReplica:
             waiter = self._read_waiters.popleft()
             message = "the leader could not confirm its lease in time; retry"
             effects += waiter.complete(self._result(waiter.sequence, message))
+        expired = [waiter for waiter in self._override_waiters if waiter.deadline_ms <= now_ms]
+        for waiter in expired:
+            self._override_waiters.remove(waiter)
+            message = f"not replicated as the {waiter.mode} mode asks within the write timeout"
+            effects += waiter.complete(self._result(waiter.sequence, message))
         effects += self._trim()
         return effects
 
     def _mode(self) -> str:
         return self.replica_set.mode if self.replica_set is not None else "async"
 
-    def _satisfied(self, sequence: int) -> bool:
-        mode = self._mode()
+    def _satisfied(self, sequence: int, mode: str | None = None) -> bool:
+        mode = mode or self._mode()
         if mode == "async" or not self._followers:
             return True
         holding = [node_id for node_id, f in self._followers.items() if f.match >= sequence]
@@ -346,6 +384,14 @@ class PartitionReplica:
         while self._read_waiters and self._readable(now_ms, self._read_waiters[0].sequence):
             waiter = self._read_waiters.popleft()
             effects += waiter.complete(self._result(waiter.sequence, None))
+        if self._override_waiters and self.is_leader:
+            waiting: list[_Waiter] = []
+            for waiter in self._override_waiters:
+                if self._satisfied(waiter.sequence, waiter.mode):
+                    effects += waiter.complete(self._result(waiter.sequence, None))
+                else:
+                    waiting.append(waiter)
+            self._override_waiters = waiting
         return effects
 
     def _result(self, sequence: int, error: str | None) -> WriteResult:
@@ -359,6 +405,9 @@ class PartitionReplica:
             while waiters:
                 waiter = waiters.popleft()
                 effects += waiter.complete(self._result(waiter.sequence, message))
+        overrides, self._override_waiters = self._override_waiters, []
+        for waiter in overrides:
+            effects += waiter.complete(self._result(waiter.sequence, message))
         return effects
 
     def _resume_point(self, reply: ReplicateReply) -> int:
@@ -449,6 +498,8 @@ class PartitionReplica:
         if self.last.sequence >= beyond and (self.epoch_at(beyond) or 0) < message.epoch:
             self._undo_from(beyond, batch)
         match = max(prev.sequence + len(message.entries), self.base.sequence)
+        if match >= message.leader_last.sequence:
+            self.caught_up_ms = now_ms  # everything the leader had when it sent this
         if self.base.sequence < message.trim_through <= match:
             batch.writes += self._drop_through(message.trim_through)
         if batch.writes:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from quorumdb.core.cluster import PartitionMap
 from quorumdb.core.effects import Effect
 from quorumdb.core.errors import ErrorCode
-from quorumdb.core.messages import Outcome, failure
+from quorumdb.core.messages import Get, Outcome, failure
 from quorumdb.core.replication.messages import (
     PositionQuery,
     Replicate,
@@ -71,9 +71,10 @@ class Replicas:
         writes: Sequence[Write],
         outcome: Outcome,
         answer: Answer,
+        mode: str | None = None,
     ) -> list[Effect]:
-        """Answer `outcome` once its writes (none: a read) are replicated as the
-        keyspace's mode asks; the answer says how many followers held them."""
+        """Answer `outcome` once its writes (none: a read) are replicated as `mode` (by
+        default the keyspace's) asks; the answer says how many followers held them."""
         replica = self.by_partition.get((keyspace, partition))
         if replica is None or not replica.is_leader:
             return answer(self.not_leader(keyspace, partition))
@@ -82,8 +83,28 @@ class Replicas:
             return answer(_with_result(outcome, result, bool(writes)))
 
         if writes:
-            return replica.append(now_ms, writes, complete)
+            return replica.append(now_ms, writes, complete, mode)
         return replica.when_replicated(now_ms, complete)
+
+    def read_here(self, now_ms: int, keyspace: str, partition: int, read: Get) -> str:
+        """Where a read that is not linearizable may be served: "here" (this replica is
+        fresh enough), "wait" (a session read this follower will soon be able to serve),
+        or "leader" (no replica here, or too far behind)."""
+        replica = self.by_partition.get((keyspace, partition))
+        if replica is None or replica.replica_set is None:
+            return "leader"
+        if replica.is_leader or read.consistency == "eventual":
+            return "here"
+        if read.consistency == "session":
+            wanted = read.min_position
+            if wanted is None or tuple(replica.last) >= tuple(wanted):
+                return "here"
+            return "wait"
+        staleness_ms = replica.staleness_ms(now_ms)
+        limit_ms = read.max_lag_ms if read.max_lag_ms is not None else 0
+        if staleness_ms is not None and staleness_ms <= limit_ms:
+            return "here"
+        return "leader"
 
     def not_leader(self, keyspace: str, partition: int) -> Outcome:
         replica = self.by_partition.get((keyspace, partition))
@@ -113,7 +134,7 @@ class Replicas:
             effects += replica.on_tick(now_ms)
         return effects
 
-    def status(self) -> list[dict[str, object]]:
+    def status(self, now_ms: int) -> list[dict[str, object]]:
         """Every replica here: role, epoch, log position, and each follower's lag."""
         rows: list[dict[str, object]] = []
         for (keyspace, partition), replica in sorted(self.by_partition.items()):
@@ -127,10 +148,17 @@ class Replicas:
                 "lost": replica.lost_count,
             }
             if replica.is_leader:
+                lag_ms = replica.follower_lag_ms(now_ms)
                 row["followers"] = {
-                    node_id: {"match": match, "lag": last.sequence - match}
+                    node_id: {
+                        "match": match,
+                        "lag": last.sequence - match,
+                        "lag_ms": lag_ms[node_id],
+                    }
                     for node_id, match in replica.follower_matches().items()
                 }
+            else:
+                row["staleness_ms"] = replica.staleness_ms(now_ms)
             rows.append(row)
         return rows
 
