@@ -92,3 +92,45 @@ def test_replicated_writes_survive_a_killed_leader(tmp_path) -> None:
                 break
             time.sleep(0.2)
         assert all(row["role"] == "follower" for row in rows), rows
+
+
+def test_sessions_and_per_request_modes_over_resp_and_http(tmp_path) -> None:
+    with LocalTestCluster(3, tmp_path) as cluster:
+        body = {"name": "orders", "partitioning": "fixed:4", "replication": "single-leader",
+                "replicas": 3, "sync": "majority"}  # fmt: skip
+        created = httpx.post(f"{cluster.http_url(0)}/v1/keyspaces", json=body)
+        assert created.status_code == 201, created.text
+        assert created.json()["keyspace"]["sync"] == "majority"
+        with redis.Redis(port=cluster.resp_port(0)) as writer:
+            writer.execute_command("QUORUMDB.KEYSPACE", "orders")
+            ok, acks, epoch, sequence = writer.execute_command("QUORUMDB.SET", "cart", "3 items")
+            assert ok == b"OK" and acks >= 1 and epoch == 1 and sequence >= 1
+            quick = writer.execute_command("QUORUMDB.SET", "cart", "4 items", "SYNC", "async")
+            assert quick[0] == b"OK"
+            token = (quick[2], quick[3])
+            try:
+                writer.execute_command("QUORUMDB.SET", "cart", "x", "SYNC", "quorum")
+            except redis.ResponseError as error:
+                assert "expected SYNC" in str(error)
+            else:
+                raise AssertionError("an unknown sync mode was accepted")
+        # Read your write at every node, wherever the replica: the session token.
+        for index in range(3):
+            with redis.Redis(port=cluster.resp_port(index)) as reader:
+                reader.execute_command("QUORUMDB.KEYSPACE", "orders")
+                value, epoch, sequence = reader.execute_command(
+                    "QUORUMDB.GET", "cart", "AFTER", *token
+                )
+                assert value == b"4 items" and (epoch, sequence) >= token
+                eventual = reader.execute_command("QUORUMDB.GET", "cart", "CONSISTENCY", "eventual")
+                assert eventual[0] in (b"3 items", b"4 items")
+        url = f"{cluster.http_url(2)}/v1/keyspaces/orders/keys/cart"
+        session = httpx.get(url, params={"after": f"{token[0]}.{token[1]}"})
+        assert session.status_code == 200 and session.json()["value"] == "4 items"
+        assert session.json()["token"].count(".") == 1
+        bounded = httpx.get(url, params={"max_lag_ms": 5000})
+        assert bounded.status_code == 200
+        bad = httpx.get(url, params={"after": "soon"})
+        assert bad.status_code == 400 and "EPOCH.SEQUENCE" in bad.json()["message"]
+        written = httpx.put(url, params={"sync": "all"}, json={"value": "5 items"})
+        assert written.status_code == 200 and written.json()["acks"] == 2

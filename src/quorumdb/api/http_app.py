@@ -39,6 +39,8 @@ from quorumdb.runtime.node_runtime import NodeRuntime, now_ms
 from quorumdb.runtime.range_scan_driver import range_scan_page
 
 Encoding = Literal["utf-8", "base64"]
+Consistency = Literal["linearizable", "eventual", "session", "bounded"]
+Sync = Literal["all", "majority", "semi", "async"]
 _STATUS = {
     ErrorCode.INVALID_ARGUMENT: 400,
     ErrorCode.NOT_INTEGER: 400,
@@ -203,10 +205,28 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
 
     @app.get("/v1/keyspaces/{keyspace}/keys/{key:path}", summary="Read a key")
     async def get_key(
-        keyspace: str, key: str, encoding: Encoding = Query("utf-8")
+        keyspace: str,
+        key: str,
+        encoding: Encoding = Query("utf-8"),
+        consistency: Consistency = Query(
+            "linearizable",
+            description="replicated keyspaces: linearizable (the leader), eventual (any"
+            " replica), session (a replica at or past `after`), bounded (a replica at most"
+            " `max_lag_ms` behind)",
+        ),
+        after: str | None = Query(
+            None, description="session token EPOCH.SEQUENCE (implies consistency=session)"
+        ),
+        max_lag_ms: int | None = Query(None, ge=0, description="implies consistency=bounded"),
     ) -> dict[str, Any]:
         key_bytes = _decode(key, encoding, "key")
-        outcome = await call(Get(keyspace, key_bytes), "get")
+        min_position = _position(after)
+        chosen = str(consistency)
+        if chosen == "linearizable" and min_position is not None:
+            chosen = "session"
+        elif chosen == "linearizable" and max_lag_ms is not None:
+            chosen = "bounded"
+        outcome = await call(Get(keyspace, key_bytes, chosen, min_position, max_lag_ms), "get")
         _raise_for(outcome)
         if outcome.value is None:
             raise ApiError(404, "not-found", "no such key")
@@ -215,7 +235,11 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
 
     @app.put("/v1/keyspaces/{keyspace}/keys/{key:path}", summary="Write a key")
     async def put_key(
-        keyspace: str, key: str, body: PutBody, key_encoding: Encoding = Query("utf-8")
+        keyspace: str,
+        key: str,
+        body: PutBody,
+        key_encoding: Encoding = Query("utf-8"),
+        sync: Sync | None = Query(None, description="replicated keyspaces: this write's mode"),
     ) -> dict[str, Any]:
         if body.if_absent and body.if_present:
             raise ApiError(400, "invalid-argument", "if_absent and if_present exclude each other")
@@ -235,6 +259,7 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
             _decode(body.value, body.encoding, "value"),
             condition,
             expire_at_ms,
+            sync=None if sync is None else str(sync),
         )
         outcome = await call(operation, "set")
         _raise_for(outcome)
@@ -242,9 +267,13 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
 
     @app.delete("/v1/keyspaces/{keyspace}/keys/{key:path}", summary="Delete a key")
     async def delete_key(
-        keyspace: str, key: str, key_encoding: Encoding = Query("utf-8")
+        keyspace: str,
+        key: str,
+        key_encoding: Encoding = Query("utf-8"),
+        sync: Sync | None = Query(None, description="replicated keyspaces: this write's mode"),
     ) -> dict[str, Any]:
-        outcome = await call(Delete(keyspace, _decode(key, key_encoding, "key")), "del")
+        mode = None if sync is None else str(sync)
+        outcome = await call(Delete(keyspace, _decode(key, key_encoding, "key"), mode), "del")
         _raise_for(outcome)
         return {"deleted": bool(outcome.value), **_replication(outcome)}
 
@@ -376,8 +405,22 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
 
 
 def _replication(outcome: Outcome) -> dict[str, Any]:
-    """What a replicated keyspace's answer got: followers holding it, and its position."""
-    if outcome.acks is None:
-        return {}
-    position = list(outcome.position) if outcome.position is not None else None
-    return {"acks": outcome.acks, "position": position}
+    """What a replicated keyspace's answer got: followers holding it (writes and leader
+    reads), and its log position, also as a session token for `after`."""
+    document: dict[str, Any] = {}
+    if outcome.acks is not None:
+        document["acks"] = outcome.acks
+    if outcome.position is not None:
+        document["position"] = list(outcome.position)
+        document["token"] = f"{outcome.position[0]}.{outcome.position[1]}"
+    return document
+
+
+def _position(token: str | None) -> tuple[int, int] | None:
+    """A session token `EPOCH.SEQUENCE` as a log position."""
+    if token is None:
+        return None
+    epoch, separator, sequence = token.partition(".")
+    if not separator or not epoch.isdigit() or not sequence.isdigit():
+        raise ApiError(400, "invalid-argument", "after must be EPOCH.SEQUENCE, e.g. 2.1045")
+    return int(epoch), int(sequence)

@@ -954,6 +954,10 @@ def _info_text(context: CommandContext, sections: set[str], key_count: int) -> s
     return "\r\n".join(blocks)
 
 
+# Commands defined in sibling modules register themselves on import, before the table
+# below is completed with upper-case names.
+from quorumdb.api import resp_replication_commands  # noqa: E402, F401
+
 # Clients send command names in any case; the usual upper and lower case hit the table
 # directly, anything else is lowered by the server before a second lookup.
 for _name in list(COMMANDS):
