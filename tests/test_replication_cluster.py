@@ -13,6 +13,7 @@ import httpx
 import redis
 
 from cluster_harness import LocalTestCluster
+from quorumdb.client import Client
 
 FAILOVER_TIMEOUT_SECONDS = 60.0
 
@@ -134,3 +135,21 @@ def test_sessions_and_per_request_modes_over_resp_and_http(tmp_path) -> None:
         assert bad.status_code == 400 and "EPOCH.SEQUENCE" in bad.json()["message"]
         written = httpx.put(url, params={"sync": "all"}, json={"value": "5 items"})
         assert written.status_code == 200 and written.json()["acks"] == 2
+        # The Python client's sessions: every read sees the session's own last write,
+        # wherever it lands (random replicas, or one replica per user).
+        seeds = [f"127.0.0.1:{cluster.resp_port(index)}" for index in range(3)]
+        with Client(seeds, keyspace="orders") as client:
+            for options in ({"read_from": "any"}, {"read_from": "sticky", "user": "ada"}):
+                session = client.session(**options)  # type: ignore[arg-type]
+                for round_ in range(40):
+                    key = f"user:{round_ % 7}"
+                    assert session.put(key, f"v{round_}") >= 1
+                    assert session.get(key) == f"v{round_}".encode()
+                print(options, "reads by node:", session.reads_by_node)
+                if options["read_from"] == "any":
+                    assert len(session.reads_by_node) >= 2  # spread over replicas
+                else:
+                    assert len(session.reads_by_node) == 1  # one user, one replica
+            own = client.session(own_writes_from_leader=True)
+            own.put("cart:ada", "1")
+            assert own.get("cart:ada") == b"1"

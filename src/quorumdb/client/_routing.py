@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quorumdb.core.partitioning import Layout, layout_from_dict
 
@@ -20,6 +20,8 @@ class ClientMap:
     version: int
     nodes: dict[str, NodeAddress]
     layouts: dict[str, Layout]
+    # Replicated keyspaces: keyspace -> partition -> its replicas, the leader first.
+    replica_sets: dict[str, dict[int, tuple[str, ...]]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, document: bytes | str) -> ClientMap:
@@ -32,7 +34,23 @@ class ClientMap:
             name: layout_from_dict(keyspace["layout"])
             for name, keyspace in data["keyspaces"].items()
         }
-        return cls(int(data["version"]), nodes, layouts)
+        replica_sets = {
+            name: {
+                int(partition): tuple(entry["replicas"])
+                for partition, entry in keyspace["replica_sets"].items()
+            }
+            for name, keyspace in data["keyspaces"].items()
+            if "replica_sets" in keyspace
+        }
+        return cls(int(data["version"]), nodes, layouts, replica_sets)
+
+    def replicas(self, keyspace: str, key: bytes) -> tuple[int, tuple[str, ...]]:
+        """The key's partition and the nodes holding it, the leader first (the owner
+        alone for unreplicated keyspaces)."""
+        layout = self.layouts[keyspace]
+        partition = layout.locate(key)
+        nodes = self.replica_sets.get(keyspace, {}).get(partition)
+        return partition, nodes or (layout.owner(partition),)
 
     def owner(self, keyspace: str, key: bytes) -> NodeAddress | None:
         """By the same layout code the nodes run, so client and server always agree."""

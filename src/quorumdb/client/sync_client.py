@@ -21,6 +21,7 @@ from quorumdb.client._routing import (
     range_command,
     range_items,
 )
+from quorumdb.client.session import Session
 
 T = TypeVar("T")
 
@@ -193,6 +194,19 @@ class Client:
         """The keys of [start, end) in key order (values are not fetched)."""
         for key, _ in self.range(start, end, limit=limit, keys_only=True):
             yield key
+
+    def session(
+        self,
+        *,
+        read_from: str = "any",
+        user: str | None = None,
+        own_writes_from_leader: bool = False,
+    ) -> Session:
+        """A session over a replicated keyspace: read-your-writes and monotonic reads at
+        any replica (see `quorumdb.client.session`)."""
+        return Session(
+            self, read_from=read_from, user=user, own_writes_from_leader=own_writes_from_leader
+        )
 
     def dbsize(self) -> int:
         return int(self._route(None, lambda connection: connection.dbsize()))

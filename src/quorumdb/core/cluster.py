@@ -83,11 +83,17 @@ class KeyspacePlacement:
         return frozenset(p for p in self.partition_ids if self.layout.owner(p) == node_id)
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        document: dict[str, object] = {
             **self.config.to_dict(),
             "partition_count": len(self.partition_ids),
             "layout": self.layout.to_dict(),
         }
+        if self.replica_sets:
+            document["replica_sets"] = {
+                str(partition): {"epoch": epoch, "replicas": list(nodes)}
+                for partition, (epoch, nodes) in sorted(self.replica_sets.items())
+            }
+        return document
 
 
 @dataclass(frozen=True, slots=True)
