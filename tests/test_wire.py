@@ -50,6 +50,7 @@ from quorumdb.core.messages import (
 )
 from quorumdb.core.replication.log_format import Change, Entry, Position
 from quorumdb.core.replication.messages import (
+    LeaderSuspicion,
     PositionQuery,
     PositionReply,
     Replicate,
@@ -151,6 +152,7 @@ MESSAGES: list[object] = [
     ReplicateReply("orders", 3, 2, False, 0, 1, 7, 1_700_000_000_123),
     PositionQuery("orders", 3, 5),
     PositionReply("orders", 3, 5, Position(4, 120)),
+    LeaderSuspicion("orders", 3, 4),
     "a plain string",
     42,
 ]

@@ -53,6 +53,7 @@ from quorumdb.core.rebalancer import Rebalancer, estimate_partition_bytes
 from quorumdb.core.records import decode_record, encode_record, live_value
 from quorumdb.core.replication.failover import FailoverCoordinator
 from quorumdb.core.replication.messages import (
+    LeaderSuspicion,
     PositionQuery,
     PositionReply,
     Replicate,
@@ -69,7 +70,7 @@ _DATA_OPERATIONS = (*_KEYED_OPERATIONS, ScanPartition, CountPartition)
 _METADATA_OPERATIONS = (CreateKeyspace, ChangeMetadata)
 _TRANSFER_MESSAGES = (TransferOpen, TransferData, TransferAck, TransferAbort)
 _MEMBERSHIP_MESSAGES = (Ping, Ack, PingRequest, Nack, Gossip, Join, JoinReply)
-_REPLICATION_MESSAGES = (Replicate, ReplicateReply, PositionQuery, PositionReply)
+_REPLICATION_MESSAGES = (Replicate, ReplicateReply, PositionQuery, PositionReply, LeaderSuspicion)
 _CAPTURED = -3  # the request id replicated operations reply to before replication
 SIZES_INTERVAL_MS = 5_000  # how often a node publishes its partition sizes
 INTERNAL_REQUESTS_FROM = 1 << 62  # request ids of the node's own proposals; replies dropped
@@ -420,6 +421,9 @@ class Node:
             if isinstance(message, PositionReply):
                 self.failover.on_position_reply(source, message)
                 return []
+            if isinstance(message, LeaderSuspicion):
+                self.failover.on_suspicion(now_ms, source, message)
+                return []
             effects = self.replication.on_message(now_ms, source, message)
             if self._session_reads and isinstance(message, Replicate):
                 effects += self._wake_session_reads(now_ms)
@@ -486,18 +490,19 @@ class Node:
         self.ranges.on_tick(self.storage)
         effects += self._sync_replicas(now_ms)
         effects += self._wake_session_reads(now_ms)
-        down = frozenset(
-            node_id
-            for node_id, state in self.failure_detector.states.items()
-            if state.value in ("down", "left")
-        )
-        effects += self.replication.on_tick(now_ms, down)
+        states = self.failure_detector.states
+        down = frozenset(n for n, state in states.items() if state.value in ("down", "left"))
+        suspected = frozenset(n for n, state in states.items() if state.value == "suspect")
+        controller_leader = self.controller.leader_id
+        replication = self.replication.on_tick(now_ms, down, controller_leader)
+        effects += self._deliver_to_self(now_ms, replication)
         failovers = self.failover.on_tick(
             now_ms,
             self.controller.is_leader,
             self.partition_map,
             down,
             self._propose_internal(now_ms),
+            suspected,
         )
         effects += self._deliver_to_self(now_ms, failovers)
         return effects

@@ -72,7 +72,8 @@ _RECORD_TYPES: tuple[type, ...] = (
     replication_messages.Replicate,
     replication_messages.ReplicateReply,
     replication_messages.PositionQuery,
-    replication_messages.PositionReply,  # new records go last: a tag is a record's position
+    replication_messages.PositionReply,
+    replication_messages.LeaderSuspicion,  # new records go last: a tag is a record's position
 )
 _RECORD_TAGS = {record_type: tag for tag, record_type in enumerate(_RECORD_TYPES)}
 

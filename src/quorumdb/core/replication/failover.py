@@ -33,12 +33,13 @@ from quorumdb.core.cluster import PartitionMap
 from quorumdb.core.cluster_metadata import command
 from quorumdb.core.effects import Effect, Send
 from quorumdb.core.replication.log_format import Position
-from quorumdb.core.replication.messages import PositionQuery, PositionReply
+from quorumdb.core.replication.messages import LeaderSuspicion, PositionQuery, PositionReply
 from quorumdb.core.replication.quorums import answers_needed
 
 QUERY_RETRY_MS = 500
 PROPOSAL_RETRY_MS = 3_000
 ASYNC_GRACE_MS = 1_000
+SUSPICION_TTL_MS = 1_000  # a follower's report of a silent leader counts this long
 
 Propose = Callable[[bytes], list[Effect]]
 
@@ -56,8 +57,43 @@ class _Round:
 @dataclass(slots=True)
 class FailoverCoordinator:
     async_grace_ms: int = ASYNC_GRACE_MS
+    # Independent sources that must agree a partition leader failed: followers that
+    # reported it silent, and this node's failure detector suspecting it. (A verdict
+    # of "down" from the failure detector already needed that many sources itself.)
+    sources_required: int = 2
+    suspicion_ttl_ms: int = SUSPICION_TTL_MS
     failovers_proposed: int = 0
     _rounds: dict[tuple[str, int], _Round] = field(default_factory=dict)
+    # (keyspace, partition) -> follower -> (epoch it suspected, when it said so)
+    _suspicions: dict[tuple[str, int], dict[str, tuple[int, int]]] = field(default_factory=dict)
+
+    def on_suspicion(self, now_ms: int, source: str, suspicion: LeaderSuspicion) -> None:
+        index = (suspicion.keyspace, suspicion.partition)
+        self._suspicions.setdefault(index, {})[source] = (suspicion.epoch, now_ms)
+
+    def _failed(
+        self,
+        now_ms: int,
+        index: tuple[str, int],
+        epoch: int,
+        nodes: tuple[str, ...],
+        down: frozenset[str],
+        suspected: frozenset[str],
+    ) -> bool:
+        leader = nodes[0]
+        if leader in down:
+            return True
+        heard = self._suspicions.get(index, {})
+        sources = sum(
+            1
+            for follower, (suspected_epoch, at_ms) in heard.items()
+            if follower in nodes[1:]
+            and suspected_epoch == epoch
+            and now_ms - at_ms <= self.suspicion_ttl_ms
+        )
+        if leader in suspected:
+            sources += 1
+        return sources >= self.sources_required
 
     def on_tick(
         self,
@@ -66,9 +102,13 @@ class FailoverCoordinator:
         partition_map: PartitionMap,
         down: frozenset[str],
         propose: Propose,
+        suspected: frozenset[str] = frozenset(),
     ) -> list[Effect]:
+        """`down`: members the failure detector declared down; `suspected`: those it
+        suspects (one source)."""
         if not is_controller_leader:
             self._rounds.clear()
+            self._suspicions.clear()
             return []
         effects: list[Effect] = []
         active: set[tuple[str, int]] = set()
@@ -77,9 +117,11 @@ class FailoverCoordinator:
                 continue
             mode = placement.config.sync
             for partition, (epoch, nodes) in sorted(placement.replica_sets.items()):
-                if nodes[0] not in down or len(nodes) == 1:
-                    continue
                 index = (name, partition)
+                if len(nodes) == 1 or not self._failed(
+                    now_ms, index, epoch, nodes, down, suspected
+                ):
+                    continue
                 active.add(index)
                 effects += self._drive(now_ms, index, epoch, nodes, mode, down, propose)
         for index in set(self._rounds) - active:

@@ -54,4 +54,15 @@ class PositionReply:
     last: Position
 
 
-ReplicationMessage = Replicate | ReplicateReply | PositionQuery | PositionReply
+@dataclass(frozen=True, slots=True)
+class LeaderSuspicion:
+    """Follower -> controller leader: this partition's leader of `epoch` has been silent
+    longer than the leader timeout. One source; a failover needs two (or the failure
+    detector's verdict)."""
+
+    keyspace: str
+    partition: int
+    epoch: int
+
+
+ReplicationMessage = Replicate | ReplicateReply | PositionQuery | PositionReply | LeaderSuspicion

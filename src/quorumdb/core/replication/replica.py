@@ -78,11 +78,14 @@ class ReplicationLimits:
     # A follower that heard from the leader promises no successor anything for this long
     # (by its own clock); the leader serves linearizable reads while enough such grants
     # hold. It must be shorter than failure detection, or failovers wait for it.
-    lease_ms: int = 2_000
+    lease_ms: int = 1_000
     # The assumed bound on how far two nodes' clock rates differ (0.01: one clock may
     # run 1 % faster): the leader counts its lease that much shorter. Beyond the bound a
     # deposed leader may serve a stale read for up to the excess (docs/replication.md).
     max_clock_drift: float = 0.01
+    # A follower that has not heard from its leader for this long suspects it and tells
+    # the controller; two such sources (or the failure detector) start a failover.
+    leader_timeout_ms: int = 1_000
 
 
 # --- the replica ----------------------------------------------------------------------------
@@ -152,8 +155,10 @@ class PartitionReplica:
         self._waiters: deque[_Waiter] = deque()
         self._read_waiters: deque[_Waiter] = deque()
         self._override_waiters: list[_Waiter] = []  # writes with their own mode, any order
-        # A follower's view: when (its clock) it last held all the leader had logged.
+        # A follower's view: when (its clock) it last held all the leader had logged,
+        # and when it last heard from the leader of its epoch.
         self.caught_up_ms: int | None = None
+        self._heard_ms: int | None = None
         # Until when this replica must not promise a successor (its own clock). Unknown
         # after a start: it may have granted a lease just before, so it waits a full one.
         self._granted_until_ms: int | None = None
@@ -234,6 +239,8 @@ class PartitionReplica:
             }
             effects += self._release(now_ms)  # fewer followers may satisfy waiting writes
         else:
+            if old is None or (old.epoch, old.leader) != (replica_set.epoch, replica_set.leader):
+                self._heard_ms = now_ms  # a new leader: give it a timeout to speak
             self._followers = {}
             effects += self._fail_waiters("this replica no longer leads the partition")
             if replica_set.epoch > self.promised_epoch:  # committed metadata: a promise too
@@ -469,6 +476,7 @@ class PartitionReplica:
         if message.epoch > self.promised_epoch:
             effects += self._promise(message.epoch)
         # The leader of our epoch is alive: promise no successor anything for a lease.
+        self._heard_ms = now_ms
         granted = now_ms + self.limits.lease_ms
         self._granted_until_ms = max(self._granted_until_ms or granted, granted)
         echo = message.sent_ms
@@ -520,6 +528,16 @@ class PartitionReplica:
         effects = self._promise(query.epoch) if query.epoch > self.promised_epoch else []
         reply = PositionReply(self.keyspace, self.partition, self.promised_epoch, self.last)
         return effects + [Send(source, reply)]
+
+    def leader_silent(self, now_ms: int) -> bool:
+        """A follower that has not heard from its leader for the leader timeout (counted
+        from its first tick if it never has)."""
+        replica_set = self.replica_set
+        if replica_set is None or replica_set.leader == self.node_id:
+            return False
+        if self._heard_ms is None:
+            self._heard_ms = now_ms
+        return now_ms - self._heard_ms >= self.limits.leader_timeout_ms
 
     def _answer_held_queries(self, now_ms: int) -> list[Effect]:
         if self._granted_until_ms is None:

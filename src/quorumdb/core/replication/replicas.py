@@ -8,10 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from quorumdb.core.cluster import PartitionMap
-from quorumdb.core.effects import Effect
+from quorumdb.core.effects import Effect, Send
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.messages import Get, Outcome, failure
 from quorumdb.core.replication.messages import (
+    LeaderSuspicion,
     PositionQuery,
     Replicate,
     ReplicateReply,
@@ -26,6 +27,7 @@ from quorumdb.core.replication.replica import (
 from quorumdb.storage.interface import StorageReader, Write
 
 Answer = Callable[[Outcome], list[Effect]]
+SUSPICION_REPORT_MS = 250
 
 
 class Replicas:
@@ -37,6 +39,7 @@ class Replicas:
         self.limits = limits or ReplicationLimits()
         self.by_partition: dict[tuple[str, int], PartitionReplica] = {}
         self.keyspaces: frozenset[str] = frozenset()  # the replicated ones
+        self._reported_ms: dict[tuple[str, int], int] = {}  # last suspicion sent, per replica
 
     def sync(self, now_ms: int, partition_map: PartitionMap) -> list[Effect]:
         """Create and configure a replica for every partition the metadata places here."""
@@ -127,11 +130,22 @@ class Replicas:
             return replica.on_position_query(now_ms, source, message)
         return []
 
-    def on_tick(self, now_ms: int, unavailable: frozenset[str]) -> list[Effect]:
+    def on_tick(
+        self, now_ms: int, unavailable: frozenset[str], controller_leader: str | None
+    ) -> list[Effect]:
+        """Tick every replica; followers whose leader went silent tell the controller
+        leader (again every `SUSPICION_REPORT_MS` while it lasts)."""
         effects: list[Effect] = []
-        for replica in self.by_partition.values():
+        for index, replica in self.by_partition.items():
             replica.unavailable = unavailable
             effects += replica.on_tick(now_ms)
+            if controller_leader is None or not replica.leader_silent(now_ms):
+                continue
+            if now_ms - self._reported_ms.get(index, -SUSPICION_REPORT_MS) < SUSPICION_REPORT_MS:
+                continue
+            self._reported_ms[index] = now_ms
+            suspicion = LeaderSuspicion(index[0], index[1], replica.promised_epoch)
+            effects.append(Send(controller_leader, suspicion))
         return effects
 
     def status(self, now_ms: int) -> list[dict[str, object]]:
