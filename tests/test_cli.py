@@ -163,6 +163,19 @@ def test_status_and_keyspace_verbs(cluster3) -> None:
     assert quorumdb("get", "ks-key", *node).stdout.strip() == "(nil)"  # not in default
     status = quorumdb("status", *http)
     assert "cli_ks" in status.stdout
+    replicated = quorumdb(
+        "keyspace", "create", "cli_replicated", "--replication", "single-leader", "--sync", "semi",
+        *http,
+    )  # fmt: skip
+    assert replicated.returncode == 0, replicated.stderr
+    config = json.loads(replicated.stdout)["keyspace"]
+    assert (config["replication_factor"], config["sync"]) == (3, "semi")
+    status = quorumdb("status", *http)
+    assert "replicas on node1" in status.stdout and "leader" in status.stdout
+    assert "entries" in status.stdout  # followers' lag, on the leaders
+    too_many = quorumdb("keyspace", "create", "cli_five", "--replication", "single-leader",
+                        "--replicas", "5", *http)  # fmt: skip
+    assert too_many.returncode == 1 and "5 replicas need 5 active members" in too_many.stderr
 
 
 def port_open(port: int) -> bool:

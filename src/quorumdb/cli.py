@@ -226,7 +226,41 @@ def _cmd_status(args: argparse.Namespace) -> int:
             spread,
         )
     console.print(keyspaces)
+    _print_replicas(console, document)
     return 0
+
+
+def _print_replicas(console: Any, document: dict[str, Any]) -> None:
+    """The replicas the asked node holds: role, epoch, position, and per follower of a
+    leader here, how far behind it is (entries and milliseconds)."""
+    from rich.table import Table
+
+    rows = document.get("replicas") or []
+    if not rows:
+        return
+    table = Table(title=f"replicas on {document.get('node', '?')}")
+    for column in ("keyspace", "partition", "role", "epoch", "last", "followers (lag)", "lost"):
+        table.add_column(column)
+    for row in rows:
+        followers = row.get("followers", {})
+        lag = ", ".join(
+            f"{node}: {progress['lag']} entries / {progress['lag_ms']} ms"
+            for node, progress in sorted(followers.items())
+        )
+        if row["role"] != "leader":
+            staleness = row.get("staleness_ms")
+            lag = "-" if staleness is None else f"(caught up {staleness} ms ago)"
+        epoch, sequence = row["last"]
+        table.add_row(
+            row["keyspace"],
+            str(row["partition"]),
+            row["role"],
+            str(row["epoch"]),
+            f"{epoch}.{sequence}",
+            lag,
+            str(row["lost"]),
+        )
+    console.print(table)
 
 
 def _print_hot(cluster: dict[str, Any], args: argparse.Namespace) -> int:
