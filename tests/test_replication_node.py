@@ -5,10 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from quorumdb.check.convergence import replica_digest
 from quorumdb.core.effects import Send
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
-from quorumdb.core.messages import CreateKeyspace, Delete, ForwardRequest, Get, Increment, Put
+from quorumdb.core.messages import (
+    Append,
+    CreateKeyspace,
+    Delete,
+    ForwardRequest,
+    Get,
+    Increment,
+    Put,
+)
 from quorumdb.core.records import decode_record, encode_record
 from quorumdb.core.replication.lost_found import KEYSPACE as LOST_KEYSPACE
 from quorumdb.core.replication.lost_found import decode_lost_write
@@ -16,8 +25,10 @@ from quorumdb.core.replication.messages import Replicate
 from test_core_node import Cluster
 
 
-def replicated(sync: str = "majority", replicas: int = 3) -> KeyspaceConfig:
-    return KeyspaceConfig("orders", "fixed:8", replicas, "single-leader", sync)
+def replicated(
+    sync: str = "majority", replicas: int = 3, log_format: str = "row"
+) -> KeyspaceConfig:
+    return KeyspaceConfig("orders", "fixed:8", replicas, "single-leader", sync, log_format)
 
 
 def create(cluster: Cluster, config: KeyspaceConfig) -> None:
@@ -39,6 +50,8 @@ def test_replication_settings_are_validated_and_spelled_canonically() -> None:
         "replication_factor": 3,
         "replication": "single-leader",
         "sync": "majority",
+        "log_format": "row",
+        "deterministic": True,
     }
     assert KeyspaceConfig("plain").canonical().to_dict() == {
         "name": "plain",
@@ -50,6 +63,8 @@ def test_replication_settings_are_validated_and_spelled_canonically() -> None:
         (replicated(sync="quorum"), "sync must be one of"),
         (replicated(replicas=9), "between 1 and 7"),
         (KeyspaceConfig("x", replication="multi"), "replication must be one of"),
+        (KeyspaceConfig("x", log_format="statement"), "needs replication 'single-leader'"),
+        (replicated(log_format="binlog"), "log format must be one of"),
     ):
         try:
             config.canonical()
@@ -312,3 +327,47 @@ def test_a_write_may_ask_for_another_mode_than_its_keyspace() -> None:
     assert careful.error is ErrorCode.TIMEOUT and careful.acks == 1, careful
     bad = cluster.request(leader, Put("orders", key, b"x", sync="quorum"))
     assert bad.error is ErrorCode.INVALID_ARGUMENT
+
+
+def digests(cluster: Cluster, keyspace: str) -> dict[int, set[str]]:
+    """partition -> the distinct digests of its replicas' live contents."""
+    placement = cluster.nodes["node0"].partition_map.keyspaces[keyspace]
+    result: dict[int, set[str]] = {}
+    for partition, (_, nodes) in placement.replica_sets.items():
+        for node_id in nodes:
+            table = cluster.storages[node_id].data.get((keyspace, partition), {})
+            live = [(key, decode_record(raw)[0]) for key, raw in table.items()]
+            result.setdefault(partition, set()).add(replica_digest(live))
+    return result
+
+
+def test_statement_replication_diverges_only_when_not_deterministic() -> None:
+    cluster = Cluster(seed=12)
+    cluster.settle()
+    for name, deterministic in (("exact", True), ("loose", False)):
+        config = KeyspaceConfig(
+            name, "fixed:4", 3, "single-leader", "all", "statement", deterministic
+        )
+        assert cluster.request("node0", CreateKeyspace(config)).error is None
+        for index in range(12):
+            key = b"k%d" % index
+            assert cluster.request("node1", Put(name, key, b"", generate="random-id")).ok
+            assert cluster.request("node2", Increment(name, b"n%d" % index, index)).ok
+            assert cluster.request("node0", Append(name, b"a%d" % index, b"x")).ok
+        assert cluster.request("node0", Delete(name, b"k0")).value is True
+    exact, loose = digests(cluster, "exact"), digests(cluster, "loose")
+    assert all(len(found) == 1 for found in exact.values()), exact
+    diverged = [partition for partition, found in loose.items() if len(found) > 1]
+    print(
+        f"statement-based, not deterministic: {len(diverged)} of {len(loose)} partitions diverged"
+    )
+    assert diverged  # every replica drew its own random id
+    # Increments and appends replicate exactly as statements: only the ids differ.
+    for node_id in ("node0", "node1", "node2"):
+        placement = cluster.nodes[node_id].partition_map.keyspaces["loose"]
+        for index in range(12):
+            key = b"n%d" % index
+            partition = placement.layout.locate(key)
+            raw = cluster.storages[node_id].get("loose", partition, key)
+            if raw is not None:
+                assert decode_record(raw)[0] == str(index).encode()

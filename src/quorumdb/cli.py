@@ -353,6 +353,8 @@ def _cmd_keyspace(args: argparse.Namespace) -> int:
                 "replication": args.replication,
                 "replicas": args.replicas,
                 "sync": args.sync,
+                "log_format": args.log_format,
+                "deterministic": not args.nondeterministic,
             }
             response = httpx.post(f"{base}/v1/keyspaces", json=body, timeout=10)
         else:
@@ -514,6 +516,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="majority",
         help="when a write is acknowledged: every follower, a majority, one synchronous"
         " follower, or the leader alone (default %(default)s; see docs/replication.md)",
+    )
+    create.add_argument(
+        "--log-format",
+        choices=["row", "statement"],
+        default="row",
+        help="single-leader: ship resulting rows, or the statements (default %(default)s)",
+    )
+    create.add_argument(
+        "--nondeterministic",
+        action="store_true",
+        help="statement: ship server-time and random-id puts as they are, so replicas"
+        " diverge (a demonstration; see `quorumdb lab statement-divergence`)",
     )
     http_option(create)
     listing = keyspace_verbs.add_parser("list", help="list keyspaces")

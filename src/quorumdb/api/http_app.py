@@ -72,6 +72,10 @@ class KeyspaceBody(BaseModel):
     sync: str = Field(
         "majority", description="single-leader: all, majority, semi or async followers"
     )
+    log_format: str = Field("row", description="single-leader: row or statement")
+    deterministic: bool = Field(
+        True, description="statement: rewrite server time and random ids into literals"
+    )
 
 
 class ApiError(Exception):
@@ -192,7 +196,13 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
     async def create_keyspace(body: KeyspaceBody, response: Response) -> dict[str, Any]:
         try:
             config = KeyspaceConfig(
-                body.name, body.partitioning, body.replicas, body.replication, body.sync
+                body.name,
+                body.partitioning,
+                body.replicas,
+                body.replication,
+                body.sync,
+                body.log_format,
+                body.deterministic,
             ).canonical()
             config.validate()
         except KeyspaceConfigError as error:

@@ -28,6 +28,7 @@ from quorumdb.api.resp_commands import (
 )
 from quorumdb.api.resp_protocol import ArrayItem, encode_array, encode_error
 from quorumdb.core.messages import READ_CONSISTENCIES, Delete, Get, Outcome, Put
+from quorumdb.core.replication.statement import GENERATORS
 
 _SYNC_MODES = (b"all", b"majority", b"semi", b"async")
 
@@ -110,6 +111,20 @@ def replicated_set(context: CommandContext, arguments: list[bytes]) -> None:
     if valid:
         operation = Put(context.keyspace, arguments[1], arguments[2], sync=mode)
         context.submit(operation, _render_write, "set")
+
+
+@command("quorumdb.setgenerated", -3, ["write"], (1, 1, 1))
+def generated_set(context: CommandContext, arguments: list[bytes]) -> None:
+    """QUORUMDB.SETGENERATED key server-time|random-id [SYNC mode]: the node running the
+    put makes the value (the non-deterministic statements of statement-based logs)."""
+    generator = arguments[2].lower().decode("utf-8", "replace")
+    if generator not in GENERATORS:
+        context.reply(encode_error(f"ERR expected {' or '.join(GENERATORS)}"))
+        return
+    valid, mode = _sync_option(context, arguments[3:])
+    if valid:
+        put = Put(context.keyspace, arguments[1], b"", sync=mode, generate=generator)
+        context.submit(put, _render_write, "set")
 
 
 @command("quorumdb.del", -2, ["write"], (1, 1, 1))

@@ -13,6 +13,7 @@ REPLICATION_KINDS = ("none", "single-leader")
 SYNC_MODES = ("all", "majority", "semi", "async")
 DEFAULT_SYNC = "majority"
 REPLICAS_MAX = 7
+LOG_FORMATS = ("row", "statement")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -32,6 +33,10 @@ class KeyspaceConfig:
     replication_factor: int = 1
     replication: str = "none"
     sync: str = DEFAULT_SYNC
+    # Replicated keyspaces: ship resulting rows, or the statements themselves; with
+    # `deterministic` the leader turns server time and random ids into literals first.
+    log_format: str = "row"
+    deterministic: bool = True
 
     @property
     def replicated(self) -> bool:
@@ -63,6 +68,13 @@ class KeyspaceConfig:
             raise KeyspaceConfigError(
                 "replicas need replication 'single-leader' (replication 'none' keeps one copy)"
             )
+        if self.log_format not in LOG_FORMATS:
+            formats = ", ".join(LOG_FORMATS)
+            raise KeyspaceConfigError(f"log format must be one of {formats}")
+        if not self.replicated and (self.log_format != "row" or not self.deterministic):
+            raise KeyspaceConfigError("a log format needs replication 'single-leader'")
+        if not isinstance(self.deterministic, bool):
+            raise KeyspaceConfigError("deterministic must be true or false")
         if not 1 <= self.replication_factor <= REPLICAS_MAX:
             raise KeyspaceConfigError(f"replicas must be between 1 and {REPLICAS_MAX}")
 
@@ -72,7 +84,13 @@ class KeyspaceConfig:
         self.validate()
         sync = self.sync if self.replicated else DEFAULT_SYNC
         return KeyspaceConfig(
-            self.name, self.strategy().to_text(), self.replication_factor, self.replication, sync
+            self.name,
+            self.strategy().to_text(),
+            self.replication_factor,
+            self.replication,
+            sync,
+            self.log_format,
+            self.deterministic,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -84,6 +102,8 @@ class KeyspaceConfig:
         if self.replicated:
             document["replication"] = self.replication
             document["sync"] = self.sync
+            document["log_format"] = self.log_format
+            document["deterministic"] = self.deterministic
         return document
 
     @classmethod
@@ -98,6 +118,8 @@ class KeyspaceConfig:
             replication_factor=_as_int(data.get("replication_factor", 1)),
             replication=str(data.get("replication", "none")),
             sync=str(data.get("sync", DEFAULT_SYNC)),
+            log_format=str(data.get("log_format", "row")),
+            deterministic=bool(data.get("deterministic", True)),
         )
         return config.canonical()
 

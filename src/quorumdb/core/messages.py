@@ -54,6 +54,9 @@ class Put:
     keep_expiry: bool = False
     return_previous: bool = False
     sync: str | None = None  # replicated keyspaces: this write's mode, not the keyspace's
+    # "server-time" or "random-id": the node that runs the put makes the value (which
+    # statement-based replication ships as such unless the keyspace is deterministic).
+    generate: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

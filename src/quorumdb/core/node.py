@@ -20,7 +20,6 @@ from quorumdb.core.controller.raft_messages import RAFT_MESSAGE_TYPES
 from quorumdb.core.effects import Effect, Persist, Reply, Send
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.failure_detector import MEASUREMENTS_FACT, FailureDetector, address_of
-from quorumdb.core.integers import INT64_MAX, INT64_MIN, parse_int64
 from quorumdb.core.keyspace import SYNC_MODES, KeyspaceConfig, KeyspaceConfigError
 from quorumdb.core.load_tracker import DEFAULT_WINDOW_MS, LoadTracker
 from quorumdb.core.membership import Ack, Gossip, Join, JoinReply, Nack, Ping, PingRequest
@@ -52,6 +51,7 @@ from quorumdb.core.range_splits import RangeMeasurements, parse_measurements
 from quorumdb.core.rebalancer import Rebalancer, estimate_partition_bytes
 from quorumdb.core.records import decode_record, encode_record, live_value
 from quorumdb.core.replication.failover import FailoverCoordinator
+from quorumdb.core.replication.log_format import Change
 from quorumdb.core.replication.messages import (
     LeaderSuspicion,
     PositionQuery,
@@ -60,6 +60,14 @@ from quorumdb.core.replication.messages import (
     ReplicateReply,
 )
 from quorumdb.core.replication.replicas import Replicas
+from quorumdb.core.replication.statement import (
+    GENERATORS,
+    StatementError,
+    generated_value,
+    incremented,
+    run_statement,
+    statement_for,
+)
 from quorumdb.core.salting import Merge, base_key, expand, is_sub_key
 from quorumdb.core.transfer import TransferAbort, TransferAck, TransferData, TransferOpen
 from quorumdb.storage.interface import StorageReader, Write
@@ -226,7 +234,7 @@ class Node:
         self._moving_out: set[tuple[str, int]] = set()
         self.rebalancer = Rebalancer(node_id, incarnation, storage)
         self.rebalancer.recall_seals()  # before the map: the fast paths must see them
-        self.replication = Replicas(node_id, storage)
+        self.replication = Replicas(node_id, storage, run_statement=self._run_statement)
         self.failover = FailoverCoordinator()
         self._replicas_version = -1  # the map version the replicas were configured from
         # Session reads waiting for this node's replica: (deadline, request, read, partition)
@@ -828,9 +836,19 @@ class Node:
         def answer(final: Outcome) -> list[Effect]:
             return [reply(final)]
 
+        statement = None
+        config = self.partition_map.keyspaces[operation.keyspace].config
+        if config.log_format == "statement" and writes:
+            statement = statement_for(operation, writes, config.deterministic)
         return self.replication.run(
-            now_ms, operation.keyspace, partition, writes, outcome, answer, mode
+            now_ms, operation.keyspace, partition, writes, outcome, answer, mode, statement
         )
+
+    def _run_statement(
+        self, now_ms: int, statement: bytes, raw_of: Callable[[bytes], bytes | None]
+    ) -> tuple[Change, ...]:
+        """A follower runs a logged statement with its own clock and random numbers."""
+        return run_statement(statement, raw_of, now_ms, self.rng)
 
     def _execute_here(
         self, now_ms: int, operation: Operation, reply: _ReplyFactory
@@ -895,6 +913,13 @@ class Node:
         return value, expire_at_ms
 
     def _put(self, now_ms: int, operation: Put, reply: _ReplyFactory) -> list[Effect]:
+        if operation.generate is not None:
+            if operation.generate not in GENERATORS:
+                choices = ", ".join(GENERATORS)
+                message = f"generate must be one of {choices}, not {operation.generate!r}"
+                return [reply(failure(ErrorCode.INVALID_ARGUMENT, message))]
+            value = generated_value(operation.generate, now_ms, self.rng)
+            operation = replace(operation, value=value, generate=None)
         problem = self._check_key(operation.key) or self._check_value(len(operation.value))
         if problem is None and operation.expire_at_ms is not None:
             if not 0 < operation.expire_at_ms <= EXPIRY_MAX_MS:
@@ -949,15 +974,11 @@ class Node:
             return [reply(problem)]
         partition = self._partition(operation.keyspace, operation.key)
         previous = self._current(now_ms, operation.keyspace, partition, operation.key)
-        current = 0
-        expire_at_ms = None
-        if previous is not None:
-            parsed = parse_int64(previous[0])
-            if parsed is None:
+        try:
+            result, expire_at_ms = incremented(previous, operation.delta)
+        except StatementError as error:
+            if str(error) == ErrorCode.NOT_INTEGER.value:
                 return [reply(failure(ErrorCode.NOT_INTEGER, "value is not an integer"))]
-            current, expire_at_ms = parsed, previous[1]
-        result = current + operation.delta
-        if not INT64_MIN <= result <= INT64_MAX:
             return [reply(failure(ErrorCode.OVERFLOW, "increment or decrement would overflow"))]
         record = encode_record(str(result).encode(), expire_at_ms)
         write = Write(operation.keyspace, partition, operation.key, record)

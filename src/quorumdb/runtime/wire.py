@@ -162,7 +162,18 @@ _ERROR_CODES = {code.value: code for code in ErrorCode}
 
 
 def _put(items: tuple[Any, ...]) -> messages.Put:
-    _, keyspace, key, value, condition, expire_at_ms, keep_expiry, return_previous, sync = items
+    (
+        _,
+        keyspace,
+        key,
+        value,
+        condition,
+        expire_at_ms,
+        keep_expiry,
+        return_previous,
+        sync,
+        generate,
+    ) = items
     return messages.Put(
         keyspace,
         key,
@@ -172,6 +183,7 @@ def _put(items: tuple[Any, ...]) -> messages.Put:
         keep_expiry,
         return_previous,
         sync,
+        generate,
     )
 
 
@@ -302,7 +314,9 @@ def _position(items: Any) -> log_format.Position:
 
 
 def _entry(items: Any) -> log_format.Entry:
-    epoch, sequence, changes = items
+    epoch, sequence, changes, statement = items
+    if statement is not None and type(statement) is not bytes:
+        raise WireError("malformed log entry: a statement is bytes")
     decoded: list[log_format.Change] = []
     for key, record in changes:
         if type(key) is not bytes or (record is not None and type(record) is not bytes):
@@ -310,7 +324,7 @@ def _entry(items: Any) -> log_format.Entry:
         decoded.append(log_format.Change(key, record))
     if type(epoch) is not int or type(sequence) is not int:
         raise WireError("malformed log entry position")
-    return log_format.Entry(epoch, sequence, tuple(decoded))
+    return log_format.Entry(epoch, sequence, tuple(decoded), statement)
 
 
 def _replicate(items: tuple[Any, ...]) -> replication_messages.Replicate:

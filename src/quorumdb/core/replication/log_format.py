@@ -56,6 +56,9 @@ class Entry(NamedTuple):
     epoch: int
     sequence: int
     changes: tuple[Change, ...]
+    # Statement-based keyspaces: the operation (core/replication/statement.py) that every
+    # replica runs; the leader ships it without the changes it made.
+    statement: bytes | None = None
 
     @property
     def position(self) -> Position:
@@ -89,6 +92,7 @@ def entry_write(keyspace: str, partition: int, local: LocalEntry) -> Write:
     parts = [_U64.pack(local.entry.epoch), _U32.pack(len(local.entry.changes))]
     for change, before in zip(local.entry.changes, local.before, strict=True):
         parts += [_bytes(change.key), _optional(change.record), _optional(before)]
+    parts.append(_optional(local.entry.statement))
     return Write(
         log_keyspace(keyspace), partition, entry_key(local.entry.sequence), b"".join(parts)
     )
@@ -135,11 +139,12 @@ def decode_entry(key: bytes, value: bytes) -> LocalEntry:
             before, offset = _read_optional(value, offset)
             changes.append(Change(change_key, record))
             befores.append(before)
+        statement, offset = _read_optional(value, offset)
     except struct.error as error:
         raise LogFormatError(f"log entry {sequence}: {error}") from None
     if offset != len(value):
         raise LogFormatError(f"log entry {sequence}: {len(value) - offset} trailing bytes")
-    return LocalEntry(Entry(epoch, sequence, tuple(changes)), tuple(befores))
+    return LocalEntry(Entry(epoch, sequence, tuple(changes), statement), tuple(befores))
 
 
 def _decode_state(value: bytes) -> ReplicaState:

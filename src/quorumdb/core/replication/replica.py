@@ -49,6 +49,7 @@ from quorumdb.core.replication.messages import (
     ReplicateReply,
 )
 from quorumdb.core.replication.quorums import answers_needed
+from quorumdb.core.replication.statement import StatementError
 from quorumdb.storage.interface import StorageReader, Write
 
 MODES = ("all", "majority", "semi", "async")
@@ -101,6 +102,9 @@ class WriteResult:
 
 
 Complete = Callable[[WriteResult], list[Effect]]
+# Runs a logged statement on this replica: (now, statement, read a key's stored record
+# as of this batch) -> the changes it makes here.
+StatementRunner = Callable[[int, bytes, Callable[[bytes], bytes | None]], tuple[Change, ...]]
 
 
 @dataclass(slots=True)
@@ -138,8 +142,10 @@ class PartitionReplica:
         partition: int,
         storage: StorageReader,
         limits: ReplicationLimits | None = None,
+        run_statement: StatementRunner | None = None,
     ) -> None:
         self.node_id = node_id
+        self.run_statement = run_statement
         self.keyspace = keyspace
         self.partition = partition
         self.storage = storage
@@ -256,10 +262,12 @@ class PartitionReplica:
         writes: Sequence[Write],
         complete: Complete,
         mode: str | None = None,
+        statement: bytes | None = None,
     ) -> list[Effect]:
-        """Log a write's changes and start replicating them; `complete` runs when the
-        mode (the keyspace's, or `mode`) is satisfied, or the write fails. The caller
-        checked `is_leader`."""
+        """Log a write's changes (and, statement-based, the statement the followers will
+        run instead) and start replicating them; `complete` runs when the mode (the
+        keyspace's, or `mode`) is satisfied, or the write fails. The caller checked
+        `is_leader`."""
         assert self.is_leader and self.replica_set is not None
         for write in writes:
             assert (write.keyspace, write.partition) == (self.keyspace, self.partition)
@@ -267,6 +275,7 @@ class PartitionReplica:
             self.promised_epoch,
             self.last.sequence + 1,
             tuple(Change(write.key, write.value) for write in writes),
+            statement,
         )
         batch = _Batch()
         self._apply(entry, batch)
@@ -439,7 +448,7 @@ class PartitionReplica:
             self.partition,
             self.promised_epoch,
             Position(prev_epoch, start - 1),
-            tuple(local.entry for local in chosen),
+            tuple(_shipped(local.entry) for local in chosen),
             self.last,
             self.base.sequence,
             now_ms,
@@ -499,6 +508,8 @@ class PartitionReplica:
                 continue
             if held is not None:
                 self._undo_from(entry.sequence, batch)
+            if entry.statement is not None:
+                entry = entry._replace(changes=self._run(now_ms, entry.statement, batch))
             self._apply(entry, batch)
         # A tail beyond the leader's last entry from an older epoch was never the
         # leader's: undo it (entries of this epoch there are the leader's, pipelined).
@@ -610,6 +621,16 @@ class PartitionReplica:
                 self.lost_count += 1
             batch.writes.append(entry_delete(self.keyspace, self.partition, entry.sequence))
 
+    def _run(self, now_ms: int, statement: bytes, batch: _Batch) -> tuple[Change, ...]:
+        """A statement's changes here. One that cannot run (an increment of what is not
+        a number here) changes nothing: the replicas have already diverged."""
+        if self.run_statement is None:
+            return ()
+        try:
+            return self.run_statement(now_ms, statement, lambda key: self._current(key, batch))
+        except (StatementError, ValueError, KeyError):
+            return ()
+
     def _current(self, key: bytes, batch: _Batch) -> bytes | None:
         if key in batch.overlay:
             return batch.overlay[key]
@@ -618,3 +639,8 @@ class PartitionReplica:
     def _state_write(self) -> Write:
         state = ReplicaState(self.promised_epoch, self.base)
         return state_write(self.keyspace, self.partition, state)
+
+
+def _shipped(entry: Entry) -> Entry:
+    """What a follower gets: a statement without the changes it made here."""
+    return entry if entry.statement is None else entry._replace(changes=())

@@ -22,6 +22,7 @@ from quorumdb.core.replication.replica import (
     PartitionReplica,
     ReplicaSet,
     ReplicationLimits,
+    StatementRunner,
     WriteResult,
 )
 from quorumdb.storage.interface import StorageReader, Write
@@ -32,9 +33,14 @@ SUSPICION_REPORT_MS = 250
 
 class Replicas:
     def __init__(
-        self, node_id: str, storage: StorageReader, limits: ReplicationLimits | None = None
+        self,
+        node_id: str,
+        storage: StorageReader,
+        limits: ReplicationLimits | None = None,
+        run_statement: StatementRunner | None = None,
     ) -> None:
         self.node_id = node_id
+        self.run_statement = run_statement
         self.storage = storage
         self.limits = limits or ReplicationLimits()
         self.by_partition: dict[tuple[str, int], PartitionReplica] = {}
@@ -55,7 +61,7 @@ class Replicas:
                 replica = self.by_partition.get((name, partition))
                 if replica is None:
                     replica = PartitionReplica(
-                        self.node_id, name, partition, self.storage, self.limits
+                        self.node_id, name, partition, self.storage, self.limits, self.run_statement
                     )
                     self.by_partition[(name, partition)] = replica
                 replica_set = ReplicaSet(epoch, nodes[0], nodes[1:], placement.config.sync)
@@ -75,6 +81,7 @@ class Replicas:
         outcome: Outcome,
         answer: Answer,
         mode: str | None = None,
+        statement: bytes | None = None,
     ) -> list[Effect]:
         """Answer `outcome` once its writes (none: a read) are replicated as `mode` (by
         default the keyspace's) asks; the answer says how many followers held them."""
@@ -86,7 +93,7 @@ class Replicas:
             return answer(_with_result(outcome, result, bool(writes)))
 
         if writes:
-            return replica.append(now_ms, writes, complete, mode)
+            return replica.append(now_ms, writes, complete, mode, statement)
         return replica.when_replicated(now_ms, complete)
 
     def read_here(self, now_ms: int, keyspace: str, partition: int, read: Get) -> str:
