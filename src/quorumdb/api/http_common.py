@@ -1,0 +1,37 @@
+"""What the HTTP route modules share: the error they raise (answered as
+`{"error": code, "message": ...}` with its status) and how bytes travel in JSON."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal
+
+from quorumdb.core.messages import Outcome
+
+Encoding = Literal["utf-8", "base64"]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def encode_bytes(data: bytes, encoding: Encoding) -> tuple[str, str]:
+    """(text, encoding used): UTF-8 when asked and possible, else base64."""
+    if encoding == "utf-8":
+        try:
+            return data.decode(), "utf-8"
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(data).decode(), "base64"
+
+
+def replication_fields(outcome: Outcome) -> dict[str, Any]:
+    """What a replicated keyspace's answer got: followers holding it, and its position."""
+    if outcome.acks is None:
+        return {}
+    position = list(outcome.position) if outcome.position is not None else None
+    return {"acks": outcome.acks, "position": position}
