@@ -33,6 +33,9 @@ HELP_COMMANDS = [
     ["bench"],
     ["sim"],
     ["check"],
+    ["lostfound"],
+    ["lostfound", "list"],
+    ["lostfound", "replay"],
 ]
 HELP_MUST_MENTION = {
     "up": "--nodes",
@@ -47,6 +50,9 @@ HELP_MUST_MENTION = {
     "keyspace list": "--http",
     "keyspace show": "name",
     "check": "--json",
+    "lostfound": "replay",
+    "lostfound list": "--json",
+    "lostfound replay": "NODE:HEX",
 }
 
 
@@ -176,6 +182,26 @@ def test_status_and_keyspace_verbs(cluster3) -> None:
     too_many = quorumdb("keyspace", "create", "cli_five", "--replication", "single-leader",
                         "--replicas", "5", *http)  # fmt: skip
     assert too_many.returncode == 1 and "5 replicas need 5 active members" in too_many.stderr
+
+
+def test_lostfound_verbs(cluster3) -> None:
+    http = ["--http", f"127.0.0.1:{cluster3.members[1].http_port}"]
+    listed = quorumdb("lostfound", "list", "--json", *http)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
+    table = quorumdb("lostfound", "list", *http)
+    assert table.returncode == 0 and "empty on every reachable node" in table.stdout
+    unknown = "node2:" + (b"orders\x00" + bytes(24)).hex()
+    for verb in ("replay", "discard"):
+        missing = quorumdb("lostfound", verb, unknown, *http)
+        assert missing.returncode == 1 and "no lost+found entry" in missing.stderr
+        assert "Traceback" not in missing.stderr
+    malformed = quorumdb("lostfound", "replay", "node2:xyz", *http)
+    assert malformed.returncode == 1 and "malformed lost+found id" in malformed.stderr
+    stranger = quorumdb("lostfound", "discard", "node9:" + unknown.split(":")[1], *http)
+    assert stranger.returncode == 1 and "not a member" in stranger.stderr
+    down = quorumdb("lostfound", "list", "--http", f"127.0.0.1:{free_base_port(1)}")
+    assert down.returncode == 1 and "cannot reach" in down.stderr
 
 
 def port_open(port: int) -> bool:

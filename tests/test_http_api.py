@@ -344,3 +344,41 @@ def test_openapi_lists_the_paths(nodes) -> None:
     for path in ("/v1/cluster", "/healthz", "/metrics"):
         assert path in paths
     assert document["info"]["title"] == "quorumdb"
+
+
+def test_lost_found_routes_on_every_node(nodes) -> None:
+    """No failover has undone anything here: every node lists nothing, counts 0, and
+    refuses malformed, misdirected and unknown ids without writing (the routes over
+    real lost writes: tests/test_lost_found_api.py)."""
+    entry_key = b"orders\x00" + bytes(24)
+    for index, node in enumerate(nodes):
+        listing = node.get("/v1/lostfound")
+        assert listing.status_code == 200
+        assert listing.json() == {
+            "node": f"node{index}",
+            "pending": 0,
+            "entries": [],
+            "next": None,
+        }
+        gauge = scrape(node)["quorumdb_lost_found_entries"]
+        assert gauge.type == "gauge"
+        assert sample_value(gauge, "quorumdb_lost_found_entries", node=f"node{index}") == 0
+    first = nodes[0]
+    for entry_id, status, error in (
+        ("no-colon", 400, "invalid-argument"),
+        ("node0:zz", 400, "invalid-argument"),
+        ("node1:" + entry_key.hex(), 421, "wrong-node"),
+        ("node0:" + entry_key.hex(), 404, "not-found"),
+    ):
+        for response in (
+            first.post(f"/v1/lostfound/{entry_id}/replay"),
+            first.delete(f"/v1/lostfound/{entry_id}"),
+        ):
+            assert response.status_code == status, (entry_id, response.text)
+            assert response.json()["error"] == error
+    assert first.get("/v1/lostfound", params={"limit": 0}).status_code == 400
+    assert first.get("/v1/lostfound", params={"after": "xyz"}).status_code == 400
+    assert first.get("/v1/lostfound").json()["entries"] == []
+    paths = first.get("/openapi.json").json()["paths"]
+    assert set(paths["/v1/lostfound/{entry_id}"]) == {"get", "delete"}
+    assert "post" in paths["/v1/lostfound/{entry_id}/replay"]

@@ -394,6 +394,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return command.run(args)
 
 
+def _cmd_lostfound(args: argparse.Namespace) -> int:
+    from quorumdb import lost_found_cli
+
+    return lost_found_cli.run(args)
+
+
 def _cmd_lab(args: argparse.Namespace) -> int:
     from quorumdb.lab import command
 
@@ -550,6 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     member = verb("member", "member weights and decommissioning", _cmd_member)
     admin_cli.add_arguments(rebalance, member, http_option)
+    lostfound = verb(
+        "lostfound", "list, replay and discard writes a failover undid", _cmd_lostfound
+    )
+    from quorumdb import lost_found_cli
+
+    lost_found_cli.add_arguments(lostfound, http_option)
 
     bench = verb("bench", "measure throughput and latency of RESP targets in one run", _cmd_bench)
     from quorumdb.bench import command as bench_command

@@ -20,6 +20,10 @@ from pydantic import BaseModel, Field
 
 from quorumdb import __version__
 from quorumdb.api.admin_routes import MetadataRefused, add_admin_routes
+from quorumdb.api.http_common import ApiError, Encoding
+from quorumdb.api.http_common import encode_bytes as _encode
+from quorumdb.api.http_common import replication_fields as _replication
+from quorumdb.api.lost_found_routes import add_lost_found_routes
 from quorumdb.api.prometheus import RateSampler, build_registry
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
@@ -38,7 +42,6 @@ from quorumdb.core.range_scan import RangePage, RangeScanError, encode_token, pa
 from quorumdb.runtime.node_runtime import NodeRuntime, now_ms
 from quorumdb.runtime.range_scan_driver import range_scan_page
 
-Encoding = Literal["utf-8", "base64"]
 Consistency = Literal["linearizable", "eventual", "session", "bounded"]
 Sync = Literal["all", "majority", "semi", "async"]
 _STATUS = {
@@ -78,14 +81,6 @@ class KeyspaceBody(BaseModel):
     )
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
 def _decode(text: str, encoding: Encoding, what: str) -> bytes:
     if encoding == "utf-8":
         return text.encode()
@@ -93,15 +88,6 @@ def _decode(text: str, encoding: Encoding, what: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except binascii.Error:
         raise ApiError(400, "invalid-argument", f"{what} is not valid base64") from None
-
-
-def _encode(data: bytes, encoding: Encoding) -> tuple[str, str]:
-    if encoding == "utf-8":
-        try:
-            return data.decode(), "utf-8"
-        except UnicodeDecodeError:
-            pass
-    return base64.b64encode(data).decode(), "base64"
 
 
 def _raise_for(outcome: Outcome) -> None:
@@ -159,6 +145,7 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
         return JSONResponse({"error": "refused", "message": error.message}, 409)
 
     add_admin_routes(app, runtime, call, _raise_for)
+    add_lost_found_routes(app, runtime, call, _raise_for)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -412,18 +399,6 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def _replication(outcome: Outcome) -> dict[str, Any]:
-    """What a replicated keyspace's answer got: followers holding it (writes and leader
-    reads), and its log position, also as a session token for `after`."""
-    document: dict[str, Any] = {}
-    if outcome.acks is not None:
-        document["acks"] = outcome.acks
-    if outcome.position is not None:
-        document["position"] = list(outcome.position)
-        document["token"] = f"{outcome.position[0]}.{outcome.position[1]}"
-    return document
 
 
 def _position(token: str | None) -> tuple[int, int] | None:

@@ -11,6 +11,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from quorumdb.core.replication.lost_found import pending_count
 from quorumdb.runtime.metrics import LATENCY_BUCKETS_SECONDS
 from quorumdb.runtime.node_runtime import NodeRuntime, now_ms
 
@@ -142,6 +143,7 @@ class NodeCollector(Collector):
         yield from _load_metrics(runtime)
         yield from _cluster_metrics(runtime)
         yield from _replication_metrics(runtime)
+        yield from _lost_found_metrics(runtime)
 
 
 def _cluster_metrics(runtime: NodeRuntime) -> Iterator[GaugeMetricFamily]:
@@ -250,6 +252,18 @@ def _replication_metrics(runtime: NodeRuntime) -> Iterator[GaugeMetricFamily]:
     yield lost
     yield lag
     yield lag_seconds
+
+
+def _lost_found_metrics(runtime: NodeRuntime) -> Iterator[GaugeMetricFamily]:
+    """Entries of this node's lost+found neither replayed nor discarded yet (two B-tree
+    counts, no scan)."""
+    entries = GaugeMetricFamily(
+        "quorumdb_lost_found_entries",
+        "Lost+found entries on this node waiting for an operator (quorumdb lostfound list)",
+        labels=["node"],
+    )
+    entries.add_metric([runtime.settings.node_id], float(pending_count(runtime.node.storage)))
+    yield entries
 
 
 def build_registry(runtime: NodeRuntime, sampler: RateSampler) -> CollectorRegistry:

@@ -13,6 +13,7 @@ from quorumdb.core.controller.raft_messages import RaftMessage
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig
 from quorumdb.core.membership.messages import MembershipMessage
+from quorumdb.core.replication.lost_found import Resolution
 from quorumdb.core.replication.messages import ReplicationMessage
 from quorumdb.core.transfer import TransferMessage
 
@@ -120,6 +121,21 @@ class ChangeMetadata:
 
 
 Operation = KeyOperation | PartitionOperation | CreateKeyspace | ChangeMetadata
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveLostWrite:
+    """Record an operator's decision about one of this node's lost+found entries (see
+    `core/replication/lost_found.py`). Local to the node: never routed or forwarded.
+
+    Outcome value: True recorded; False resolved already (the message says how); None
+    no such entry."""
+
+    storage_key: bytes
+    resolution: Resolution
+
+
+LocalOperation = ResolveLostWrite  # run where submitted; never on the wire
 
 # --- outcomes ----------------------------------------------------------------------------
 

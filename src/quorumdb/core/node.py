@@ -35,12 +35,14 @@ from quorumdb.core.messages import (
     Get,
     Increment,
     KeyOperation,
+    LocalOperation,
     Message,
     Operation,
     Outcome,
     PartitionOperation,
     Put,
     PutCondition,
+    ResolveLostWrite,
     ScanPage,
     ScanPartition,
     failure,
@@ -50,6 +52,7 @@ from quorumdb.core.partitioning.key_range_policy import PartitionLoad
 from quorumdb.core.range_splits import RangeMeasurements, parse_measurements
 from quorumdb.core.rebalancer import Rebalancer, estimate_partition_bytes
 from quorumdb.core.records import decode_record, encode_record, live_value
+from quorumdb.core.replication import lost_found
 from quorumdb.core.replication.failover import FailoverCoordinator
 from quorumdb.core.replication.log_format import Change
 from quorumdb.core.replication.messages import (
@@ -309,10 +312,16 @@ class Node:
     # --- entry points ----------------------------------------------------------------
 
     def on_client_request(
-        self, now_ms: int, request_id: int, operation: Operation, redirect: bool = False
+        self,
+        now_ms: int,
+        request_id: int,
+        operation: Operation | LocalOperation,
+        redirect: bool = False,
     ) -> list[Effect]:
         """`redirect`: a client that routes by its own copy of the map asked to be told
         the owner (REDIRECT, with the map version) instead of having the request forwarded."""
+        if isinstance(operation, ResolveLostWrite):
+            return self._resolve_lost_write(request_id, operation)
         if isinstance(operation, _METADATA_OPERATIONS) and self.controller.leader_id is None:
             # Just started, or an election is on: wait for a leader rather than refuse.
             deadline_ms = now_ms + self.limits.map_wait_ms
@@ -345,6 +354,17 @@ class Node:
         if redirect and isinstance(operation, _KEYED_OPERATIONS):
             return [Reply(request_id, self._moved(operation.keyspace, operation.key, owner))]
         return [self._forward(now_ms, request_id, operation, owner)]
+
+    def _resolve_lost_write(self, request_id: int, operation: ResolveLostWrite) -> list[Effect]:
+        """An operator's decision about a lost+found entry of this node, recorded once."""
+        entry = lost_found.read_entry(self.storage, operation.storage_key)
+        if entry is None:
+            return [Reply(request_id, Outcome(None, message="no such lost+found entry"))]
+        if entry.resolution is not None:
+            message = f"already {entry.resolution.value}"
+            return [Reply(request_id, Outcome(False, message=message))]
+        write = lost_found.resolve(self.storage, operation.storage_key, operation.resolution)
+        return [Persist((write,)), Reply(request_id, Outcome(True))]
 
     def _forward(self, now_ms: int, request_id: int, operation: Operation, owner: str) -> Send:
         forward_id = self._next_forward_id

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from quorumdb.core.cluster import Member
 from quorumdb.core.effects import Effect, Persist, Reply, Send
 from quorumdb.core.errors import ErrorCode
-from quorumdb.core.messages import Message, Operation, Outcome, failure
+from quorumdb.core.messages import LocalOperation, Message, Operation, Outcome, failure
 from quorumdb.core.node import Node, NodeLimits
 from quorumdb.runtime.group_commit import FsyncPolicy, GroupCommit
 from quorumdb.runtime.metrics import NodeMetrics
@@ -119,7 +119,10 @@ class NodeRuntime:
     # --- requests from clients -------------------------------------------------------
 
     def submit(
-        self, operation: Operation, callback: OutcomeCallback, redirect: bool = False
+        self,
+        operation: Operation | LocalOperation,
+        callback: OutcomeCallback,
+        redirect: bool = False,
     ) -> None:
         """Run one operation; `callback` gets its outcome once it may be released.
 
@@ -153,7 +156,7 @@ class NodeRuntime:
         self.commit.add_one(write)
         return True
 
-    async def call(self, operation: Operation) -> Outcome:
+    async def call(self, operation: Operation | LocalOperation) -> Outcome:
         future: asyncio.Future[Outcome] = self.loop.create_future()
 
         def resolve(outcome: Outcome) -> None:

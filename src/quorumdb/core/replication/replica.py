@@ -617,7 +617,7 @@ class PartitionReplica:
                     change.key,
                     change.record,
                 )
-                batch.writes.append(lost.write())
+                batch.writes += lost.writes()
                 self.lost_count += 1
             batch.writes.append(entry_delete(self.keyspace, self.partition, entry.sequence))
 
