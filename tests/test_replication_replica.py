@@ -15,6 +15,8 @@ from quorumdb.core.replication.messages import (
     PositionReply,
     Replicate,
     ReplicateReply,
+    ReplicaSnapshot,
+    ReplicaSnapshotAck,
 )
 from quorumdb.core.replication.replica import (
     PartitionReplica,
@@ -88,6 +90,10 @@ class Group:
                     effects = replica.on_replicate(self.now_ms, source, message)
                 elif isinstance(message, ReplicateReply):
                     effects = replica.on_reply(self.now_ms, source, message)
+                elif isinstance(message, ReplicaSnapshot):
+                    effects = replica.on_snapshot(self.now_ms, source, message)
+                elif isinstance(message, ReplicaSnapshotAck):
+                    effects = replica.on_snapshot_ack(self.now_ms, source, message)
                 else:
                     assert isinstance(message, PositionQuery)
                     effects = replica.on_position_query(self.now_ms, source, message)
@@ -398,3 +404,36 @@ def test_a_restarted_follower_waits_a_lease_before_promising_a_successor() -> No
     group.cut = {"n0"}
     group.tick(LIMITS.lease_ms)
     assert replica.promised_epoch == 2
+
+
+def test_a_follower_past_the_log_catches_up_from_a_snapshot_while_writes_continue() -> None:
+    limits = ReplicationLimits(trim_batch_entries=4, log_entries_max=10, snapshot_chunk_keys=3)
+    group = Group()
+    for node_id in group.replicas:
+        group.replicas[node_id] = PartitionReplica(
+            node_id, KEYSPACE, PARTITION, group.storages[node_id], limits
+        )
+    group.configure(ReplicaSet(1, "n0", ("n1", "n2"), "majority"))
+    group.cut = {"n2"}  # away for longer than the log keeps
+    for index in range(60):
+        group.write("n0", index, b"k%02d" % (index % 25), b"\x00v%d" % index)
+        group.deliver()
+        group.tick(10)
+    leader = group.replicas["n0"]
+    assert leader.base.sequence > 10  # n2's entries are gone from the log
+    group.cut = set()
+    request_id = 100
+    for step in range(120):  # writes land between the chunks, on keys already copied
+        if step < 12:  # and stop before the copy ends: nothing later overwrites them
+            request_id += 1
+            group.write("n0", request_id, b"k%02d" % (step % 4), b"\x00w%d" % request_id)
+        group.now_ms += 20
+        for node_id, replica in group.replicas.items():
+            group.run(node_id, replica.on_tick(group.now_ms))
+        group.deliver(rounds=1)
+    for _ in range(20):
+        group.tick(100)
+    assert leader.snapshots_sent >= 1
+    assert group.data("n2") == group.data("n0") == group.data("n1")
+    assert group.replicas["n2"].last == leader.last
+    assert leader.follower_matches()["n2"] == leader.last.sequence

@@ -59,6 +59,8 @@ from quorumdb.core.replication.messages import (
     LeaderSuspicion,
     PositionQuery,
     PositionReply,
+    ReplicaSnapshot,
+    ReplicaSnapshotAck,
     Replicate,
     ReplicateReply,
 )
@@ -81,7 +83,15 @@ _DATA_OPERATIONS = (*_KEYED_OPERATIONS, ScanPartition, CountPartition)
 _METADATA_OPERATIONS = (CreateKeyspace, ChangeMetadata)
 _TRANSFER_MESSAGES = (TransferOpen, TransferData, TransferAck, TransferAbort)
 _MEMBERSHIP_MESSAGES = (Ping, Ack, PingRequest, Nack, Gossip, Join, JoinReply)
-_REPLICATION_MESSAGES = (Replicate, ReplicateReply, PositionQuery, PositionReply, LeaderSuspicion)
+_REPLICATION_MESSAGES = (
+    Replicate,
+    ReplicateReply,
+    PositionQuery,
+    PositionReply,
+    LeaderSuspicion,
+    ReplicaSnapshot,
+    ReplicaSnapshotAck,
+)
 _CAPTURED = -3  # the request id replicated operations reply to before replication
 SIZES_INTERVAL_MS = 5_000  # how often a node publishes its partition sizes
 INTERNAL_REQUESTS_FROM = 1 << 62  # request ids of the node's own proposals; replies dropped

@@ -73,7 +73,9 @@ _RECORD_TYPES: tuple[type, ...] = (
     replication_messages.ReplicateReply,
     replication_messages.PositionQuery,
     replication_messages.PositionReply,
-    replication_messages.LeaderSuspicion,  # new records go last: a tag is a record's position
+    replication_messages.LeaderSuspicion,
+    replication_messages.ReplicaSnapshot,
+    replication_messages.ReplicaSnapshotAck,  # new records go last: a tag is a record's position
 )
 _RECORD_TAGS = {record_type: tag for tag, record_type in enumerate(_RECORD_TYPES)}
 
@@ -341,6 +343,18 @@ def _replicate(items: tuple[Any, ...]) -> replication_messages.Replicate:
     )
 
 
+def _replica_snapshot(items: tuple[Any, ...]) -> replication_messages.ReplicaSnapshot:
+    _, keyspace, partition, epoch, snapshot_id, chunk, records, done, base = items
+    pairs: list[tuple[bytes, bytes]] = []
+    for key, record in records:
+        if type(key) is not bytes or type(record) is not bytes:
+            raise WireError("malformed snapshot chunk: keys and records are bytes")
+        pairs.append((key, record))
+    return replication_messages.ReplicaSnapshot(
+        keyspace, partition, epoch, snapshot_id, chunk, tuple(pairs), done, _position(base)
+    )
+
+
 def _position_reply(items: tuple[Any, ...]) -> replication_messages.PositionReply:
     _, keyspace, partition, epoch, last = items
     return replication_messages.PositionReply(keyspace, partition, epoch, _position(last))
@@ -375,6 +389,7 @@ _SCHEMA: dict[type, Callable[[tuple[Any, ...]], Any]] = {
     membership.JoinReply: _gossiping(membership.JoinReply),
     replication_messages.Replicate: _replicate,
     replication_messages.PositionReply: _position_reply,
+    replication_messages.ReplicaSnapshot: _replica_snapshot,
 }
 _DECODERS = tuple(_SCHEMA.get(record_type) or _plain(record_type) for record_type in _RECORD_TYPES)
 

@@ -65,4 +65,37 @@ class LeaderSuspicion:
     epoch: int
 
 
-ReplicationMessage = Replicate | ReplicateReply | PositionQuery | PositionReply | LeaderSuspicion
+@dataclass(frozen=True, slots=True)
+class ReplicaSnapshot:
+    """Leader -> a follower too far behind for the log: the partition's records, a chunk
+    at a time, in key order. The first chunk clears the follower's copy; after the last,
+    the follower's log starts at `base` and ordinary replication resumes from there."""
+
+    keyspace: str
+    partition: int
+    epoch: int
+    snapshot_id: int
+    chunk: int
+    items: tuple[tuple[bytes, bytes], ...]
+    done: bool
+    base: Position
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSnapshotAck:
+    keyspace: str
+    partition: int
+    epoch: int  # the replier's promised epoch
+    snapshot_id: int
+    chunk: int  # every chunk up to this one is durable
+
+
+ReplicationMessage = (
+    Replicate
+    | ReplicateReply
+    | PositionQuery
+    | PositionReply
+    | LeaderSuspicion
+    | ReplicaSnapshot
+    | ReplicaSnapshotAck
+)

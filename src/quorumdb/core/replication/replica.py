@@ -45,6 +45,8 @@ from quorumdb.core.replication.lost_found import LostWrite
 from quorumdb.core.replication.messages import (
     PositionQuery,
     PositionReply,
+    ReplicaSnapshot,
+    ReplicaSnapshotAck,
     Replicate,
     ReplicateReply,
 )
@@ -76,6 +78,10 @@ class ReplicationLimits:
     entries_per_message_max: int = 256
     write_timeout_ms: int = 5_000  # a write not replicated as its mode asks by then fails
     trim_batch_entries: int = 256  # drop the common prefix of the log in batches this big
+    # The log keeps at most this many entries for a follower that is away; one further
+    # behind catches up from a snapshot of the data instead.
+    log_entries_max: int = 100_000
+    snapshot_chunk_keys: int = 256
     # A follower that heard from the leader promises no successor anything for this long
     # (by its own clock); the leader serves linearizable reads while enough such grants
     # hold. It must be shorter than failure detection, or failovers wait for it.
@@ -123,6 +129,27 @@ class _Follower:
     progress_ms: int = 0  # when `match` last grew (or the leader started)
     grant_end_ms: int = -1  # until when (leader's clock) it promises no successor anything
     caught_up_ms: int = 0  # when it last held everything this leader had logged
+    retransmitted_ms: int = 0  # when it was last sent back to its match for lack of progress
+    snapshot: _SnapshotSend | None = None  # copying the data to it: it is past the log
+    rows_through: int = 0  # ship statements up to here as rows (applied over a snapshot)
+
+
+@dataclass(slots=True)
+class _SnapshotSend:
+    """A snapshot in flight to one follower: stop-and-wait, a chunk per round trip."""
+
+    snapshot_id: int
+    base: Position  # the leader's last entry when the copy began: replication resumes after
+    cursor: bytes = b""  # the first key of the chunk being sent
+    chunk: int = 0
+    next_cursor: bytes | None = b""  # where the next chunk starts (None: this is the last)
+    sent_ms: int | None = None
+
+
+@dataclass(slots=True)
+class _SnapshotReceive:
+    snapshot_id: int
+    expected: int = 0  # the next chunk to apply
 
 
 @dataclass(slots=True)
@@ -169,6 +196,9 @@ class PartitionReplica:
         # after a start: it may have granted a lease just before, so it waits a full one.
         self._granted_until_ms: int | None = None
         self._held_queries: dict[str, PositionQuery] = {}  # asker -> its newest query
+        self._receiving: _SnapshotReceive | None = None
+        self._next_snapshot_id = 1
+        self.snapshots_sent = 0
 
     # --- what the node asks ---------------------------------------------------------------
 
@@ -352,14 +382,18 @@ class PartitionReplica:
             return effects
         limits = self.limits
         for node_id, follower in self._followers.items():
-            if follower.sent_ms is not None and (
-                now_ms - follower.sent_ms < limits.heartbeat_interval_ms
+            behind = follower.match < self.last.sequence
+            since_progress_ms = now_ms - max(follower.progress_ms, follower.retransmitted_ms)
+            if behind and since_progress_ms >= limits.retransmit_after_ms:
+                # No progress for a while, however much was sent since: something was
+                # lost; go back to what it is known to hold.
+                follower.retransmitted_ms = now_ms
+                follower.next = follower.match + 1
+                effects.append(self._send(now_ms, node_id, follower))
+            elif follower.sent_ms is None or (
+                now_ms - follower.sent_ms >= limits.heartbeat_interval_ms
             ):
-                continue
-            stalled = now_ms - follower.progress_ms >= limits.retransmit_after_ms
-            if follower.match < self.last.sequence and stalled:
-                follower.next = follower.match + 1  # go back: something was lost
-            effects.append(self._send(now_ms, node_id, follower))
+                effects.append(self._send(now_ms, node_id, follower))
         effects += self._release(now_ms)
         while self._waiters and self._waiters[0].deadline_ms <= now_ms:
             waiter = self._waiters.popleft()
@@ -435,9 +469,12 @@ class PartitionReplica:
             ours = [s for s in ours if self.epoch_at(s) == reply.conflict_epoch]
             if ours:
                 resume = ours[-1] + 1
-        return max(self.base.sequence + 1, min(resume, self.last.sequence + 1))
+        # At or below the base, the entries are gone: `_send` switches to a snapshot.
+        return max(1, min(resume, self.last.sequence + 1))
 
     def _send(self, now_ms: int, node_id: str, follower: _Follower) -> Send:
+        if follower.snapshot is not None or follower.next <= self.base.sequence:
+            return self._send_snapshot(now_ms, node_id, follower)
         start = max(follower.next, self.base.sequence + 1)
         first = start - self.base.sequence - 1
         chosen = self.entries[first : first + self.limits.entries_per_message_max]
@@ -448,7 +485,7 @@ class PartitionReplica:
             self.partition,
             self.promised_epoch,
             Position(prev_epoch, start - 1),
-            tuple(_shipped(local.entry) for local in chosen),
+            tuple(_shipped(local.entry, follower.rows_through) for local in chosen),
             self.last,
             self.base.sequence,
             now_ms,
@@ -457,12 +494,67 @@ class PartitionReplica:
         follower.sent_ms = now_ms
         return Send(node_id, message)
 
+    def _send_snapshot(self, now_ms: int, node_id: str, follower: _Follower) -> Send:
+        """The current chunk of a snapshot to `node_id` (a new one if none is running)."""
+        snapshot = follower.snapshot
+        if snapshot is None:
+            snapshot = follower.snapshot = _SnapshotSend(self._next_snapshot_id, self.last)
+            self._next_snapshot_id += 1
+            self.snapshots_sent += 1
+        limit = self.limits.snapshot_chunk_keys
+        rows = self.storage.scan(self.keyspace, self.partition, snapshot.cursor, None, limit + 1)
+        snapshot.next_cursor = rows[limit][0] if len(rows) > limit else None
+        done = snapshot.next_cursor is None
+        message = ReplicaSnapshot(
+            self.keyspace,
+            self.partition,
+            self.promised_epoch,
+            snapshot.snapshot_id,
+            snapshot.chunk,
+            tuple(rows[:limit]),
+            done,
+            snapshot.base,
+        )
+        snapshot.sent_ms = now_ms
+        follower.sent_ms = now_ms
+        return Send(node_id, message)
+
+    def on_snapshot_ack(self, now_ms: int, source: str, ack: ReplicaSnapshotAck) -> list[Effect]:
+        if ack.epoch > self.promised_epoch:
+            return self._promise(ack.epoch)
+        follower = self._followers.get(source)
+        snapshot = follower.snapshot if follower is not None else None
+        if (
+            not self.is_leader
+            or follower is None
+            or snapshot is None
+            or ack.snapshot_id != snapshot.snapshot_id
+            or ack.chunk != snapshot.chunk
+        ):
+            return []
+        follower.progress_ms = now_ms
+        if snapshot.next_cursor is None:  # the last chunk is durable there
+            follower.snapshot = None
+            follower.match = snapshot.base.sequence
+            follower.next = follower.match + 1
+            # Entries since the copy began may or may not be in it (it was read while
+            # they were written): replay them all as rows, which land on the same
+            # values however often they are applied.
+            follower.rows_through = self.last.sequence
+            return self._release(now_ms) + [self._send(now_ms, source, follower)]
+        snapshot.chunk += 1
+        snapshot.cursor = snapshot.next_cursor
+        return [self._send(now_ms, source, follower)]
+
     def _trim(self) -> list[Effect]:
-        """Drop the prefix every replica holds, a batch at a time."""
+        """Drop the prefix every replica holds, a batch at a time; past `log_entries_max`
+        also what a far-behind follower still lacks (it will get a snapshot)."""
         if not self._followers:
             through = self.last.sequence
         else:
             through = min(follower.match for follower in self._followers.values())
+            capped = self.last.sequence - self.limits.log_entries_max
+            through = max(through, capped)
         if through - self.base.sequence < self.limits.trim_batch_entries:
             return []
         return [Persist(tuple(self._drop_through(through)))]
@@ -525,6 +617,60 @@ class PartitionReplica:
             effects.append(Persist(tuple(batch.writes)))
         effects.append(Send(source, self._reply(True, match, echo_ms=echo)))
         return effects
+
+    def on_snapshot(self, now_ms: int, source: str, message: ReplicaSnapshot) -> list[Effect]:
+        """A chunk of the leader's data: the first clears this copy and its log, the
+        last sets where the log starts. Each is acknowledged once durable."""
+        if message.epoch < self.promised_epoch:
+            return [Send(source, self._reply(False, 0))]
+        effects: list[Effect] = []
+        if message.epoch > self.promised_epoch:
+            effects += self._promise(message.epoch)
+        self._heard_ms = now_ms
+        granted = now_ms + self.limits.lease_ms
+        self._granted_until_ms = max(self._granted_until_ms or granted, granted)
+        receiving = self._receiving
+        if message.chunk == 0 and (
+            receiving is None or receiving.snapshot_id != message.snapshot_id
+        ):
+            receiving = self._receiving = _SnapshotReceive(message.snapshot_id)
+            effects.append(Persist(tuple(self._clear())))
+        ack = ReplicaSnapshotAck(
+            self.keyspace, self.partition, self.promised_epoch, message.snapshot_id, message.chunk
+        )
+        if receiving is None or receiving.snapshot_id != message.snapshot_id:
+            return effects  # a chunk of a snapshot this replica never began: ignore
+        if message.chunk < receiving.expected:
+            return effects + [Send(source, ack)]  # a repeat: acknowledge again
+        if message.chunk > receiving.expected:
+            return effects  # ahead of a lost chunk: the leader resends that one
+        writes = [Write(self.keyspace, self.partition, k, record) for k, record in message.items]
+        receiving.expected += 1
+        if message.done:
+            self._receiving = None
+            self.base = message.base
+            self.caught_up_ms = now_ms
+            writes.append(self._state_write())
+        effects.append(Persist(tuple(writes)))
+        effects.append(Send(source, ack))
+        return effects
+
+    def _clear(self) -> list[Write]:
+        """Every record and log entry of this copy, deleted: a snapshot replaces them."""
+        writes: list[Write] = []
+        start = b""
+        while True:
+            rows = self.storage.scan(self.keyspace, self.partition, start, None, 1024)
+            writes += [Write(self.keyspace, self.partition, key, None) for key, _ in rows]
+            if len(rows) < 1024:
+                break
+            start = rows[-1][0] + b"\x00"
+        writes += [
+            entry_delete(self.keyspace, self.partition, local.entry.sequence)
+            for local in self.entries
+        ]
+        self.entries = []
+        return writes
 
     def on_position_query(self, now_ms: int, source: str, query: PositionQuery) -> list[Effect]:
         """Promise the coming epoch (so the old leader gets no more acknowledgements
@@ -641,6 +787,11 @@ class PartitionReplica:
         return state_write(self.keyspace, self.partition, state)
 
 
-def _shipped(entry: Entry) -> Entry:
-    """What a follower gets: a statement without the changes it made here."""
-    return entry if entry.statement is None else entry._replace(changes=())
+def _shipped(entry: Entry, rows_through: int) -> Entry:
+    """What a follower gets: a statement without the changes it made here; or, for
+    entries it may already hold from a snapshot, the rows without the statement."""
+    if entry.statement is None:
+        return entry
+    if entry.sequence <= rows_through:
+        return entry._replace(statement=None)
+    return entry._replace(changes=())

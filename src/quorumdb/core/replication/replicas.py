@@ -14,6 +14,8 @@ from quorumdb.core.messages import Get, Outcome, failure
 from quorumdb.core.replication.messages import (
     LeaderSuspicion,
     PositionQuery,
+    ReplicaSnapshot,
+    ReplicaSnapshotAck,
     Replicate,
     ReplicateReply,
     ReplicationMessage,
@@ -135,6 +137,10 @@ class Replicas:
             return replica.on_reply(now_ms, source, message)
         if isinstance(message, PositionQuery):
             return replica.on_position_query(now_ms, source, message)
+        if isinstance(message, ReplicaSnapshot):
+            return replica.on_snapshot(now_ms, source, message)
+        if isinstance(message, ReplicaSnapshotAck):
+            return replica.on_snapshot_ack(now_ms, source, message)
         return []
 
     def on_tick(
