@@ -121,5 +121,7 @@ def add_admin_routes(app: FastAPI, runtime: NodeRuntime, call: Call, raise_for: 
 
     @app.post("/v1/keyspaces/{keyspace}/salted-keys", summary="Salt a hot counter key")
     async def salt_key(keyspace: str, body: SaltBody) -> dict[str, Any]:
+        if body.ways == 1:  # refused here too: a definite answer without the controller
+            raise MetadataRefused(f"a salted key spreads over 2 to {SALT_WAYS_MAX} sub-keys")
         key_hex = body.key.encode().hex()
         return await change(command("salt_key", keyspace=keyspace, key_hex=key_hex, ways=body.ways))
