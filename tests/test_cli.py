@@ -182,6 +182,9 @@ def test_status_and_keyspace_verbs(cluster3) -> None:
     too_many = quorumdb("keyspace", "create", "cli_five", "--replication", "single-leader",
                         "--replicas", "5", *http)  # fmt: skip
     assert too_many.returncode == 1 and "5 replicas need 5 active members" in too_many.stderr
+    full = quorumdb("keyspace", "move-replica", "cli_replicated", "0", "--from", "node1",
+                    "--to", "node2", *http)  # fmt: skip
+    assert full.returncode == 1 and "node2 already holds a replica" in full.stderr, full.stderr
 
 
 def test_lostfound_verbs(cluster3) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from quorumdb.check.convergence import replica_digest
+from quorumdb.core.cluster_metadata import command
 from quorumdb.core.effects import Send
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
@@ -23,6 +24,7 @@ from quorumdb.core.replication.lost_found import KEYSPACE as LOST_KEYSPACE
 from quorumdb.core.replication.lost_found import decode_lost_write
 from quorumdb.core.replication.messages import Replicate
 from test_core_node import Cluster
+from test_rebalance_core import join, metadata_change
 
 
 def replicated(
@@ -371,3 +373,68 @@ def test_statement_replication_diverges_only_when_not_deterministic() -> None:
             raw = cluster.storages[node_id].get("loose", partition, key)
             if raw is not None:
                 assert decode_record(raw)[0] == str(index).encode()
+
+
+def replica_counts(cluster: Cluster, viewer: str) -> dict[str, int]:
+    placement = cluster.nodes[viewer].partition_map.keyspaces["orders"]
+    counts: dict[str, int] = {}
+    for _, nodes in placement.replica_sets.values():
+        for node_id in nodes:
+            counts[node_id] = counts.get(node_id, 0) + 1
+    return counts
+
+
+def test_replicas_spread_to_a_joining_node_and_leave_a_decommissioned_one() -> None:
+    seed = 21
+    print(f"seed {seed}: replay with pytest tests/test_replication_node.py -k spread")
+    cluster = FaultyCluster(seed=seed)
+    cluster.settle()
+    automatic = command("set_rebalance_mode", mode="automatic")
+    assert metadata_change(cluster, "node0", automatic)["ok"]
+    create(cluster, KeyspaceConfig("orders", "fixed:6", 2, "single-leader", "majority"))
+    expected: dict[bytes, bytes] = {}
+    for index in range(60):
+        key = b"order-%d" % index
+        assert cluster.request(f"node{index % 3}", Put("orders", key, b"v%d" % index)).ok
+        expected[key] = b"v%d" % index
+    assert replica_counts(cluster, "node0") == {"node0": 4, "node1": 4, "node2": 4}
+    newcomer = join(cluster, 3)
+
+    def balanced() -> bool:
+        counts = replica_counts(cluster, "node1")
+        return len(counts) == 4 and max(counts.values()) - min(counts.values()) <= 1
+
+    tick_until(cluster, balanced, 30.0)
+    print("after the join:", replica_counts(cluster, "node1"))
+    for index in range(60, 90):  # writes keep flowing while followers move
+        key = b"order-%d" % (index % 60)
+        assert cluster.request("node2", Put("orders", key, b"w%d" % index)).ok
+        expected[key] = b"w%d" % index
+    for _ in range(100):
+        cluster.tick()
+    placement = cluster.nodes["node1"].partition_map.keyspaces["orders"]
+    for key, value in expected.items():
+        partition = placement.layout.locate(key)
+        for node_id in placement.replica_sets[partition][1]:
+            assert stored(cluster, node_id, key) == value, (node_id, key)
+    # Decommission node0: its followers move, its partitions are handed over, it leaves.
+    leaving = command("set_member_state", node_id="node0", state="leaving")
+    assert metadata_change(cluster, "node1", leaving)["ok"]
+
+    def left() -> bool:
+        member = cluster.nodes["node1"].controller.metadata.members["node0"]
+        return member.state == "left" and "node0" not in replica_counts(cluster, "node1")
+
+    tick_until(cluster, left, 60.0)
+    print("after the decommission:", replica_counts(cluster, "node1"))
+    for _ in range(50):  # the retired copies are swept away
+        cluster.tick()
+    leftovers = [
+        key
+        for (keyspace, _), table in cluster.storages["node0"].data.items()
+        if keyspace == "orders"
+        for key in table
+    ]
+    assert not leftovers
+    for key, value in expected.items():
+        assert cluster.request(newcomer, Get("orders", key)).value == value, key

@@ -161,6 +161,13 @@ def run_member(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_move_replica(args: argparse.Namespace) -> int:
+    body = {"source": args.source, "target": args.target}
+    path = f"/v1/keyspaces/{args.name}/partitions/{args.partition}/move-replica"
+    print(json.dumps(_request(args, "POST", path, body)))
+    return 0
+
+
 def run_salt(args: argparse.Namespace) -> int:
     body = {"key": args.key, "ways": args.ways}
     document = _request(args, "POST", f"/v1/keyspaces/{args.name}/salted-keys", body)

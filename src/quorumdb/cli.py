@@ -341,6 +341,10 @@ def _cmd_keyspace(args: argparse.Namespace) -> int:
         from quorumdb import admin_cli
 
         return admin_cli.run_salt(args)
+    if args.keyspace_command == "move-replica":
+        from quorumdb import admin_cli
+
+        return admin_cli.run_move_replica(args)
 
     base = _http_base(args)
     try:
@@ -548,6 +552,16 @@ def build_parser() -> argparse.ArgumentParser:
     salt.add_argument("key")
     salt.add_argument("--ways", type=int, required=True, help="2 to 64, or 0 to unsalt")
     http_option(salt)
+    move = keyspace_verbs.add_parser(
+        "move-replica",
+        help="replace a follower of a replicated partition by another member"
+        " (the controller also does this by itself on joins and decommissions)",
+    )
+    move.add_argument("name")
+    move.add_argument("partition", type=int)
+    move.add_argument("--from", dest="source", required=True, help="the follower to replace")
+    move.add_argument("--to", dest="target", required=True, help="the member to take its place")
+    http_option(move)
 
     from quorumdb import admin_cli
 

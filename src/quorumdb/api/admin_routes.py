@@ -44,6 +44,11 @@ class SaltBody(BaseModel):
     )
 
 
+class MoveReplicaBody(BaseModel):
+    source: str = Field(min_length=1, description="The follower to replace.")
+    target: str = Field(min_length=1, description="The active member to take its place.")
+
+
 class MetadataRefused(Exception):
     """The controller applied the command and refused it (the metadata is unchanged)."""
 
@@ -118,6 +123,26 @@ def add_admin_routes(app: FastAPI, runtime: NodeRuntime, call: Call, raise_for: 
         if plan is None:
             raise MetadataRefused("there is no plan (see GET /v1/rebalance)")
         return await change(command("plan_step", plan_id=plan.plan_id, action=action))
+
+    @app.post(
+        "/v1/keyspaces/{keyspace}/partitions/{partition}/move-replica",
+        summary="Replace a follower of a replicated partition by another member",
+    )
+    async def move_replica(keyspace: str, partition: int, body: MoveReplicaBody) -> dict[str, Any]:
+        record = runtime.node.controller.metadata.keyspaces.get(keyspace)
+        if record is None or str(partition) not in record.replica_sets:
+            raise MetadataRefused(f"'{keyspace}' has no replicated partition {partition}")
+        epoch = record.epochs.get(str(partition), 1)
+        return await change(
+            command(
+                "move_replica",
+                keyspace=keyspace,
+                partition=partition,
+                expected_epoch=epoch,
+                remove=body.source,
+                add=body.target,
+            )
+        )
 
     @app.post("/v1/keyspaces/{keyspace}/salted-keys", summary="Salt a hot counter key")
     async def salt_key(keyspace: str, body: SaltBody) -> dict[str, Any]:

@@ -281,28 +281,62 @@ def _create_keyspace(metadata: ClusterMetadata, document: dict[str, Any]) -> Res
     return {"created": True}
 
 
-def _fail_over(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
-    """Make another replica the leader of a partition, in a new epoch. Refused unless the
-    partition is still at `expected_epoch` (two racing failovers cannot both win)."""
-    name, partition, leader = document["keyspace"], str(document["partition"]), document["leader"]
+def _replicated_partition(
+    metadata: ClusterMetadata, document: dict[str, Any]
+) -> tuple[str, str, KeyspaceRecord, int]:
+    """(keyspace, partition, record, epoch) of the partition a command names, checked to
+    be replicated and still at the command's `expected_epoch` (two racing changes
+    cannot both win)."""
+    name, partition = document["keyspace"], str(document["partition"])
     record = metadata.keyspaces.get(name)
     if record is None or partition not in record.replica_sets:
         raise MetadataError(f"'{name}' has no replicated partition {partition}")
     epoch = record.epochs.get(partition, 1)
-    if epoch != document["expected_epoch"]:
-        raise MetadataError(
-            f"partition {partition} is at epoch {epoch}, not {document['expected_epoch']}"
-        )
+    expected = document["expected_epoch"]
+    if epoch != expected:
+        raise MetadataError(f"partition {partition} is at epoch {epoch}, not {expected}")
+    return name, partition, record, epoch
+
+
+def _with_replicas(
+    metadata: ClusterMetadata, name: str, partition: str, replicas: list[str], epoch: int
+) -> Result:
+    record = metadata.keyspaces[name]
+    replica_sets = {**record.replica_sets, partition: replicas}
+    epochs = {**record.epochs, partition: epoch}
+    metadata.keyspaces[name] = replace(record, replica_sets=replica_sets, epochs=epochs)
+    return {"epoch": epoch, "replicas": replicas}
+
+
+def _fail_over(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
+    """Make another replica the leader of a partition, in a new epoch."""
+    name, partition, record, epoch = _replicated_partition(metadata, document)
+    leader = document["leader"]
     replicas = record.replica_sets[partition]
     if leader not in replicas:
         raise MetadataError(f"{leader} holds no replica of partition {partition}")
-    ordered = [leader] + [node for node in replicas[1:] if node != leader] + [replicas[0]]
-    if replicas[0] == leader:
-        ordered = replicas
-    replica_sets = {**record.replica_sets, partition: ordered}
-    epochs = {**record.epochs, partition: epoch + 1}
-    metadata.keyspaces[name] = replace(record, replica_sets=replica_sets, epochs=epochs)
-    return {"epoch": epoch + 1, "replicas": ordered}
+    ordered = replicas
+    if replicas[0] != leader:
+        ordered = [leader] + [node for node in replicas[1:] if node != leader] + [replicas[0]]
+    return _with_replicas(metadata, name, partition, ordered, epoch + 1)
+
+
+def _move_replica(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
+    """Replace one follower of a partition by another member, in a new epoch; the new one
+    catches up from the leader (the log, or a snapshot). Refused for the leader (fail it
+    over first)."""
+    name, partition, record, epoch = _replicated_partition(metadata, document)
+    remove, add = document["remove"], document["add"]
+    replicas = record.replica_sets[partition]
+    if remove not in replicas[1:]:
+        leads = " (it leads the partition: fail it over first)" if remove == replicas[0] else ""
+        raise MetadataError(f"{remove} is not a follower of partition {partition}{leads}")
+    if add in replicas:
+        raise MetadataError(f"{add} already holds a replica of partition {partition}")
+    if add not in metadata.active_members():
+        raise MetadataError(f"{add} is not an active member")
+    moved = [node for node in replicas if node != remove] + [add]
+    return _with_replicas(metadata, name, partition, moved, epoch + 1)
 
 
 def _set_layout(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
@@ -482,6 +516,7 @@ _HANDLERS = {
     "plan_step": _plan_step,
     "transfer_progress": _transfer_progress,
     "fail_over": _fail_over,
+    "move_replica": _move_replica,
 }
 
 

@@ -64,6 +64,7 @@ from quorumdb.core.replication.messages import (
     Replicate,
     ReplicateReply,
 )
+from quorumdb.core.replication.placer import ReplicaPlacer
 from quorumdb.core.replication.replicas import Replicas
 from quorumdb.core.replication.statement import (
     GENERATORS,
@@ -249,6 +250,7 @@ class Node:
         self.rebalancer.recall_seals()  # before the map: the fast paths must see them
         self.replication = Replicas(node_id, storage, run_statement=self._run_statement)
         self.failover = FailoverCoordinator()
+        self.placer = ReplicaPlacer()
         self._replicas_version = -1  # the map version the replicas were configured from
         # Session reads waiting for this node's replica: (deadline, request, read, partition)
         self._session_reads: list[tuple[int, int, Get, int]] = []
@@ -534,6 +536,11 @@ class Node:
         controller_leader = self.controller.leader_id
         replication = self.replication.on_tick(now_ms, down, controller_leader)
         effects += self._deliver_to_self(now_ms, replication)
+        leaving = frozenset(
+            node_id
+            for node_id, member in self.controller.metadata.members.items()
+            if member.state == "leaving"
+        )
         failovers = self.failover.on_tick(
             now_ms,
             self.controller.is_leader,
@@ -541,6 +548,13 @@ class Node:
             down,
             self._propose_internal(now_ms),
             suspected,
+            leaving,
+        )
+        failovers += self.placer.on_tick(
+            now_ms,
+            self.controller.is_leader,
+            self.controller.metadata,
+            self._propose_internal(now_ms),
         )
         effects += self._deliver_to_self(now_ms, failovers)
         return effects

@@ -12,7 +12,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from quorumdb.core.cluster_metadata import ClusterMetadata, PlanRecord, TransferRecord, command
+from quorumdb.core.cluster_metadata import (
+    ClusterMetadata,
+    KeyspaceRecord,
+    PlanRecord,
+    TransferRecord,
+    command,
+)
 from quorumdb.core.effects import Effect, Persist, Send
 from quorumdb.core.keyspace import KeyspaceConfig
 from quorumdb.core.partitioning import Layout, layout_from_dict, plan_rebalance
@@ -467,13 +473,20 @@ def estimate_partition_bytes(storage: StorageReader, keyspace: str, partition: i
 
 
 def _departure(metadata: ClusterMetadata) -> bytes | None:
-    """A leaving member that no layout places anything on any more has left."""
+    """A leaving member that no layout places anything on any more, and that holds no
+    replica of a replicated keyspace, has left."""
     for node_id, member in sorted(metadata.members.items()):
         if member.state != "leaving":
             continue
-        if all(node_id not in record.placed_for for record in metadata.keyspaces.values()):
+        if all(_placed_elsewhere(node_id, record) for record in metadata.keyspaces.values()):
             return command("set_member_state", node_id=node_id, state="left")
     return None
+
+
+def _placed_elsewhere(node_id: str, record: KeyspaceRecord) -> bool:
+    if record.replica_sets:  # its layout is not rebalanced; its replica sets move
+        return all(node_id not in nodes for nodes in record.replica_sets.values())
+    return node_id not in record.placed_for
 
 
 def _transfer_state(plan: PlanRecord | None, index_key: tuple[int, int]) -> str:

@@ -103,9 +103,12 @@ class FailoverCoordinator:
         down: frozenset[str],
         propose: Propose,
         suspected: frozenset[str] = frozenset(),
+        leaving: frozenset[str] = frozenset(),
     ) -> list[Effect]:
         """`down`: members the failure detector declared down; `suspected`: those it
-        suspects (one source)."""
+        suspects (one source); `leaving`: members being decommissioned, whose
+        partitions are handed over the same way (the leader is asked too, first, so it
+        stops acknowledging before its followers answer)."""
         if not is_controller_leader:
             self._rounds.clear()
             self._suspicions.clear()
@@ -118,8 +121,9 @@ class FailoverCoordinator:
             mode = placement.config.sync
             for partition, (epoch, nodes) in sorted(placement.replica_sets.items()):
                 index = (name, partition)
-                if len(nodes) == 1 or not self._failed(
-                    now_ms, index, epoch, nodes, down, suspected
+                handover = nodes[0] in leaving
+                if len(nodes) == 1 or not (
+                    handover or self._failed(now_ms, index, epoch, nodes, down, suspected)
                 ):
                     continue
                 active.add(index)
@@ -141,7 +145,9 @@ class FailoverCoordinator:
         round_ = self._rounds.get(index)
         if round_ is None or round_.epoch != epoch:
             round_ = self._rounds[index] = _Round(epoch, nodes[1:], now_ms, now_ms)
-            return self._ask(index, round_, round_.followers)
+            # Ask the leader too: a live one (a handover) promises the new epoch and
+            # stops renewing its lease; a dead one does not answer, which is fine.
+            return self._ask(index, round_, nodes)
         if round_.proposed_ms is not None:
             if now_ms - round_.proposed_ms < PROPOSAL_RETRY_MS:
                 return []

@@ -8,9 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from quorumdb.core.cluster import PartitionMap
-from quorumdb.core.effects import Effect, Send
+from quorumdb.core.effects import Effect, Persist, Send
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.messages import Get, Outcome, failure
+from quorumdb.core.replication.log_format import log_keyspace
 from quorumdb.core.replication.messages import (
     LeaderSuspicion,
     PositionQuery,
@@ -31,6 +32,7 @@ from quorumdb.storage.interface import StorageReader, Write
 
 Answer = Callable[[Outcome], list[Effect]]
 SUSPICION_REPORT_MS = 250
+RETIRE_BATCH_KEYS = 512
 
 
 class Replicas:
@@ -48,11 +50,18 @@ class Replicas:
         self.by_partition: dict[tuple[str, int], PartitionReplica] = {}
         self.keyspaces: frozenset[str] = frozenset()  # the replicated ones
         self._reported_ms: dict[tuple[str, int], int] = {}  # last suspicion sent, per replica
+        # Replicas moved off this node: (keyspace, partition) -> where the sweep that
+        # deletes their records and log has got to.
+        self.retiring: dict[tuple[str, int], tuple[str, bytes]] = {}
+        self._map: PartitionMap | None = None  # the last one synced (re-run after a sweep)
+        self._resync = False
 
     def sync(self, now_ms: int, partition_map: PartitionMap) -> list[Effect]:
         """Create and configure a replica for every partition the metadata places here."""
+        self._map = partition_map
         effects: list[Effect] = []
         keyspaces: set[str] = set()
+        placed: set[tuple[str, int]] = set()
         for name, placement in sorted(partition_map.keyspaces.items()):
             if not placement.config.replicated:
                 continue
@@ -60,6 +69,9 @@ class Replicas:
             for partition, (epoch, nodes) in sorted(placement.replica_sets.items()):
                 if self.node_id not in nodes:
                     continue
+                placed.add((name, partition))
+                if (name, partition) in self.retiring:
+                    continue  # placed here again: once the old copy is gone (`on_tick`)
                 replica = self.by_partition.get((name, partition))
                 if replica is None:
                     replica = PartitionReplica(
@@ -68,8 +80,33 @@ class Replicas:
                     self.by_partition[(name, partition)] = replica
                 replica_set = ReplicaSet(epoch, nodes[0], nodes[1:], placement.config.sync)
                 effects += replica.configure(now_ms, replica_set)
+        for index in [index for index in self.by_partition if index not in placed]:
+            if index in self.retiring:
+                continue
+            retired = self.by_partition.pop(index)
+            effects += retired.configure(
+                now_ms, ReplicaSet(retired.promised_epoch + 1, "", (), "async")
+            )  # it no longer leads: waiting writes fail; nothing else reaches it
+            self.retiring[index] = ("data", b"")
         self.keyspaces = frozenset(keyspaces)
         return effects
+
+    def _sweep_retired(self) -> list[Effect]:
+        """Delete a batch of a retired replica's records, then of its log."""
+        if not self.retiring:
+            return []
+        (keyspace, partition), (part, start) = next(iter(self.retiring.items()))
+        name = keyspace if part == "data" else log_keyspace(keyspace)
+        rows = self.storage.scan(name, partition, start, None, RETIRE_BATCH_KEYS + 1)
+        writes = [Write(name, partition, key, None) for key, _ in rows[:RETIRE_BATCH_KEYS]]
+        if len(rows) > RETIRE_BATCH_KEYS:
+            self.retiring[(keyspace, partition)] = (part, rows[RETIRE_BATCH_KEYS][0])
+        elif part == "data":
+            self.retiring[(keyspace, partition)] = ("log", b"")
+        else:
+            del self.retiring[(keyspace, partition)]
+            self._resync = True  # placed here again meanwhile? once these deletes are in
+        return [Persist(tuple(writes))] if writes else []
 
     def replica(self, keyspace: str, partition: int) -> PartitionReplica | None:
         return self.by_partition.get((keyspace, partition))
@@ -149,6 +186,10 @@ class Replicas:
         """Tick every replica; followers whose leader went silent tell the controller
         leader (again every `SUSPICION_REPORT_MS` while it lasts)."""
         effects: list[Effect] = []
+        if self._resync and self._map is not None:
+            self._resync = False
+            effects += self.sync(now_ms, self._map)
+        effects += self._sweep_retired()
         for index, replica in self.by_partition.items():
             replica.unavailable = unavailable
             effects += replica.on_tick(now_ms)
