@@ -13,10 +13,10 @@ from quorumdb.core.replication.lost_found import decode_lost_write
 from quorumdb.core.replication.messages import (
     PositionQuery,
     PositionReply,
-    Replicate,
-    ReplicateReply,
     ReplicaSnapshot,
     ReplicaSnapshotAck,
+    Replicate,
+    ReplicateReply,
 )
 from quorumdb.core.replication.replica import (
     PartitionReplica,

@@ -25,6 +25,7 @@ from quorumdb.api.http_common import encode_bytes as _encode
 from quorumdb.api.http_common import replication_fields as _replication
 from quorumdb.api.lost_found_routes import add_lost_found_routes
 from quorumdb.api.prometheus import RateSampler, build_registry
+from quorumdb.check.convergence import replica_digest
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
 from quorumdb.core.messages import (
@@ -39,6 +40,7 @@ from quorumdb.core.messages import (
     ScanPartition,
 )
 from quorumdb.core.range_scan import RangePage, RangeScanError, encode_token, page_start
+from quorumdb.core.records import live_value
 from quorumdb.runtime.node_runtime import NodeRuntime, now_ms
 from quorumdb.runtime.range_scan_driver import range_scan_page
 
@@ -173,6 +175,33 @@ def create_app(runtime: NodeRuntime, sampler: RateSampler | None = None) -> Fast
         document["rebalance"] = runtime.node.controller.rebalance_status()
         document["replicas"] = runtime.node.replication.status(now_ms())
         return document
+
+    @app.get(
+        "/v1/replicas/digests",
+        summary="A digest of every replica's live contents on this node (for convergence checks)",
+    )
+    async def replica_digests() -> dict[str, Any]:
+        node = runtime.node
+        current_ms = now_ms()
+        rows: list[dict[str, Any]] = []
+        for (keyspace, partition), replica in sorted(node.replication.by_partition.items()):
+            live = [
+                (key, value)
+                for key, raw in scan_all(node.storage, keyspace, partition)
+                if (value := live_value(raw, current_ms)) is not None
+            ]
+            last = replica.last
+            rows.append(
+                {
+                    "node": runtime.settings.node_id,
+                    "keyspace": keyspace,
+                    "partition": partition,
+                    "digest": replica_digest(live),
+                    "position": [last.epoch, last.sequence],
+                    "keys": len(live),
+                }
+            )
+        return {"replicas": rows}
 
     @app.get("/v1/keyspaces", summary="List keyspaces")
     async def list_keyspaces() -> dict[str, Any]:
@@ -409,3 +438,15 @@ def _position(token: str | None) -> tuple[int, int] | None:
     if not separator or not epoch.isdigit() or not sequence.isdigit():
         raise ApiError(400, "invalid-argument", "after must be EPOCH.SEQUENCE, e.g. 2.1045")
     return int(epoch), int(sequence)
+
+
+def scan_all(storage: Any, keyspace: str, partition: int) -> list[tuple[bytes, bytes]]:
+    """Every stored record of one partition, a page at a time."""
+    rows: list[tuple[bytes, bytes]] = []
+    start = b""
+    while True:
+        page = storage.scan(keyspace, partition, start, None, 1024)
+        rows += page
+        if len(page) < 1024:
+            return rows
+        start = page[-1][0] + b"\x00"

@@ -294,6 +294,13 @@ class Node:
         """Every change of the map also refreshes what the fast paths consult, so they can
         never route by a stale map."""
         self._partition_map = partition_map
+        # Known at once, even before the replicas are configured (next tick): until then
+        # their requests are refused, never served as if the keyspace were unreplicated.
+        self.replication.keyspaces = frozenset(
+            name
+            for name, placement in partition_map.keyspaces.items()
+            if placement.config.replicated
+        )
         self._refresh_fast_paths()
 
     def _refresh_fast_paths(self) -> None:

@@ -345,10 +345,6 @@ class PartitionReplica:
     def _readable(self, now_ms: int, sequence: int) -> bool:
         if not self.is_leader or not self._satisfied(sequence):
             return False
-        if self._mode() == "async":
-            # Async promises no linearizability (a failover may drop acknowledged
-            # writes), and its failover rule would need every follower's grant.
-            return True
         lease_end_ms = self.lease_end_ms()
         return lease_end_ms is None or now_ms < lease_end_ms
 
