@@ -13,8 +13,10 @@ from types import ModuleType
 
 # name -> module path; add a line here to register a scenario.
 SCENARIOS: dict[str, str] = {
+    "async-failover": "quorumdb.lab.async_failover",
     "failure-detection": "quorumdb.lab.failure_detection",
     "rebalance-cost": "quorumdb.lab.rebalance_cost",
+    "statement-divergence": "quorumdb.lab.statement_divergence",
 }
 
 

@@ -384,7 +384,10 @@ class PartitionReplica:
                 # No progress for a while, however much was sent since: something was
                 # lost; go back to what it is known to hold.
                 follower.retransmitted_ms = now_ms
-                follower.next = follower.match + 1
+                # Known to hold something: resend from there. Never heard from: probe
+                # from the end, and let its answer say where the logs part (jumping to
+                # the start would mean a snapshot, discarding a tail lost+found needs).
+                follower.next = follower.match + 1 if follower.match else self.last.sequence + 1
                 effects.append(self._send(now_ms, node_id, follower))
             elif follower.sent_ms is None or (
                 now_ms - follower.sent_ms >= limits.heartbeat_interval_ms
