@@ -481,7 +481,7 @@ def measure_pysyncobj(
     driver = subprocess.Popen(
         driver_command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment
     )
-    processes.started.append(driver)  # type: ignore[arg-type]
+    processes.started.append(driver)
     time.sleep(0.3)  # the driver first: its shorter election timeout makes it the leader
     replicas = [
         processes.start(
@@ -506,7 +506,7 @@ def measure_pysyncobj(
     finally:
         for replica in replicas:
             processes.stop(replica)
-        processes.stop(driver)  # type: ignore[arg-type]
+        processes.stop(driver)
     if driver.returncode != 0:
         raise RuntimeError(f"pysyncobj driver failed: {stderr.decode()[-1000:]}")
     document = json.loads(stdout)
