@@ -47,6 +47,7 @@ class TinyRespServer:
     def __init__(self, delay_seconds: float = 0.0) -> None:
         self.delay_seconds = delay_seconds
         self.data: dict[bytes, bytes] = {}
+        self.keyspaces = {b"default", b"orders"}
         self.command_counts: collections.Counter[bytes] = collections.Counter()
         self._serial = asyncio.Lock()
         self._server: asyncio.Server | None = None
@@ -79,6 +80,10 @@ class TinyRespServer:
             return b"+OK\r\n"
         if name == b"PING":
             return b"+PONG\r\n"
+        if name == b"QUORUMDB.KEYSPACE" and len(arguments) == 2:
+            if arguments[1] not in self.keyspaces:
+                return b"-ERR unknown keyspace '%s'\r\n" % arguments[1]
+            return b"+OK\r\n"
         return b"-ERR unknown command '%s'\r\n" % name
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -418,6 +423,34 @@ def test_synchronous_run_bench_and_command_line(capsys: pytest.CaptureFixture[st
     assert document["targets"][0]["count"] == 200
     assert document["config"]["workload"]["distribution"] == "zipfian"
     assert reports_to_json([report], small_config(server.url))["targets"][0]["errors"] == 0
+
+
+def test_keyspace_is_selected_on_every_connection_before_traffic(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with tiny_server_in_thread() as server:
+        parser = argparse.ArgumentParser()
+        command.add_arguments(parser)
+        arguments = parser.parse_args(
+            ["--target", server.url, "--requests", "100", "--clients", "3", "--keys", "50"]
+            + ["--keyspace", "orders", "--json"]
+        )
+        assert command.run(arguments) == 0
+        assert server.command_counts[b"QUORUMDB.KEYSPACE"] == 3
+        document = json.loads(capsys.readouterr().out)
+        assert document["config"]["keyspace"] == "orders"
+        assert document["targets"][0]["count"] == 100
+
+        arguments = parser.parse_args(["--target", server.url, "--requests", "10"])
+        assert command.run(arguments) == 0
+        assert server.command_counts[b"QUORUMDB.KEYSPACE"] == 3  # default: nothing sent
+        capsys.readouterr()
+
+        traffic_before = server.command_counts[b"GET"] + server.command_counts[b"SET"]
+        [refused] = run_bench(small_config(server.url, request_count=10, keyspace="missing"))
+        assert refused.failure is not None
+        assert "cannot select keyspace 'missing'" in refused.failure
+        assert server.command_counts[b"GET"] + server.command_counts[b"SET"] == traffic_before
 
 
 def test_command_rejects_rate_in_closed_mode(capsys: pytest.CaptureFixture[str]) -> None:

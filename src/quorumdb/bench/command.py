@@ -127,6 +127,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write every key once before measuring so that reads hit",
     )
     parser.add_argument(
+        "--keyspace",
+        metavar="NAME",
+        help=(
+            "quorumdb keyspace to address: QUORUMDB.KEYSPACE NAME is sent on every connection "
+            "before any traffic (default: send nothing, the node's default keyspace)"
+        ),
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="print one JSON object on stdout instead of the table",
@@ -156,6 +164,7 @@ def config_from_arguments(args: argparse.Namespace) -> BenchConfig:
         workload=workload,
         warmup_seconds=args.warmup,
         preload=args.preload,
+        keyspace=args.keyspace,
     )
 
 

@@ -43,6 +43,7 @@ def config_to_json(config: BenchConfig) -> dict[str, Any]:
         "pipeline": config.pipeline,
         "warmup_seconds": config.warmup_seconds,
         "preload": config.preload,
+        "keyspace": config.keyspace,
         "workload": dataclasses.asdict(config.workload),
     }
 

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
-from quorumdb.bench.resp_client import RespConnection, RespConnectionError
+from quorumdb.bench.resp_client import RespConnection, RespConnectionError, encode_command
 from quorumdb.bench.workload import (
     KEY_FORMAT,
     OperationStream,
@@ -123,6 +123,9 @@ class BenchConfig:
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     warmup_seconds: float = 0.0
     preload: bool = False
+    keyspace: str | None = None
+    """Selected on every connection with `QUORUMDB.KEYSPACE` before any traffic; None keeps
+    the server's default (and sends nothing, so a plain Redis can be measured)."""
     max_duration_seconds: float = 600.0
     max_request_count: int = 100_000_000
     drain_timeout_seconds: float = 10.0
@@ -148,6 +151,8 @@ class BenchConfig:
             raise ValueError(f"request_count must be >= 1, got {self.request_count}")
         if self.warmup_seconds < 0:
             raise ValueError(f"warmup_seconds must be >= 0, got {self.warmup_seconds}")
+        if self.keyspace is not None and not self.keyspace:
+            raise ValueError("keyspace must not be empty")
         if self.max_duration_seconds <= 0 or self.max_request_count < 1:
             raise ValueError("max_duration_seconds and max_request_count must be positive")
 
@@ -614,8 +619,9 @@ async def _smart_routing(endpoint: Endpoint, config: BenchConfig) -> _SmartRouti
         for node_id in node_ids
     )
     position = {node_id: index for index, node_id in enumerate(node_ids)}
+    keyspace = config.keyspace or "default"
     key_owners = [
-        position[partition_map.owner("default", (KEY_FORMAT % index).encode()).node_id]  # type: ignore[union-attr]
+        position[partition_map.owner(keyspace, (KEY_FORMAT % index).encode()).node_id]  # type: ignore[union-attr]
         for index in range(config.workload.key_count)
     ]
     return _SmartRouting(endpoints, key_owners)
@@ -639,6 +645,18 @@ async def _open_connections(
             connection.close()
         raise failures[0]
     return connections
+
+
+async def _select_keyspace(keyspace: str, connections: Sequence[RespConnection]) -> str | None:
+    """Send `QUORUMDB.KEYSPACE keyspace` on every connection; the first refusal, or None."""
+    payload = encode_command("QUORUMDB.KEYSPACE", keyspace)
+    replies = await asyncio.gather(
+        *(connection.execute_encoded(payload) for connection in connections)
+    )
+    for reply in replies:
+        if isinstance(reply, Exception):
+            return f"cannot select keyspace {keyspace!r}: {reply}"
+    return None
 
 
 async def _preload(config: BenchConfig, connections: Sequence[RespConnection]) -> int:
@@ -687,6 +705,13 @@ async def _run_target(
     except (OSError, TimeoutError) as error:
         return BenchReport.failed(target, f"cannot connect: {error or type(error).__name__}")
     try:
+        if config.keyspace is not None:
+            try:
+                refusal = await _select_keyspace(config.keyspace, connections)
+            except RespConnectionError as error:
+                refusal = f"cannot select keyspace {config.keyspace!r}: {error}"
+            if refusal is not None:
+                return BenchReport.failed(target, refusal)
         preload_errors = 0
         if config.preload:
             try:
