@@ -127,7 +127,7 @@ class FailoverCoordinator:
                 ):
                     continue
                 active.add(index)
-                effects += self._drive(now_ms, index, epoch, nodes, mode, down, propose)
+                effects += self._drive(now_ms, index, epoch, nodes, mode, down, propose, handover)
         for index in set(self._rounds) - active:
             del self._rounds[index]  # the leader came back, or the failover happened
         return effects
@@ -141,13 +141,16 @@ class FailoverCoordinator:
         mode: str,
         down: frozenset[str],
         propose: Propose,
+        handover: bool,
     ) -> list[Effect]:
         round_ = self._rounds.get(index)
         if round_ is None or round_.epoch != epoch:
             round_ = self._rounds[index] = _Round(epoch, nodes[1:], now_ms, now_ms)
-            # Ask the leader too: a live one (a handover) promises the new epoch and
-            # stops renewing its lease; a dead one does not answer, which is fine.
-            return self._ask(index, round_, nodes)
+            # A handover asks the (live, leaving) leader too: it promises the new epoch
+            # and stops renewing its followers' grants, so they can answer. A suspected
+            # leader is not asked: if it is alive after all, its heartbeats keep the
+            # grants going and the round stalls instead of deposing it.
+            return self._ask(index, round_, nodes if handover else nodes[1:])
         if round_.proposed_ms is not None:
             if now_ms - round_.proposed_ms < PROPOSAL_RETRY_MS:
                 return []
