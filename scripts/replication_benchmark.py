@@ -334,6 +334,34 @@ class Measurement:
         return dict(self.__dict__)
 
 
+def measurement_of(
+    report: dict[str, Any],
+    target: str,
+    round_number: int,
+    driver: str,
+    clients: int,
+    server_cpu: float,
+    client_cpu: float,
+) -> Measurement:
+    """One target's round from a load tool's JSON report (both tools print the same keys)."""
+    latency = report["latency_ms"]
+    return Measurement(
+        target=target,
+        round_number=round_number,
+        driver=driver,
+        clients=clients,
+        throughput_ops_per_second=report["throughput_ops_per_second"],
+        p50_ms=latency["p50"],
+        p99_ms=latency["p99"],
+        p99_9_ms=latency["p99_9"],
+        errors=report["errors"],
+        count=report["count"],
+        server_cpu_seconds=server_cpu,
+        client_cpu_seconds=client_cpu,
+        note=report.get("first_error") or "",
+    )
+
+
 def timed_run(
     command: list[str], server_pids: list[int], timeout_seconds: float, **options: Any
 ) -> tuple[subprocess.CompletedProcess[str], float, float]:
@@ -372,21 +400,9 @@ def measure_etcd(
     if result.returncode != 0:
         raise RuntimeError(f"etcd_load failed: {result.stderr.strip()[-1000:]}")
     document = json.loads(result.stdout)
-    latency = document["latency_ms"]
-    return Measurement(
-        target="etcd",
-        round_number=round_number,
-        driver=f"etcd_load (Go clientv3), {args.etcd_connections} gRPC connections, {note}",
-        clients=args.clients,
-        throughput_ops_per_second=document["throughput_ops_per_second"],
-        p50_ms=latency["p50"],
-        p99_ms=latency["p99"],
-        p99_9_ms=latency["p99_9"],
-        errors=document["errors"],
-        count=document["count"],
-        server_cpu_seconds=server_cpu,
-        client_cpu_seconds=client_cpu,
-        note=document.get("first_error", ""),
+    driver = f"etcd_load (Go clientv3), {args.etcd_connections} gRPC connections, {note}"
+    return measurement_of(
+        document, "etcd", round_number, driver, args.clients, server_cpu, client_cpu
     )
 
 
@@ -443,21 +459,9 @@ def measure_quorumdb(
     if result.returncode != 0:
         raise RuntimeError(f"quorumdb bench failed: {result.stderr.strip()[-1000:]}")
     report = json.loads(result.stdout)["targets"][0]
-    latency = report["latency_ms"]
-    return Measurement(
-        target=f"quorumdb-{mode}",
-        round_number=round_number,
-        driver="quorumdb bench (quorumdb:// routing to partition leaders)",
-        clients=args.clients,
-        throughput_ops_per_second=report["throughput_ops_per_second"],
-        p50_ms=latency["p50"],
-        p99_ms=latency["p99"],
-        p99_9_ms=latency["p99_9"],
-        errors=report["errors"],
-        count=report["count"],
-        server_cpu_seconds=server_cpu,
-        client_cpu_seconds=client_cpu,
-        note=report.get("first_error") or "",
+    driver = "quorumdb bench (quorumdb:// routing to partition leaders)"
+    return measurement_of(
+        report, f"quorumdb-{mode}", round_number, driver, args.clients, server_cpu, client_cpu
     )
 
 
