@@ -82,6 +82,7 @@ class ReplicationLimits:
     # behind catches up from a snapshot of the data instead.
     log_entries_max: int = 100_000
     snapshot_chunk_keys: int = 256
+    pipeline_messages: int = 2  # unanswered messages of entries to one follower at a time
     # A follower that heard from the leader promises no successor anything for this long
     # (by its own clock); the leader serves linearizable reads while enough such grants
     # hold. It must be shorter than failure detection, or failovers wait for it.
@@ -130,6 +131,7 @@ class _Follower:
     grant_end_ms: int = -1  # until when (leader's clock) it promises no successor anything
     caught_up_ms: int = 0  # when it last held everything this leader had logged
     retransmitted_ms: int = 0  # when it was last sent back to its match for lack of progress
+    in_flight: int = 0  # messages of entries sent and not yet answered
     snapshot: _SnapshotSend | None = None  # copying the data to it: it is past the log
     rows_through: int = 0  # ship statements up to here as rows (applied over a snapshot)
 
@@ -316,7 +318,14 @@ class PartitionReplica:
         else:
             self._override_waiters.append(_Waiter(entry.sequence, deadline_ms, complete, mode))
         for node_id, follower in self._followers.items():
-            if follower.next == entry.sequence and node_id not in self.unavailable:
+            # At most `pipeline_messages` unanswered messages of entries per follower:
+            # under load, entries wait for an answer and leave together, one message, one
+            # persist and one acknowledgement for many writes.
+            if (
+                follower.next == entry.sequence
+                and follower.in_flight < self.limits.pipeline_messages
+                and node_id not in self.unavailable
+            ):
                 effects.append(self._send(now_ms, node_id, follower))
         effects += self._release(now_ms)
         return effects
@@ -354,6 +363,7 @@ class PartitionReplica:
         follower = self._followers.get(source)
         if not self.is_leader or follower is None or reply.epoch != self.promised_epoch:
             return []
+        follower.in_flight = max(0, follower.in_flight - 1)
         if reply.echo_ms:
             limits = self.limits
             lease_ms = int(limits.lease_ms * (1.0 - limits.max_clock_drift))
@@ -384,6 +394,7 @@ class PartitionReplica:
                 # No progress for a while, however much was sent since: something was
                 # lost; go back to what it is known to hold.
                 follower.retransmitted_ms = now_ms
+                follower.in_flight = 0  # what was lost will never be answered
                 # Known to hold something: resend from there. Never heard from: probe
                 # from the end, and let its answer say where the logs part (jumping to
                 # the start would mean a snapshot, discarding a tail lost+found needs).
@@ -491,6 +502,8 @@ class PartitionReplica:
         )
         follower.next = start + len(chosen)
         follower.sent_ms = now_ms
+        if chosen:
+            follower.in_flight += 1
         return Send(node_id, message)
 
     def _send_snapshot(self, now_ms: int, node_id: str, follower: _Follower) -> Send:
