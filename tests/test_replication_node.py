@@ -456,3 +456,20 @@ def test_a_restarted_node_never_serves_a_replicated_keyspace_unreplicated() -> N
     for index in range(20):
         outcome = cluster.request("node1", Put("orders", b"k%d" % index, b"x"))
         assert outcome.error is not None or outcome.position is not None, outcome
+
+
+def test_expired_keys_are_swept_through_the_log_on_every_replica() -> None:
+    cluster = Cluster(seed=8)
+    cluster.settle()
+    create(cluster, replicated("majority"))
+    keys = [b"session-%d" % index for index in range(10)]
+    for key in keys:
+        expiring = Put("orders", key, b"token", expire_at_ms=cluster.now_ms + 200)
+        assert cluster.request("node0", expiring).ok
+    assert cluster.request("node0", Put("orders", b"kept", b"forever")).ok
+    for _ in range(200):  # 4 virtual seconds: the sweeps walk every partition
+        cluster.tick()
+    for node_id in ("node0", "node1", "node2"):
+        for key in keys:
+            assert stored(cluster, node_id, key) is None, (node_id, key)
+        assert stored(cluster, node_id, b"kept") == b"forever"

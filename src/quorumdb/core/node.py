@@ -577,12 +577,14 @@ class Node:
         """Delete a few expired keys per tick, walking the local partitions in turn.
 
         Reads already hide expired keys; this reclaims their space and keeps DBSIZE and
-        scans honest, as Redis's active expiry does, at a bounded cost per tick."""
+        scans honest, as Redis's active expiry does, at a bounded cost per tick. In a
+        replicated keyspace only the leader sweeps, and its deletes go through the log,
+        so every replica drops the same keys."""
         local = [
             (name, partition)
             for name, placement in sorted(self.partition_map.keyspaces.items())
             for partition in placement.partition_ids
-            if placement.owner(partition) == self.node_id and not placement.config.replicated
+            if placement.owner(partition) == self.node_id
         ]
         if not local:
             return []
@@ -599,7 +601,16 @@ class Node:
             for key, raw in rows[:limit]
             if live_value(raw, now_ms) is None
         )
-        return [Persist(deletes)] if deletes else []
+        if not deletes:
+            return []
+        if keyspace in self.replication.keyspaces:
+            replica = self.replication.replica(keyspace, partition)
+            if replica is None or not replica.is_leader:
+                return []
+            return self.replication.run(
+                now_ms, keyspace, partition, deletes, Outcome(None), lambda outcome: []
+            )
+        return [Persist(deletes)]
 
     def on_peer_unreachable(self, now_ms: int, peer: str) -> list[Effect]:
         """Fail forwards to a peer whose connection broke: their outcome is unknown."""
