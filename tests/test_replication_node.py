@@ -12,7 +12,7 @@ from quorumdb.core.messages import CreateKeyspace, Delete, Get, Increment, Put
 from quorumdb.core.records import decode_record, encode_record
 from quorumdb.core.replication.lost_found import KEYSPACE as LOST_KEYSPACE
 from quorumdb.core.replication.lost_found import decode_lost_write
-from quorumdb.core.replication.messages import Replicate
+from quorumdb.core.replication.messages import PositionQuery, Replicate
 from test_core_node import Cluster
 
 
@@ -224,3 +224,32 @@ def test_an_async_leaders_unreplicated_writes_land_in_lost_and_found() -> None:
     table = cluster.storages[victim].data.get((LOST_KEYSPACE, 0), {})
     found = [decode_lost_write(k, v) for k, v in table.items()]
     assert [(w.key, w.record) for w in found] == [(key, encode_record(b"acknowledged-then-lost"))]
+
+
+def test_a_position_query_a_node_sends_itself_is_answered_inside_the_node() -> None:
+    """The controller leader is a follower of the partition it fails over: it asks
+    itself, holds the query while the lease it granted the old leader runs, then
+    answers on a tick. A runtime has no connection to itself (nor has the simulator's
+    network a link), so that answer must loop back inside the node, not be sent."""
+    seed = 3
+    print(f"seed {seed}: replay with pytest tests/test_replication_node.py -k sends_itself")
+    cluster = FaultyCluster(seed=seed)
+    controller_leader = cluster.settle()
+    create(cluster, replicated("majority"))
+    victim = next(n for n in ("node0", "node1", "node2") if n != controller_leader)
+    key = next(
+        b"k%d" % index
+        for index in range(200)
+        if leader_of(cluster, controller_leader, b"k%d" % index)[1] == victim
+    )
+    partition, _, epoch = leader_of(cluster, controller_leader, key)
+    node = cluster.nodes[controller_leader]
+    query = PositionQuery("orders", partition, epoch + 1)
+    held = node.on_message(cluster.now_ms, controller_leader, query)
+    assert held == []  # the victim's last heartbeat granted a lease: the answer waits
+    cluster.kill(victim)
+    cluster.sent.clear()
+    for _ in range(150):  # 3 virtual seconds: past the lease
+        cluster.tick()
+    to_itself = [type(m).__name__ for source, target, m in cluster.sent if source == target]
+    assert to_itself == []

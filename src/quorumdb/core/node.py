@@ -473,7 +473,9 @@ class Node:
             for node_id, state in self.failure_detector.states.items()
             if state.value in ("down", "left")
         )
-        effects += self.replication.on_tick(now_ms, down)
+        # A held position query may be the controller's own (it holds a replica too):
+        # its answer loops back here, as no node has a connection to itself.
+        effects += self._deliver_to_self(now_ms, self.replication.on_tick(now_ms, down))
         failovers = self.failover.on_tick(
             now_ms,
             self.controller.is_leader,
