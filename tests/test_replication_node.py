@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from quorumdb.core.effects import Send
+from quorumdb.core.effects import Persist, Reply, Send
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
 from quorumdb.core.messages import CreateKeyspace, Delete, Get, Increment, Put
@@ -253,3 +253,28 @@ def test_a_position_query_a_node_sends_itself_is_answered_inside_the_node() -> N
         cluster.tick()
     to_itself = [type(m).__name__ for source, target, m in cluster.sent if source == target]
     assert to_itself == []
+
+
+def test_a_restarted_leader_never_writes_around_the_log_before_its_first_tick() -> None:
+    """A node configures its replicas on its first tick; a request arriving before it
+    must not take the path of unreplicated keyspaces (data written with no log entry
+    and answered at once: a write the followers never see)."""
+    seed = 3
+    print(f"seed {seed}: replay with pytest tests/test_replication_node.py -k first_tick")
+    cluster = FaultyCluster(seed=seed)
+    cluster.settle()
+    create(cluster, replicated("majority"))
+    key = b"k1"
+    _, leader, _ = leader_of(cluster, "node0", key)
+    assert cluster.request(leader, Put("orders", key, b"before")).error is None
+    cluster.kill(leader)
+    cluster.revive(leader)
+    node = cluster.nodes[leader]
+    effects = node.on_client_request(cluster.now_ms, 99, Put("orders", key, b"around"))
+    for effect in effects:
+        if isinstance(effect, Persist):
+            assert {write.keyspace for write in effect.writes} != {"orders"}, effect
+        if isinstance(effect, Reply):
+            outcome = effect.outcome
+            assert outcome.error is not None or outcome.position is not None, outcome
+    assert stored(cluster, leader, key) == b"before"
