@@ -476,6 +476,11 @@ class Node:
         # A held position query may be the controller's own (it holds a replica too):
         # its answer loops back here, as no node has a connection to itself.
         effects += self._deliver_to_self(now_ms, self.replication.on_tick(now_ms, down))
+        controller_leader = self.controller.leader_id
+        if controller_leader is not None:
+            reports = self.replication.stepped_down(now_ms)
+            sends: list[Effect] = [Send(controller_leader, report) for report in reports]
+            effects += self._deliver_to_self(now_ms, sends)
         failovers = self.failover.on_tick(
             now_ms,
             self.controller.is_leader,

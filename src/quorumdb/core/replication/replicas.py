@@ -13,6 +13,7 @@ from quorumdb.core.errors import ErrorCode
 from quorumdb.core.messages import Outcome, failure
 from quorumdb.core.replication.messages import (
     PositionQuery,
+    PositionReply,
     Replicate,
     ReplicateReply,
     ReplicationMessage,
@@ -26,6 +27,7 @@ from quorumdb.core.replication.replica import (
 from quorumdb.storage.interface import StorageReader, Write
 
 Answer = Callable[[Outcome], list[Effect]]
+STEPPED_DOWN_REPORT_MS = 500  # how often a stepped-down leader tells the controller
 
 
 class Replicas:
@@ -37,6 +39,7 @@ class Replicas:
         self.limits = limits or ReplicationLimits()
         self.by_partition: dict[tuple[str, int], PartitionReplica] = {}
         self.keyspaces: frozenset[str] = frozenset()  # the replicated ones
+        self._reported_ms: dict[tuple[str, int], int] = {}
 
     def sync(self, now_ms: int, partition_map: PartitionMap) -> list[Effect]:
         """Create and configure a replica for every partition the metadata places here."""
@@ -112,6 +115,26 @@ class Replicas:
             replica.unavailable = unavailable
             effects += replica.on_tick(now_ms)
         return effects
+
+    def stepped_down(self, now_ms: int) -> list[PositionReply]:
+        """Partitions this node leads by the map but may not: a replica promised a newer
+        epoch (a failover round asked, then stopped, or the controller leader changed),
+        so only a new epoch brings a leader back. Said to the controller leader, as
+        the answer a position query would get, every `STEPPED_DOWN_REPORT_MS`."""
+        reports: list[PositionReply] = []
+        for index, replica in self.by_partition.items():
+            replica_set = replica.replica_set
+            if replica_set is None or replica_set.leader != self.node_id:
+                continue
+            if replica.promised_epoch <= replica_set.epoch:
+                continue
+            reported_ms = self._reported_ms.get(index)
+            if reported_ms is not None and now_ms - reported_ms < STEPPED_DOWN_REPORT_MS:
+                continue
+            self._reported_ms[index] = now_ms
+            keyspace, partition = index
+            reports.append(PositionReply(keyspace, partition, replica.promised_epoch, replica.last))
+        return reports
 
     def status(self) -> list[dict[str, object]]:
         """Every replica here: role, epoch, log position, and each follower's lag."""
