@@ -9,7 +9,9 @@ map). The run:
    sync mode is created through the controller (no faults yet besides loss,
    duplication and skew);
 2. safety: the workload's keys live in that keyspace; the nemesis partitions
-   (symmetric, one-way, the leader alone), crashes and restarts nodes;
+   (symmetric, one-way, the leader alone, the first time within a second), crashes
+   and restarts nodes; clients stop issuing after a drawn 8 to 20 virtual seconds
+   (the run's cost grows with virtual time, not operations) and finish what is open;
 3. heal, then settle: every partition led by an up node whose followers hold its
    whole log; final reads; settle again;
 4. collect: every node's lost+found entries for the keyspace (`_lostfound`, decoded
@@ -57,7 +59,7 @@ from quorumdb.sim.faults import (
     node_clocks,
 )
 from quorumdb.sim.network import Network
-from quorumdb.sim.simulation import BASE_PORT, EVENT_COUNT_MAX, SAFETY_TIME_MS_MAX
+from quorumdb.sim.simulation import BASE_PORT, EVENT_COUNT_MAX
 from quorumdb.sim.trace import Trace
 from quorumdb.sim.workload import Workload
 
@@ -68,6 +70,9 @@ PARTITIONING = "fixed:8"
 REPLICA_COUNT = 3
 NODE_COUNT_MIN = REPLICA_COUNT
 SETUP_TIME_MS_MAX = 60_000
+FIRST_ISOLATION_MS_MAX = 1_000
+SAFETY_MS_MIN = 8_000
+SAFETY_MS_MAX = 20_000
 CREATE_RETRY_MS = 3_000
 SETTLE_TIME_MS_MAX = 120_000
 SETTLE_CHECK_MS = 100
@@ -84,18 +89,21 @@ class ReplicationParameters:
     mode: str  # the keyspace's sync mode: all, majority, semi or async
     isolate_interval_ms: int  # 0: the leader is never isolated
     isolate_duration_ms_max: int
+    safety_ms: int  # clients stop issuing after this long, if not done before
 
     def describe(self) -> list[str]:
         every = (
             "never"
             if self.isolate_interval_ms == 0
-            else f"every~{self.isolate_interval_ms}ms for<={self.isolate_duration_ms_max}ms"
+            else f"every~{self.isolate_interval_ms}ms"
+            f" for {self.isolate_duration_ms_max // 2}..{self.isolate_duration_ms_max}ms"
         )
         return [
             *self.base.describe(),
             f"replication: keyspace={KEYSPACE} {PARTITIONING} replicas={REPLICA_COUNT}"
             f" sync={self.mode}",
             f"leader-isolation: {every}",
+            f"safety-phase: clients issue for at most {self.safety_ms}ms",
         ]
 
 
@@ -114,12 +122,16 @@ def draw_replication_parameters(
     node_count = max(NODE_COUNT_MIN, probe.node_count)
     chosen = replace(overrides, faults=faults, node_count=node_count)
     base = draw_parameters(seed, rng, chosen)
-    isolate_interval_ms = rng.randint(1_000, 8_000)
-    # Long enough, often, to outlast failure detection (a few seconds) and fail over.
-    isolate_duration_ms_max = rng.randint(1_000, 12_000)
+    isolate_interval_ms = rng.randint(1_000, 6_000)
+    # Each isolation lasts between half of this and all of it: often long enough to
+    # outlast failure detection (about 5 s) and fail over, sometimes just shorter.
+    isolate_duration_ms_max = rng.randint(6_000, 16_000)
+    safety_ms = rng.randint(SAFETY_MS_MIN, SAFETY_MS_MAX)
     if "partition" not in base.faults:
         isolate_interval_ms = 0
-    return ReplicationParameters(base, MODES[mode], isolate_interval_ms, isolate_duration_ms_max)
+    return ReplicationParameters(
+        base, MODES[mode], isolate_interval_ms, isolate_duration_ms_max, safety_ms
+    )
 
 
 def replication_rng(seed: int) -> random.Random:
@@ -143,15 +155,22 @@ class ReplicationNemesis(Nemesis[SimCluster]):
         super().__init__(queue, rng, cluster, network, parameters.base)
         self.replication = parameters
         self.leader_isolations = 0
+        self._isolation_cut: int | None = None
 
     def start(self) -> None:
         super().start()
-        if self.replication.isolate_interval_ms > 0:
-            self._schedule(self.replication.isolate_interval_ms, self._isolate_leader)
+        interval_ms = self.replication.isolate_interval_ms
+        if interval_ms > 0:
+            # The first one early, so that even a short safety phase sees a failover.
+            first_ms = self.rng.randint(0, FIRST_ISOLATION_MS_MAX)
+            fire = functools.partial(self._fire, interval_ms, self._isolate_leader)
+            self.queue.schedule_in(first_ms, fire)
 
     def _isolate_leader(self) -> None:
+        """Cut one partition's leader off from every other node, one at a time (two at
+        once often take the controller's quorum too, and nothing can fail over)."""
         up_node_ids = self.cluster.up_node_ids()
-        if not up_node_ids:
+        if not up_node_ids or self._isolation_cut is not None:
             return
         viewer = self.cluster.nodes[self.rng.choice(up_node_ids)].node
         assert viewer is not None
@@ -162,9 +181,15 @@ class ReplicationNemesis(Nemesis[SimCluster]):
         leader = placement.replica_sets[partition][1][0]
         others = [node_id for node_id in self.cluster.node_ids if node_id != leader]
         cut_id = self.network.partition([[leader], others])
+        self._isolation_cut = cut_id
         self.leader_isolations += 1
-        duration_ms = self.rng.randint(1, self.replication.isolate_duration_ms_max)
-        self.queue.schedule_in(duration_ms, functools.partial(self.network.heal, cut_id))
+        duration_ms_max = self.replication.isolate_duration_ms_max
+        duration_ms = self.rng.randint(duration_ms_max // 2, duration_ms_max)
+        self.queue.schedule_in(duration_ms, functools.partial(self._end_isolation, cut_id))
+
+    def _end_isolation(self, cut_id: int) -> None:
+        self.network.heal(cut_id)
+        self._isolation_cut = None
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -243,13 +268,16 @@ class ReplicationSimulation:
             return
         self.workload.start()
         self.nemesis.start()
-        if not self.queue.run_until(SAFETY_TIME_MS_MAX, stop=lambda: self.workload.finished):
-            self.problems.append(f"safety phase did not finish in {SAFETY_TIME_MS_MAX} ms")
+        safety_end_ms = self.queue.now_ms + self.parameters.safety_ms
+        if not self.queue.run_until(safety_end_ms, stop=lambda: self.workload.finished):
             self.workload.stop_issuing()
+            # Every request still open ends within the client timeout, faults and all.
+            self.queue.run_until(
+                self.queue.now_ms + self.parameters.base.client_timeout_ms,
+                stop=lambda: self.workload.finished,
+            )
         self.trace.record(self.queue.now_ms, "phase heal")
         self.nemesis.heal()
-        # Every request still open times out (its node answers or the client gives up).
-        self.queue.run_until(self.queue.now_ms + self.parameters.base.client_timeout_ms)
         self._phase("settle", SETTLE_TIME_MS_MAX, self._settled)
         self.trace.record(self.queue.now_ms, "phase final-reads")
         self.workload.start_final_reads()
