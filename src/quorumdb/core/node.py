@@ -414,9 +414,8 @@ class Node:
                 self._refresh_fast_paths()
             return self._deliver_to_self(now_ms, effects)
         if isinstance(message, RAFT_MESSAGE_TYPES):
-            return self._after_controller(
-                now_ms, self.controller.on_message(now_ms, source, message)
-            )
+            effects = self.controller.on_message(now_ms, source, message)
+            return self._after_controller(now_ms, effects) + self._release_parked(now_ms)
         raise TypeError(f"unexpected message {type(message).__name__}")
 
     def on_tick(self, now_ms: int) -> list[Effect]:
@@ -453,6 +452,7 @@ class Node:
                 else:
                     message = "no controller leader was elected in time; retry"
                     effects.append(Reply(request_id, failure(ErrorCode.UNAVAILABLE, message)))
+        effects += self._release_parked(now_ms)
         waited_out = [parked for parked in self._parked if parked.deadline_ms <= now_ms]
         if waited_out:
             self._parked = [parked for parked in self._parked if parked.deadline_ms > now_ms]
@@ -1094,11 +1094,32 @@ class Node:
             for name, record in self.controller.metadata.keyspaces.items()
             if record.salted_keys
         }
-        ready = [p for p in self._parked if p.request.map_version <= self.partition_map.version]
-        if ready:
-            self._parked = [p for p in self._parked if p not in ready]
-            for parked in ready:
-                effects = effects + self._serve_forward(now_ms, parked.source, parked.request)
+        return effects
+
+    def _release_parked(self, now_ms: int) -> list[Effect]:
+        """Serve the parked requests this node's map now covers, at most one per key per
+        call (each entry point is one call): every request runs on storage as it was
+        before the call, so a second write to the same key would be computed from the
+        old value (two appends ending at one length, a before-image missing the first).
+        The others wait for the next tick."""
+        if not self._parked:
+            return []
+        parked_now, self._parked = self._parked, []
+        keys: set[tuple[str, bytes]] = set()
+        waiting: list[_Parked] = []
+        effects: list[Effect] = []
+        for parked in parked_now:
+            operation = parked.request.operation
+            key = None
+            if isinstance(operation, _KEYED_OPERATIONS):
+                key = (operation.keyspace, operation.key)
+            if parked.request.map_version > self.partition_map.version or key in keys:
+                waiting.append(parked)
+                continue
+            if key is not None:
+                keys.add(key)
+            effects += self._serve_forward(now_ms, parked.source, parked.request)
+        self._parked = waiting + self._parked
         return effects
 
     def _change_metadata(self, now_ms: int, proposal: bytes, reply: _ReplyFactory) -> list[Effect]:
