@@ -34,7 +34,6 @@ from dataclasses import dataclass, field, replace
 from quorumdb.check.command import CheckerSummary, run_checkers
 from quorumdb.check.convergence import replica_digest
 from quorumdb.check.history import (
-    HistoryEvent,
     HistoryFile,
     HistoryRecord,
     LostFoundEntry,
@@ -79,7 +78,8 @@ SETTLE_CHECK_MS = 100
 FINAL_TIME_MS_MAX = 10 * 60 * 1000
 # Request ids for the setup's keyspace creation, far above the workload's.
 SETUP_REQUEST_ID_BASE = 1_000_000_000
-# What every mode is judged by; the sync modes add the rest of the checkers.
+# What async is judged by (it promises neither linearizability nor that acknowledged
+# writes survive); the other modes run every applicable checker.
 ASYNC_CHECKERS = ("lost+found", "convergence")
 
 
@@ -111,9 +111,9 @@ def draw_replication_parameters(
     seed: int, rng: random.Random, mode: str, overrides: ParameterOverrides | None = None
 ) -> ReplicationParameters:
     """The data scenario's draw (every fault kind unless `--faults` says otherwise, at
-    least 3 nodes), then the leader isolation's interval and duration, always drawn, so
-    overrides change what they name and nothing else. Leader isolation is a partition:
-    it happens when `partition` is among the faults."""
+    least 3 nodes), then the leader isolation's interval and duration and how long
+    clients issue, always drawn, so overrides change what they name and nothing else.
+    Leader isolation is a partition: it happens when `partition` is among the faults."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     overrides = overrides or ParameterOverrides()
@@ -439,9 +439,6 @@ class ReplicationSimulation:
 
     def lost_found_report(self) -> LostFoundReport:
         return check_lost_found(self.workload.history, self.collected.lost_found)
-
-    def events(self) -> list[HistoryEvent]:
-        return self.workload.history
 
     def digest(self) -> str:
         return self.trace.digest()
