@@ -38,6 +38,16 @@ def test_a_discarded_delete_is_listed_with_a_null_value() -> None:
     assert tally(check(script, ("k", None))) == (1, 1, 0)
 
 
+def test_a_delete_that_found_nothing_changed_nothing_and_cannot_be_gone() -> None:
+    """`a` was lost before the delete ran (so it found nothing: `existed` false), then a
+    replica that still held `a` was made leader: `a` is back, `b` gone and listed. The
+    delete wrote nothing, so nothing of it is missing (replication simulation, seed
+    30137, mode async, faults partition,one-way,skew)."""
+    script = Script().put(WRITER, "k", "a").delete(WRITER, "k", existed=False)
+    script = script.put(WRITER, "k", "b").get(READER, "k", "a")
+    assert tally(check(script, ("k", "a"), ("k", "b"))) == (1, 1, 0)
+
+
 def test_listed_writes_never_acknowledged_are_fine_and_counted_apart() -> None:
     script = Script().put(WRITER, "k", "a").put(WRITER, "k", "b", outcome="info")
     script.put(WRITER, "k", "c", outcome="fail").get(READER, "k", "a")

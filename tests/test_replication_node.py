@@ -7,22 +7,24 @@ from collections.abc import Callable
 
 from quorumdb.check.convergence import replica_digest
 from quorumdb.core.cluster_metadata import command
-from quorumdb.core.effects import Send
+from quorumdb.core.effects import Persist, Reply, Send
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.keyspace import KeyspaceConfig, KeyspaceConfigError
 from quorumdb.core.messages import (
     Append,
     CreateKeyspace,
     Delete,
+    ForwardReply,
     ForwardRequest,
     Get,
     Increment,
     Put,
 )
+from quorumdb.core.node import NodeLimits
 from quorumdb.core.records import decode_record, encode_record
 from quorumdb.core.replication.lost_found import KEYSPACE as LOST_KEYSPACE
 from quorumdb.core.replication.lost_found import decode_lost_write
-from quorumdb.core.replication.messages import Replicate
+from quorumdb.core.replication.messages import PositionQuery, Replicate
 from test_core_node import Cluster
 from test_rebalance_core import join, metadata_change
 
@@ -394,7 +396,7 @@ def replica_counts(cluster: Cluster, viewer: str) -> dict[str, int]:
 def test_replicas_spread_to_a_joining_node_and_leave_a_decommissioned_one() -> None:
     seed = 21
     print(f"seed {seed}: replay with pytest tests/test_replication_node.py -k spread")
-    cluster = FaultyCluster(seed=seed)
+    cluster = FaultyCluster(seed=seed, limits=NodeLimits(automatic_replica_moves=True))
     cluster.settle()
     automatic = command("set_rebalance_mode", mode="automatic")
     assert metadata_change(cluster, "node0", automatic)["ok"]
@@ -473,3 +475,88 @@ def test_expired_keys_are_swept_through_the_log_on_every_replica() -> None:
         for key in keys:
             assert stored(cluster, node_id, key) is None, (node_id, key)
         assert stored(cluster, node_id, b"kept") == b"forever"
+
+
+def test_a_position_query_a_node_sends_itself_is_answered_inside_the_node() -> None:
+    """The controller leader is a follower of the partition it fails over: it asks
+    itself, holds the query while the lease it granted the old leader runs, then
+    answers on a tick. A runtime has no connection to itself (nor has the simulator's
+    network a link), so that answer must loop back inside the node, not be sent."""
+    seed = 3
+    print(f"seed {seed}: replay with pytest tests/test_replication_node.py -k sends_itself")
+    cluster = FaultyCluster(seed=seed)
+    controller_leader = cluster.settle()
+    create(cluster, replicated("majority"))
+    victim = next(n for n in ("node0", "node1", "node2") if n != controller_leader)
+    key = next(
+        b"k%d" % index
+        for index in range(200)
+        if leader_of(cluster, controller_leader, b"k%d" % index)[1] == victim
+    )
+    partition, _, epoch = leader_of(cluster, controller_leader, key)
+    node = cluster.nodes[controller_leader]
+    query = PositionQuery("orders", partition, epoch + 1)
+    held = node.on_message(cluster.now_ms, controller_leader, query)
+    assert held == []  # the victim's last heartbeat granted a lease: the answer waits
+    cluster.kill(victim)
+    cluster.sent.clear()
+    for _ in range(150):  # 3 virtual seconds: past the lease
+        cluster.tick()
+    to_itself = [type(m).__name__ for source, target, m in cluster.sent if source == target]
+    assert to_itself == []
+
+
+def test_a_restarted_leader_never_writes_around_the_log_before_its_first_tick() -> None:
+    """A node configures its replicas on its first tick; a request arriving before it
+    must not take the path of unreplicated keyspaces (data written with no log entry
+    and answered at once: a write the followers never see)."""
+    seed = 3
+    print(f"seed {seed}: replay with pytest tests/test_replication_node.py -k first_tick")
+    cluster = FaultyCluster(seed=seed)
+    cluster.settle()
+    create(cluster, replicated("majority"))
+    key = b"k1"
+    _, leader, _ = leader_of(cluster, "node0", key)
+    assert cluster.request(leader, Put("orders", key, b"before")).error is None
+    cluster.kill(leader)
+    cluster.revive(leader)
+    node = cluster.nodes[leader]
+    effects = node.on_client_request(cluster.now_ms, 99, Put("orders", key, b"around"))
+    for effect in effects:
+        if isinstance(effect, Persist):
+            assert {write.keyspace for write in effect.writes} != {"orders"}, effect
+        if isinstance(effect, Reply):
+            outcome = effect.outcome
+            assert outcome.error is not None or outcome.position is not None, outcome
+    assert stored(cluster, leader, key) == b"before"
+
+
+def test_parked_writes_to_one_key_see_each_other() -> None:
+    """Forwards routed by a map newer than the leader's wait for it; when it comes they
+    must not all run on the storage of before: two appends would both build on the old
+    value (both answered length 8, one acknowledged append lost; replication
+    simulation, seed 10087, mode all)."""
+    seed = 3
+    print(f"seed {seed}: replay with pytest tests/test_replication_node.py -k parked_writes")
+    cluster = FaultyCluster(seed=seed)
+    cluster.settle()
+    create(cluster, replicated("all"))
+    key = b"log-1"
+    _, leader, _ = leader_of(cluster, "node0", key)
+    source = next(n for n in ("node0", "node1", "node2") if n != leader)
+    node = cluster.nodes[leader]
+    newer = node.partition_map.version + 1
+    for forward_id in (901, 902):
+        request = ForwardRequest(forward_id, newer, Append("orders", key, b"1.1;"), 1)
+        assert node.on_message(cluster.now_ms, source, request) == []  # parked
+    cluster.sent.clear()
+    assert cluster.request("node0", CreateKeyspace(KeyspaceConfig("other"))).error is None
+    for _ in range(10):
+        cluster.tick()  # one parked write per key per call: the second on a later tick
+    answers = sorted(
+        message.outcome.value
+        for sender, _, message in cluster.sent
+        if sender == leader and isinstance(message, ForwardReply) and message.forward_id > 900
+    )
+    assert answers == [4, 8]
+    assert stored(cluster, leader, key) == b"1.1;1.1;"

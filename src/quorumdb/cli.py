@@ -554,8 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     http_option(salt)
     move = keyspace_verbs.add_parser(
         "move-replica",
-        help="replace a follower of a replicated partition by another member"
-        " (the controller also does this by itself on joins and decommissions)",
+        help="replace a follower of a replicated partition by another member (unsafe until"
+        " joint configurations exist: a leader lost before the new follower catches up can"
+        " lose writes the old follower acknowledged; see docs/replication.md)",
     )
     move.add_argument("name")
     move.add_argument("partition", type=int)

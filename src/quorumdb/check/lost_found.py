@@ -3,9 +3,10 @@
 Rule: for each key whose write order can be inferred (one writer, puts of unique
 values and deletes; see `write_order`), an `ok` write is gone at the end when the
 key's final read (the last `ok` get begun after every write to it ended) shows
-neither it nor a later write. Every gone write must appear among the history's
-`lost+found` records with the same key and value (null for a delete). Each one that
-does not is a violation; the others are counted as accounted.
+neither it nor a later write; a delete answered `false` wrote nothing and is never
+gone. Every gone write must appear among the history's `lost+found` records with the
+same key and value (null for a delete). Each one that does not is a violation; the
+others are counted as accounted.
 
 Entries are counted too: listed writes that were never acknowledged (`info`, `fail`
 or unfinished: the client was never promised anything) are fine and counted
@@ -110,8 +111,16 @@ def _gone_writes(order: WriteOrder, final_value: str | None) -> list[HistoryOper
         return None
     newest = max(item.high for item in ranges)
     return [
-        write for rank, write in enumerate(order.writes) if rank > newest and write.outcome == "ok"
+        write
+        for rank, write in enumerate(order.writes)
+        if rank > newest and write.outcome == "ok" and not _found_nothing(write)
     ]
+
+
+def _found_nothing(write: HistoryOperation) -> bool:
+    """A delete answered `false`: the key was absent, so it wrote nothing that could be
+    discarded (a leader need not even log it)."""
+    return write.f == "delete" and write.completion is not None and write.completion.value is False
 
 
 def _count_entry(

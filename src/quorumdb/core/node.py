@@ -118,6 +118,11 @@ class NodeLimits:
     # A session read at a follower that has not yet reached the session's position waits
     # this long for replication, then goes to the leader.
     session_wait_ms: int = 1_000
+    # Let the controller leader move replicas by itself (joins, decommissions). Off: a
+    # move drops the old follower before the new one has caught up, so a leader lost
+    # in that window can take writes acknowledged by the old follower with it (found by
+    # the simulator); safe moves need a joint configuration, not built yet.
+    automatic_replica_moves: bool = False
 
     def validate(self) -> None:
         for name in (
@@ -482,9 +487,8 @@ class Node:
                 self._refresh_fast_paths()
             return self._deliver_to_self(now_ms, effects)
         if isinstance(message, RAFT_MESSAGE_TYPES):
-            return self._after_controller(
-                now_ms, self.controller.on_message(now_ms, source, message)
-            )
+            effects = self.controller.on_message(now_ms, source, message)
+            return self._after_controller(now_ms, effects) + self._release_parked(now_ms)
         raise TypeError(f"unexpected message {type(message).__name__}")
 
     def on_tick(self, now_ms: int) -> list[Effect]:
@@ -521,6 +525,7 @@ class Node:
                 else:
                     message = "no controller leader was elected in time; retry"
                     effects.append(Reply(request_id, failure(ErrorCode.UNAVAILABLE, message)))
+        effects += self._release_parked(now_ms)
         waited_out = [parked for parked in self._parked if parked.deadline_ms <= now_ms]
         if waited_out:
             self._parked = [parked for parked in self._parked if parked.deadline_ms > now_ms]
@@ -541,7 +546,12 @@ class Node:
         down = frozenset(n for n, state in states.items() if state.value in ("down", "left"))
         suspected = frozenset(n for n, state in states.items() if state.value == "suspect")
         controller_leader = self.controller.leader_id
+        # A held position query may be the controller's own (it holds a replica too):
+        # its answer loops back here, as no node has a connection to itself.
         replication = self.replication.on_tick(now_ms, down, controller_leader)
+        if controller_leader is not None:
+            reports = self.replication.stepped_down(now_ms)
+            replication += [Send(controller_leader, report) for report in reports]
         effects += self._deliver_to_self(now_ms, replication)
         leaving = frozenset(
             node_id
@@ -557,12 +567,13 @@ class Node:
             suspected,
             leaving,
         )
-        failovers += self.placer.on_tick(
-            now_ms,
-            self.controller.is_leader,
-            self.controller.metadata,
-            self._propose_internal(now_ms),
-        )
+        if self.limits.automatic_replica_moves:
+            failovers += self.placer.on_tick(
+                now_ms,
+                self.controller.is_leader,
+                self.controller.metadata,
+                self._propose_internal(now_ms),
+            )
         effects += self._deliver_to_self(now_ms, failovers)
         return effects
 
@@ -814,8 +825,11 @@ class Node:
     # --- execution on the owner ------------------------------------------------------
 
     def _execute(self, now_ms: int, operation: Operation, reply: _ReplyFactory) -> list[Effect]:
-        if self.replication.keyspaces and isinstance(operation, _DATA_OPERATIONS):
-            if operation.keyspace in self.replication.keyspaces:
+        if isinstance(operation, _DATA_OPERATIONS):
+            # Replicated by the map, not by the replicas configured so far: a node that
+            # just started configures them on its first tick and until then refuses.
+            placement = self.partition_map.keyspaces.get(operation.keyspace)
+            if placement is not None and placement.config.replicated:
                 return self._execute_replicated(now_ms, operation, reply)
         effects = self._execute_here(now_ms, operation, reply)
         if self._moving_out:
@@ -1239,11 +1253,32 @@ class Node:
             for name, record in self.controller.metadata.keyspaces.items()
             if record.salted_keys
         }
-        ready = [p for p in self._parked if p.request.map_version <= self.partition_map.version]
-        if ready:
-            self._parked = [p for p in self._parked if p not in ready]
-            for parked in ready:
-                effects = effects + self._serve_forward(now_ms, parked.source, parked.request)
+        return effects
+
+    def _release_parked(self, now_ms: int) -> list[Effect]:
+        """Serve the parked requests this node's map now covers, at most one per key per
+        call (each entry point is one call): every request runs on storage as it was
+        before the call, so a second write to the same key would be computed from the
+        old value (two appends ending at one length, a before-image missing the first).
+        The others wait for the next tick."""
+        if not self._parked:
+            return []
+        parked_now, self._parked = self._parked, []
+        keys: set[tuple[str, bytes]] = set()
+        waiting: list[_Parked] = []
+        effects: list[Effect] = []
+        for parked in parked_now:
+            operation = parked.request.operation
+            key = None
+            if isinstance(operation, _KEYED_OPERATIONS):
+                key = (operation.keyspace, operation.key)
+            if parked.request.map_version > self.partition_map.version or key in keys:
+                waiting.append(parked)
+                continue
+            if key is not None:
+                keys.add(key)
+            effects += self._serve_forward(now_ms, parked.source, parked.request)
+        self._parked = waiting + self._parked
         return effects
 
     def _change_metadata(self, now_ms: int, proposal: bytes, reply: _ReplyFactory) -> list[Effect]:

@@ -10,7 +10,7 @@ import argparse
 import random
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from quorumdb.check.history import save_history
@@ -27,6 +27,7 @@ from quorumdb.sim.faults import (
     parse_faults,
 )
 from quorumdb.sim.rebalance_simulation import RebalanceSimulation, describe_rebalance
+from quorumdb.sim.replication_sim import MODES, ReplicationSimulation, draw_replication_parameters
 from quorumdb.sim.simulation import Simulation
 
 
@@ -91,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data: the data path; controller: the Raft metadata group; rebalance: the data"
         " path while a spare node joins and leaves; all: every one (default)",
     )
+    parser.add_argument(
+        "--mode",
+        choices=tuple(MODES),
+        help="run the replication scenario instead: a single-leader keyspace in this sync"
+        " mode (sync: majority), leaders isolated, lost+found and replicas checked",
+    )
     parser.add_argument("--trace", action="store_true", help="print the trace")
     parser.add_argument("--check", action="store_true", help="run the history checkers")
 
@@ -100,7 +107,9 @@ SCENARIOS = ("data", "controller", "rebalance", "all")
 
 def replay_command(seed: int, args: argparse.Namespace, scenario: str = "data") -> str:
     parts = ["quorumdb", "sim", "--seed", str(seed)]
-    if scenario != "data" or args.scenario == "data":
+    if scenario == "replication":
+        parts += ["--mode", args.mode]
+    elif scenario != "data" or args.scenario == "data":
         parts += ["--scenario", scenario]
     if args.nodes is not None:
         parts += ["--nodes", str(args.nodes)]
@@ -122,6 +131,10 @@ class _Run:
     digest: str
     brief: str  # the one-line outcome with --seeds, after "seed S: "
     violations: list[str]
+    # Acknowledged writes gone at the end, and of those the ones lost+found holds:
+    # printed for scenarios that promise the accounting (replication, async).
+    lost_accounted: tuple[int, int] | None = None
+    notes: list[str] = field(default_factory=list)  # checker notes, printed with --check
 
 
 def _overrides(args: argparse.Namespace) -> ParameterOverrides:
@@ -208,6 +221,53 @@ def _simulate_controller(seed: int, args: argparse.Namespace) -> _Run:
     )
 
 
+def _describe_replication(seed: int, args: argparse.Namespace) -> list[str]:
+    rng = random.Random(seed)
+    return draw_replication_parameters(seed, rng, args.mode, _overrides(args)).describe()
+
+
+def _simulate_replication(seed: int, args: argparse.Namespace) -> _Run:
+    simulation = ReplicationSimulation.from_seed(
+        seed, args.mode, _overrides(args), keep_trace=args.trace
+    )
+    simulation.run()
+    if args.history is not None:
+        path = Path(str(args.history).replace("{seed}", str(seed)))
+        save_history(path, simulation.history_records())
+    result = simulation.check() if args.check else None
+    counts = simulation.workload.outcome_counts
+    parameters = simulation.parameters
+    brief = (
+        f"nodes={parameters.base.node_count} mode={parameters.mode}"
+        f" faults={','.join(parameters.base.faults) or 'none'}"
+        f" ok={counts['ok']} fail={counts['fail']} info={counts['info']}"
+        f" crashes={simulation.cluster.stats.crashes}"
+        f" isolations={simulation.nemesis.leader_isolations}"
+        f" failovers={simulation.failovers}"
+        f" lost+found={len(simulation.collected.lost_found)}"
+    )
+    lost_accounted = None
+    if result is not None and parameters.mode == "async":
+        lost_accounted = (result.lost, result.accounted)
+        brief += f" lost-acknowledged={result.lost} accounted={result.accounted}"
+    brief += f" virtual-ms={simulation.queue.now_ms} trace-digest={simulation.digest()}"
+    notes = []
+    for summary in [] if result is None else result.summaries:
+        if summary.applicable:
+            judged = f"{summary.judged} {summary.unit}"
+            notes.append(f"checker {summary.name}: judged {judged}, unknown {summary.unknown}")
+            notes += [f"checker {summary.name}: {note}" for note in summary.notes]
+    return _Run(
+        simulation.trace.lines,
+        simulation.summary_lines(),
+        simulation.digest(),
+        brief,
+        [] if result is None else result.violations,
+        lost_accounted,
+        notes,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Scenario:
     name: str
@@ -223,7 +283,12 @@ _SCENARIOS = (
 )
 
 
+_REPLICATION = _Scenario("replication", "", _describe_replication, _simulate_replication)
+
+
 def _chosen(args: argparse.Namespace) -> list[_Scenario]:
+    if args.mode is not None:
+        return [_REPLICATION]
     return [scenario for scenario in _SCENARIOS if args.scenario in (scenario.name, "all")]
 
 
@@ -231,6 +296,7 @@ def _run_one(args: argparse.Namespace) -> int:
     seed: int = args.seed
     violation_count = 0
     failed: list[str] = []
+    lost_accounted: tuple[int, int] | None = None
     for scenario in _chosen(args):
         # Print the parameters before running, so a hang or crash still shows them.
         for line in scenario.describe(seed, args):
@@ -241,6 +307,9 @@ def _run_one(args: argparse.Namespace) -> int:
         for line in result.summary_lines:
             print(line)
         print(f"trace-digest: {result.digest}")
+        for line in result.notes:
+            print(line)
+        lost_accounted = _add(lost_accounted, result.lost_accounted)
         for violation in result.violations:
             print(f"violation: {violation}")
         violation_count += len(result.violations)
@@ -248,6 +317,7 @@ def _run_one(args: argparse.Namespace) -> int:
             failed.append(scenario.name)
     if not args.check:
         return 0
+    _print_lost_accounted(lost_accounted)
     print(f"violations: {violation_count}")
     for name in failed:
         print(f"replay: {replay_command(seed, args, name)}")
@@ -260,6 +330,7 @@ def _run_many(seeds: range, args: argparse.Namespace) -> int:
         return 2
     failed: list[tuple[int, str]] = []
     violation_count = 0
+    lost_accounted: tuple[int, int] | None = None
     for scenario in _chosen(args):
         for seed in seeds:
             result = scenario.simulate(seed, args)
@@ -272,6 +343,7 @@ def _run_many(seeds: range, args: argparse.Namespace) -> int:
             for violation in result.violations:
                 print(f"  violation: {violation}")
             violation_count += len(result.violations)
+            lost_accounted = _add(lost_accounted, result.lost_accounted)
             if result.violations:
                 failed.append((seed, scenario.name))
     failed_seed_count = len({seed for seed, _ in failed})
@@ -279,8 +351,23 @@ def _run_many(seeds: range, args: argparse.Namespace) -> int:
     for seed, name in failed:
         print(f"replay: {replay_command(seed, args, name)}")
     if args.check:
+        _print_lost_accounted(lost_accounted)
         print(f"violations: {violation_count}")
     return 1 if failed else 0
+
+
+def _add(total: tuple[int, int] | None, more: tuple[int, int] | None) -> tuple[int, int] | None:
+    if more is None:
+        return total
+    if total is None:
+        return more
+    return total[0] + more[0], total[1] + more[1]
+
+
+def _print_lost_accounted(lost_accounted: tuple[int, int] | None) -> None:
+    if lost_accounted is not None:
+        lost, accounted = lost_accounted
+        print(f"lost-acknowledged: {lost} accounted: {accounted}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -77,12 +77,14 @@ class Workload:
         trace: Trace,
         cluster: SimCluster,
         shape: WorkloadShape,
+        keyspace: str = DEFAULT_KEYSPACE,
     ) -> None:
         self.queue = queue
         self.rng = rng
         self.trace = trace
         self.cluster = cluster
         self.shape = shape
+        self.keyspace = keyspace  # every operation's keyspace
         self.history: list[HistoryEvent] = []
         self.outcome_counts: Counter[str] = Counter()
         self.stray_reply_count = 0
@@ -148,6 +150,7 @@ class Workload:
         self._invoke(process, f, key, operation, value)
 
     def _choose(self, process: int) -> tuple[str, str, KeyOperation, HistoryValue]:
+        keyspace = self.keyspace
         roll = self.rng.random()
         own_key = self.rng.choice(self.writer_keys(process))
         shared_index = self.rng.randrange(self.shape.shared_key_count)
@@ -155,19 +158,19 @@ class Workload:
         sequence = self._value_sequence[process]
         if roll < 0.40:
             value = f"p{process}-{sequence}"
-            return "put", own_key, Put(DEFAULT_KEYSPACE, own_key.encode(), value.encode()), value
+            return "put", own_key, Put(keyspace, own_key.encode(), value.encode()), value
         if roll < 0.48:
-            return "delete", own_key, Delete(DEFAULT_KEYSPACE, own_key.encode()), None
+            return "delete", own_key, Delete(keyspace, own_key.encode()), None
         if roll < 0.70:
             key = self.rng.choice(self.all_keys())
-            return "get", key, Get(DEFAULT_KEYSPACE, key.encode()), None
+            return "get", key, Get(keyspace, key.encode()), None
         if roll < 0.85:
             key = f"counter-{shared_index}"
             delta = 1 + sequence % 5
-            return "increment", key, Increment(DEFAULT_KEYSPACE, key.encode(), delta), delta
+            return "increment", key, Increment(keyspace, key.encode(), delta), delta
         key = f"log-{shared_index}"
         piece = f"{process}.{sequence};"
-        return "append", key, Append(DEFAULT_KEYSPACE, key.encode(), piece.encode()), piece
+        return "append", key, Append(keyspace, key.encode(), piece.encode()), piece
 
     # --- requests and their outcomes ------------------------------------------------------
 
@@ -297,7 +300,7 @@ class Workload:
             return
         key = self._final_keys[0]
         self._final_attempts += 1
-        operation = Get(DEFAULT_KEYSPACE, key.encode())
+        operation = Get(self.keyspace, key.encode())
         self._invoke(self.final_process, "get", key, operation, None)
 
     def _after_final_read(self, kind: str) -> None:

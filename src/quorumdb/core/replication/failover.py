@@ -22,6 +22,14 @@ on enough followers that any set of answers this size holds one of them.
 In `async` mode no number of answers suffices: the leader's unreplicated tail is lost
 by design; the controller waits `async_grace_ms` to hear from as many as it can, takes
 the best, and the old leader files the tail in lost+found when it comes back.
+
+A promise cannot be taken back, so a round that got one must end in a new epoch: once
+a replica has promised epoch + 1 it refuses the old leader's entries, and the old
+leader steps down when it hears of the promise. If the leader comes back (no longer
+failed) after a promise, the round re-elects it in place: `fail_over` to the same
+leader, epoch + 1. That is safe because a leader holds every write it acknowledged.
+Promises the controller hears of after it dropped a round (a query held by a lease
+and answered late) count too.
 """
 
 from __future__ import annotations
@@ -53,6 +61,11 @@ class _Round:
     answers: dict[str, Position] = field(default_factory=dict)
     proposed_ms: int | None = None
 
+    @property
+    def promised(self) -> bool:
+        """Some follower promised the next epoch: the old one can no longer be led."""
+        return bool(self.answers)
+
 
 @dataclass(slots=True)
 class FailoverCoordinator:
@@ -66,6 +79,8 @@ class FailoverCoordinator:
     _rounds: dict[tuple[str, int], _Round] = field(default_factory=dict)
     # (keyspace, partition) -> follower -> (epoch it suspected, when it said so)
     _suspicions: dict[tuple[str, int], dict[str, tuple[int, int]]] = field(default_factory=dict)
+    # Partitions some replica promised this epoch to while no round was open for it.
+    _late_promises: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def on_suspicion(self, now_ms: int, source: str, suspicion: LeaderSuspicion) -> None:
         index = (suspicion.keyspace, suspicion.partition)
@@ -112,6 +127,7 @@ class FailoverCoordinator:
         if not is_controller_leader:
             self._rounds.clear()
             self._suspicions.clear()
+            self._late_promises.clear()
             return []
         effects: list[Effect] = []
         active: set[tuple[str, int]] = set()
@@ -121,16 +137,46 @@ class FailoverCoordinator:
             mode = placement.config.sync
             for partition, (epoch, nodes) in sorted(placement.replica_sets.items()):
                 index = (name, partition)
-                handover = nodes[0] in leaving
-                if len(nodes) == 1 or not (
-                    handover or self._failed(now_ms, index, epoch, nodes, down, suspected)
-                ):
+                if len(nodes) == 1:
                     continue
-                active.add(index)
-                effects += self._drive(now_ms, index, epoch, nodes, mode, down, propose, handover)
+                handover = nodes[0] in leaving
+                if handover or self._failed(now_ms, index, epoch, nodes, down, suspected):
+                    active.add(index)
+                    effects += self._drive(
+                        now_ms, index, epoch, nodes, mode, down, propose, handover
+                    )
+                elif self._promised(index, epoch, now_ms, nodes):
+                    active.add(index)
+                    effects += self._reelect(now_ms, index, epoch, nodes[0], propose)
         for index in set(self._rounds) - active:
             del self._rounds[index]  # the leader came back, or the failover happened
         return effects
+
+    def _promised(
+        self, index: tuple[str, int], epoch: int, now_ms: int, nodes: tuple[str, ...]
+    ) -> bool:
+        """Whether some replica promised epoch + 1 (the partition has no usable leader)."""
+        late = self._late_promises.get(index)
+        if late is not None and late <= epoch:
+            del self._late_promises[index]  # a failover reached that epoch since
+            late = None
+        round_ = self._rounds.get(index)
+        if round_ is not None and round_.epoch == epoch and round_.promised:
+            return True
+        if late == epoch + 1:
+            self._rounds[index] = _Round(epoch, nodes[1:], now_ms, now_ms)
+            return True
+        return False
+
+    def _reelect(
+        self, now_ms: int, index: tuple[str, int], epoch: int, leader: str, propose: Propose
+    ) -> list[Effect]:
+        """The leader is back but a follower promised the next epoch: lead that one."""
+        round_ = self._rounds[index]
+        if round_.proposed_ms is not None and now_ms - round_.proposed_ms < PROPOSAL_RETRY_MS:
+            return []
+        round_.proposed_ms = now_ms
+        return self._propose(index, epoch, leader, propose)
 
     def _drive(
         self,
@@ -169,6 +215,11 @@ class FailoverCoordinator:
         best = max(candidates.values())
         leader = next(n for n in round_.followers if candidates.get(n) == best)
         round_.proposed_ms = now_ms
+        return self._propose(index, epoch, leader, propose)
+
+    def _propose(
+        self, index: tuple[str, int], epoch: int, leader: str, propose: Propose
+    ) -> list[Effect]:
         self.failovers_proposed += 1
         keyspace, partition = index
         proposal = command(
@@ -186,6 +237,10 @@ class FailoverCoordinator:
         return [Send(node_id, query) for node_id in nodes]
 
     def on_position_reply(self, source: str, reply: PositionReply) -> None:
-        round_ = self._rounds.get((reply.keyspace, reply.partition))
+        index = (reply.keyspace, reply.partition)
+        round_ = self._rounds.get(index)
         if round_ is not None and reply.epoch == round_.epoch + 1 and source in round_.followers:
             round_.answers[source] = reply.last
+        elif round_ is None:
+            known = self._late_promises.get(index, 0)
+            self._late_promises[index] = max(known, reply.epoch)

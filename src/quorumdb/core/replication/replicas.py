@@ -15,6 +15,7 @@ from quorumdb.core.replication.log_format import log_keyspace
 from quorumdb.core.replication.messages import (
     LeaderSuspicion,
     PositionQuery,
+    PositionReply,
     ReplicaSnapshot,
     ReplicaSnapshotAck,
     Replicate,
@@ -33,6 +34,7 @@ from quorumdb.storage.interface import StorageReader, Write
 Answer = Callable[[Outcome], list[Effect]]
 SUSPICION_REPORT_MS = 250
 RETIRE_BATCH_KEYS = 512
+STEPPED_DOWN_REPORT_MS = 500  # how often a stepped-down leader tells the controller
 
 
 class Replicas:
@@ -55,6 +57,7 @@ class Replicas:
         self.retiring: dict[tuple[str, int], tuple[str, bytes]] = {}
         self._map: PartitionMap | None = None  # the last one synced (re-run after a sweep)
         self._resync = False
+        self._stepped_down_reported_ms: dict[tuple[str, int], int] = {}
 
     def sync(self, now_ms: int, partition_map: PartitionMap) -> list[Effect]:
         """Create and configure a replica for every partition the metadata places here."""
@@ -201,6 +204,26 @@ class Replicas:
             suspicion = LeaderSuspicion(index[0], index[1], replica.promised_epoch)
             effects.append(Send(controller_leader, suspicion))
         return effects
+
+    def stepped_down(self, now_ms: int) -> list[PositionReply]:
+        """Partitions this node leads by the map but may not: a replica promised a newer
+        epoch (a failover round asked, then stopped, or the controller leader changed),
+        so only a new epoch brings a leader back. Said to the controller leader, as
+        the answer a position query would get, every `STEPPED_DOWN_REPORT_MS`."""
+        reports: list[PositionReply] = []
+        for index, replica in self.by_partition.items():
+            replica_set = replica.replica_set
+            if replica_set is None or replica_set.leader != self.node_id:
+                continue
+            if replica.promised_epoch <= replica_set.epoch:
+                continue
+            reported_ms = self._stepped_down_reported_ms.get(index)
+            if reported_ms is not None and now_ms - reported_ms < STEPPED_DOWN_REPORT_MS:
+                continue
+            self._stepped_down_reported_ms[index] = now_ms
+            keyspace, partition = index
+            reports.append(PositionReply(keyspace, partition, replica.promised_epoch, replica.last))
+        return reports
 
     def status(self, now_ms: int) -> list[dict[str, object]]:
         """Every replica here: role, epoch, log position, and each follower's lag."""
