@@ -58,7 +58,7 @@ from quorumdb.sim.faults import (
     node_clocks,
 )
 from quorumdb.sim.network import Network
-from quorumdb.sim.simulation import BASE_PORT, EVENT_COUNT_MAX
+from quorumdb.sim.simulation import BASE_PORT, EVENT_COUNT_MAX, run_summary_lines
 from quorumdb.sim.trace import Trace
 from quorumdb.sim.workload import Workload
 
@@ -444,21 +444,10 @@ class ReplicationSimulation:
         return self.trace.digest()
 
     def summary_lines(self) -> list[str]:
-        counts = self.workload.outcome_counts
-        network = self.network.stats
         cluster = self.cluster.stats
-        nemesis = self.nemesis.stats
+        isolations = f" leader-isolations={self.nemesis.leader_isolations}"
         return [
-            f"operations: issued={self.workload.issued_count} ok={counts['ok']}"
-            f" fail={counts['fail']} info={counts['info']} (counts include final reads)",
-            f"messages: sent={network.sent} delivered={network.delivered}"
-            f" dropped={network.dropped} (loss={network.dropped_by_loss}"
-            f" cut={network.dropped_by_cut}) duplicated={network.duplicated}"
-            f" lost-at-down-node={cluster.dropped_at_down_node} refused={cluster.refused}",
-            f"faults: partitions={nemesis.partitions} one-way={nemesis.one_way_partitions}"
-            f" leader-isolations={self.nemesis.leader_isolations}"
-            f" crashes={cluster.crashes} restarts={cluster.restarts}"
-            f" lost-unsynced-batches={cluster.writes_lost}",
+            *run_summary_lines(self.workload, self.network, self.cluster, self.nemesis, isolations),
             f"replication: mode={self.parameters.mode} failovers={self.failovers}"
             f" lost+found-entries={len(self.collected.lost_found)}"
             f" replica-records={len(self.collected.replicas)}",

@@ -24,6 +24,7 @@ from quorumdb.sim.faults import (
     draw_parameters,
     node_clocks,
 )
+from quorumdb.sim.network import Network
 from quorumdb.sim.trace import Trace
 from quorumdb.sim.workload import Workload
 
@@ -127,21 +128,35 @@ class Simulation:
         return self.trace.digest()
 
     def summary_lines(self) -> list[str]:
-        counts = self.workload.outcome_counts
-        network = self.network.stats
         cluster = self.cluster.stats
-        nemesis = self.nemesis.stats
         return [
-            f"operations: issued={self.workload.issued_count} ok={counts['ok']}"
-            f" fail={counts['fail']} info={counts['info']} (counts include final reads)",
-            f"messages: sent={network.sent} delivered={network.delivered}"
-            f" dropped={network.dropped} (loss={network.dropped_by_loss}"
-            f" cut={network.dropped_by_cut}) duplicated={network.duplicated}"
-            f" lost-at-down-node={cluster.dropped_at_down_node} refused={cluster.refused}",
-            f"faults: partitions={nemesis.partitions} one-way={nemesis.one_way_partitions}"
-            f" crashes={cluster.crashes} restarts={cluster.restarts}"
-            f" lost-unsynced-batches={cluster.writes_lost}",
+            *run_summary_lines(self.workload, self.network, self.cluster, self.nemesis),
             f"disk: persists={cluster.persists} syncs={cluster.syncs}",
             f"virtual-time-ms: {self.queue.now_ms} events: {self.queue.steps}"
             f" trace-lines: {self.trace.line_count}",
         ]
+
+
+def run_summary_lines(
+    workload: Workload,
+    network: Network,
+    cluster: SimCluster,
+    nemesis: Nemesis[SimCluster],
+    faults: str = "",
+) -> list[str]:
+    """What every data-path run reports: operations, messages, faults (`faults` adds
+    scenario-specific counts to that line)."""
+    counts = workload.outcome_counts
+    sent = network.stats
+    stats = cluster.stats
+    return [
+        f"operations: issued={workload.issued_count} ok={counts['ok']}"
+        f" fail={counts['fail']} info={counts['info']} (counts include final reads)",
+        f"messages: sent={sent.sent} delivered={sent.delivered}"
+        f" dropped={sent.dropped} (loss={sent.dropped_by_loss}"
+        f" cut={sent.dropped_by_cut}) duplicated={sent.duplicated}"
+        f" lost-at-down-node={stats.dropped_at_down_node} refused={stats.refused}",
+        f"faults: partitions={nemesis.stats.partitions} one-way={nemesis.stats.one_way_partitions}"
+        f"{faults} crashes={stats.crashes} restarts={stats.restarts}"
+        f" lost-unsynced-batches={stats.writes_lost}",
+    ]
