@@ -217,3 +217,44 @@ def test_any_command_sequence_is_deterministic_and_snapshots_round_trip(
     restored.restore(first.snapshot())
     assert restored.snapshot() == first.snapshot()
     assert restored.to_dict() == first.to_dict()
+
+
+def test_a_replica_move_starts_as_a_learner_and_completes_in_a_new_epoch() -> None:
+    import json as _json
+
+    from quorumdb.core.cluster import founding_metadata, local_members
+    from quorumdb.core.cluster_metadata import command as _command
+    from quorumdb.core.keyspace import KeyspaceConfig as _Config
+
+    metadata = founding_metadata(local_members(4, 7000))
+    config = _Config("orders", "fixed:2", 3, "single-leader").canonical()
+    layout = {"strategy": "fixed", "owners": ["node0", "node1"]}
+    created = metadata.apply(
+        1, _command("create_keyspace", config=config.to_dict(), layout=layout, partitions=[0, 1])
+    )
+    assert _json.loads(created)["ok"], created
+    record = metadata.keyspaces["orders"]
+    leader, follower = record.replica_sets["0"][0], record.replica_sets["0"][1]
+    spare = next(
+        n for n in ("node0", "node1", "node2", "node3") if n not in record.replica_sets["0"]
+    )
+
+    def apply(index: int, op: str, **arguments: object) -> dict[str, object]:
+        result: dict[str, object] = _json.loads(metadata.apply(index, _command(op, **arguments)))
+        return result
+
+    moved = apply(2, "move_replica", keyspace="orders", partition=0, expected_epoch=1,
+                  remove=follower, add=spare)  # fmt: skip
+    assert moved["ok"], moved
+    record = metadata.keyspaces["orders"]
+    assert record.replica_sets["0"][1] == follower and record.epochs["0"] == 1  # not yet
+    again = apply(3, "move_replica", keyspace="orders", partition=0, expected_epoch=1,
+                  remove=follower, add=spare)  # fmt: skip
+    assert not again["ok"] and "already under way" in str(again["error"])
+    done = apply(4, "complete_move", keyspace="orders", partition=0, expected_epoch=1,
+                 remove=follower, add=spare)  # fmt: skip
+    assert done["ok"], done
+    record = metadata.keyspaces["orders"]
+    assert spare in record.replica_sets["0"] and follower not in record.replica_sets["0"]
+    assert record.epochs["0"] == 2 and not record.pending_moves
+    assert record.replica_sets["0"][0] == leader

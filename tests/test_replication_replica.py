@@ -437,3 +437,21 @@ def test_a_follower_past_the_log_catches_up_from_a_snapshot_while_writes_continu
     assert group.data("n2") == group.data("n0") == group.data("n1")
     assert group.replicas["n2"].last == leader.last
     assert leader.follower_matches()["n2"] == leader.last.sequence
+
+
+def test_during_a_move_a_write_needs_the_current_and_the_future_followers() -> None:
+    group = Group(count=4)
+    # n3 is catching up to replace n2: the set after the move is n0, n1, n3.
+    group.configure(ReplicaSet(1, "n0", ("n1", "n2"), "majority", learner="n3", removing="n2"))
+    group.cut = {"n1", "n3"}
+    group.write("n0", 1, b"a", b"\x00one")
+    group.deliver()
+    # n2 holds it: a majority of the current set, but n2 is on its way out and neither
+    # n1 nor n3 holds it, so losing n0 now would lose it: no acknowledgement yet.
+    assert 1 not in group.results
+    group.cut = {"n1"}
+    group.tick(400)
+    result = group.results[1]
+    assert result.error is None and result.follower_acks == 1  # n2 (n3 is not counted)
+    assert group.replicas["n0"].learner_caught_up()
+    assert group.data("n3") == {b"a": b"\x00one"}

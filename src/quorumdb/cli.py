@@ -554,9 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     http_option(salt)
     move = keyspace_verbs.add_parser(
         "move-replica",
-        help="replace a follower of a replicated partition by another member (unsafe until"
-        " joint configurations exist: a leader lost before the new follower catches up can"
-        " lose writes the old follower acknowledged; see docs/replication.md)",
+        help="replace a follower of a replicated partition by another member: it catches"
+        " up as a learner, then takes the follower's place (the controller also moves"
+        " replicas by itself on joins and decommissions; see docs/replication.md)",
     )
     move.add_argument("name")
     move.add_argument("partition", type=int)

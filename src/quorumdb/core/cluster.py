@@ -67,6 +67,8 @@ class KeyspacePlacement:
     layout: Layout
     # Single-leader keyspaces: partition -> (epoch, replicas with the leader first).
     replica_sets: Mapping[int, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
+    # Moves under way: partition -> (the follower being replaced, the learner).
+    pending_moves: Mapping[int, tuple[str, str]] = field(default_factory=dict)
     partition_ids: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -143,7 +145,11 @@ class PartitionMap:
                 leaders = {partition: nodes[0] for partition, (_, nodes) in replica_sets.items()}
                 layout = LeaderLayout(layout, leaders)
             config = KeyspaceConfig.from_dict(record.config)
-            placements[name] = KeyspacePlacement(config, layout, replica_sets)
+            moves = {
+                int(partition): (move["remove"], move["add"])
+                for partition, move in record.pending_moves.items()
+            }
+            placements[name] = KeyspacePlacement(config, layout, replica_sets, moves)
         return cls(metadata.version, members, placements)
 
     def member(self, node_id: str) -> Member:

@@ -58,6 +58,8 @@ class KeyspaceRecord:
     # Single-leader keyspaces: partition id (string) -> its replicas, the leader first;
     # the partition's epoch above grows with every change of leader.
     replica_sets: dict[str, list[str]] = field(default_factory=dict)
+    # Moves under way: partition id (string) -> {"remove": follower, "add": learner}.
+    pending_moves: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,16 +320,24 @@ def _fail_over(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
     ordered = replicas
     if replicas[0] != leader:
         ordered = [leader] + [node for node in replicas[1:] if node != leader] + [replicas[0]]
+    pending = record.pending_moves.get(partition)
+    if pending is not None and pending["remove"] == leader:
+        # The follower being replaced now leads: the move is called off.
+        moves = {k: v for k, v in record.pending_moves.items() if k != partition}
+        metadata.keyspaces[name] = replace(record, pending_moves=moves)
     return _with_replicas(metadata, name, partition, ordered, epoch + 1)
 
 
 def _move_replica(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
-    """Replace one follower of a partition by another member, in a new epoch; the new one
-    catches up from the leader (the log, or a snapshot). Refused for the leader (fail it
-    over first)."""
-    name, partition, record, epoch = _replicated_partition(metadata, document)
+    """Start replacing one follower of a partition by another member: the new one joins
+    as a learner and catches up from the leader (the log, or a snapshot), while writes
+    need both the current and the future followers (see replica.py); the leader then
+    completes the move (`complete_move`). Refused for the leader (fail it over first)."""
+    name, partition, record, _ = _replicated_partition(metadata, document)
     remove, add = document["remove"], document["add"]
     replicas = record.replica_sets[partition]
+    if partition in record.pending_moves:
+        raise MetadataError(f"a move of partition {partition} is already under way")
     if remove not in replicas[1:]:
         leads = " (it leads the partition: fail it over first)" if remove == replicas[0] else ""
         raise MetadataError(f"{remove} is not a follower of partition {partition}{leads}")
@@ -335,7 +345,21 @@ def _move_replica(metadata: ClusterMetadata, document: dict[str, Any]) -> Result
         raise MetadataError(f"{add} already holds a replica of partition {partition}")
     if add not in metadata.active_members():
         raise MetadataError(f"{add} is not an active member")
-    moved = [node for node in replicas if node != remove] + [add]
+    moves = {**record.pending_moves, partition: {"remove": remove, "add": add}}
+    metadata.keyspaces[name] = replace(record, pending_moves=moves)
+    return {"learner": add, "replaces": remove}
+
+
+def _complete_move(metadata: ClusterMetadata, document: dict[str, Any]) -> Result:
+    """The learner has caught up: it replaces the follower, in a new epoch."""
+    name, partition, record, epoch = _replicated_partition(metadata, document)
+    pending = record.pending_moves.get(partition)
+    if pending is None or pending != {"remove": document["remove"], "add": document["add"]}:
+        raise MetadataError(f"no such move of partition {partition} is under way")
+    replicas = record.replica_sets[partition]
+    moved = [node for node in replicas if node != pending["remove"]] + [pending["add"]]
+    moves = {k: v for k, v in record.pending_moves.items() if k != partition}
+    metadata.keyspaces[name] = replace(record, pending_moves=moves)
     return _with_replicas(metadata, name, partition, moved, epoch + 1)
 
 
@@ -517,6 +541,7 @@ _HANDLERS = {
     "transfer_progress": _transfer_progress,
     "fail_over": _fail_over,
     "move_replica": _move_replica,
+    "complete_move": _complete_move,
 }
 
 

@@ -118,11 +118,9 @@ class NodeLimits:
     # A session read at a follower that has not yet reached the session's position waits
     # this long for replication, then goes to the leader.
     session_wait_ms: int = 1_000
-    # Let the controller leader move replicas by itself (joins, decommissions). Off: a
-    # move drops the old follower before the new one has caught up, so a leader lost
-    # in that window can take writes acknowledged by the old follower with it (found by
-    # the simulator); safe moves need a joint configuration, not built yet.
-    automatic_replica_moves: bool = False
+    # Let the controller leader move replicas by itself (joins, decommissions); each
+    # move is a joint configuration (core/replication/replica.py, ReplicaSet).
+    automatic_replica_moves: bool = True
 
     def validate(self) -> None:
         for name in (
@@ -552,6 +550,9 @@ class Node:
         if controller_leader is not None:
             reports = self.replication.stepped_down(now_ms)
             replication += [Send(controller_leader, report) for report in reports]
+        propose = self._propose_internal(now_ms)
+        for proposal in self.replication.completed_moves(now_ms):
+            replication += propose(proposal)
         effects += self._deliver_to_self(now_ms, replication)
         leaving = frozenset(
             node_id

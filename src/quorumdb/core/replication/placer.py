@@ -37,10 +37,12 @@ def replica_moves(metadata: ClusterMetadata, limit: int = MOVES_PER_CHECK) -> li
     partitions: list[tuple[str, str, int, list[str]]] = []
     for name, record in sorted(metadata.keyspaces.items()):
         for partition, nodes in sorted(record.replica_sets.items(), key=lambda i: int(i[0])):
-            partitions.append((name, partition, record.epochs.get(partition, 1), nodes))
-            for node_id in nodes:
+            move = record.pending_moves.get(partition)
+            for node_id in [*nodes, *([move["add"]] if move else [])]:
                 if node_id in counts:
                     counts[node_id] += 1
+            if move is None:  # one move at a time per partition
+                partitions.append((name, partition, record.epochs.get(partition, 1), nodes))
     proposals: list[bytes] = []
     for name, partition, epoch, nodes in partitions:
         if len(proposals) >= limit:

@@ -59,16 +59,35 @@ MODES = ("all", "majority", "semi", "async")
 
 @dataclass(frozen=True, slots=True)
 class ReplicaSet:
+    """`learner`, during a move: the member catching up to replace `removing`. It gets
+    the log but neither votes in a failover nor counts alone: until the move completes,
+    a write needs its mode satisfied by the current followers *and* by the followers
+    the set will have after the move (a joint configuration), so neither loses it."""
+
     epoch: int
     leader: str
     followers: tuple[str, ...]
     mode: str
+    learner: str | None = None
+    removing: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"replication mode must be one of {', '.join(MODES)}")
         if self.leader in self.followers or len(set(self.followers)) != len(self.followers):
             raise ValueError("a replica set names each node once")
+        if (self.learner is None) != (self.removing is None):
+            raise ValueError("a move names both the learner and the follower it replaces")
+        if self.learner is not None and (
+            self.learner in (self.leader, *self.followers) or self.removing not in self.followers
+        ):
+            raise ValueError("a learner is new to the set and replaces one of its followers")
+
+    def after_move(self) -> tuple[str, ...]:
+        """The followers once the move completes (the current ones when none is on)."""
+        if self.learner is None:
+            return self.followers
+        return (*(n for n in self.followers if n != self.removing), self.learner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,10 +289,13 @@ class PartitionReplica:
                 effects.append(Persist((self._state_write(),)))
             same_epoch = was_leading and old is not None and old.epoch == replica_set.epoch
             kept = self._followers if same_epoch else {}
+            receivers = replica_set.followers + (
+                (replica_set.learner,) if replica_set.learner is not None else ()
+            )
             self._followers = {
                 node_id: kept.get(node_id)
                 or _Follower(self.last.sequence + 1, progress_ms=now_ms, caught_up_ms=now_ms)
-                for node_id in replica_set.followers
+                for node_id in receivers
             }
             effects += self._release(now_ms)  # fewer followers may satisfy waiting writes
         else:
@@ -344,12 +366,31 @@ class PartitionReplica:
 
     def lease_end_ms(self) -> int | None:
         """Until when (this clock) no successor can be elected; None: no followers."""
-        if not self._followers:
+        voting = self._voting()
+        if not voting:
             return None
-        replica_count = 1 + len(self._followers)
-        needed = answers_needed(self._mode(), replica_count)
-        ends = sorted(follower.grant_end_ms for follower in self._followers.values())
+        needed = answers_needed(self._mode(), 1 + len(voting))
+        ends = sorted(follower.grant_end_ms for follower in voting)
         return ends[needed - 1]  # a successor needs `needed` expired grants
+
+    def _voting(self) -> list[_Follower]:
+        """The followers a failover asks (a learner is not one of them)."""
+        replica_set = self.replica_set
+        if replica_set is None:
+            return []
+        return [self._followers[n] for n in replica_set.followers if n in self._followers]
+
+    def learner_caught_up(self) -> bool:
+        """A move can complete: the learner holds everything logged here."""
+        replica_set = self.replica_set
+        if not self.is_leader or replica_set is None or replica_set.learner is None:
+            return False
+        learner = self._followers.get(replica_set.learner)
+        return (
+            learner is not None
+            and learner.snapshot is None
+            and (learner.match >= self.last.sequence)
+        )
 
     def _readable(self, now_ms: int, sequence: int) -> bool:
         if not self.is_leader or not self._satisfied(sequence):
@@ -426,15 +467,19 @@ class PartitionReplica:
 
     def _satisfied(self, sequence: int, mode: str | None = None) -> bool:
         mode = mode or self._mode()
-        if mode == "async" or not self._followers:
+        replica_set = self.replica_set
+        if mode == "async" or replica_set is None:
             return True
-        holding = [node_id for node_id, f in self._followers.items() if f.match >= sequence]
-        if mode == "all":
-            return len(holding) == len(self._followers)
-        if mode == "majority":
-            size = 1 + len(self._followers)
-            return 1 + len(holding) >= size // 2 + 1
-        return self.sync_follower() in holding
+        followers = self._followers
+
+        def holding(nodes: tuple[str, ...]) -> list[str]:
+            return [n for n in nodes if n in followers and followers[n].match >= sequence]
+
+        current = replica_set.followers
+        if not _quorum(mode, current, holding(current), self.sync_follower()):
+            return False
+        after = replica_set.after_move()
+        return after == current or _quorum(mode, after, holding(after), None)
 
     def _release(self, now_ms: int) -> list[Effect]:
         effects: list[Effect] = []
@@ -455,7 +500,7 @@ class PartitionReplica:
         return effects
 
     def _result(self, sequence: int, error: str | None) -> WriteResult:
-        acks = sum(1 for follower in self._followers.values() if follower.match >= sequence)
+        acks = sum(1 for follower in self._voting() if follower.match >= sequence)
         epoch = self.epoch_at(sequence) or self.promised_epoch
         return WriteResult(Position(epoch, sequence), acks, error)
 
@@ -807,3 +852,16 @@ def _shipped(entry: Entry, rows_through: int) -> Entry:
     if entry.sequence <= rows_through:
         return entry._replace(statement=None)
     return entry._replace(changes=())
+
+
+def _quorum(mode: str, followers: tuple[str, ...], holding: list[str], sync: str | None) -> bool:
+    """Does the leader plus `holding` satisfy `mode` over this set of followers?"""
+    if not followers:
+        return True
+    if mode == "all":
+        return len(holding) == len(followers)
+    if mode == "majority":
+        return 1 + len(holding) >= (1 + len(followers)) // 2 + 1
+    if sync is not None:  # semi: the designated synchronous follower
+        return sync in holding
+    return bool(holding)

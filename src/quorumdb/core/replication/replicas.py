@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from quorumdb.core.cluster import PartitionMap
+from quorumdb.core.cluster_metadata import command
 from quorumdb.core.effects import Effect, Persist, Send
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.messages import Get, Outcome, failure
@@ -34,6 +35,7 @@ from quorumdb.storage.interface import StorageReader, Write
 Answer = Callable[[Outcome], list[Effect]]
 SUSPICION_REPORT_MS = 250
 RETIRE_BATCH_KEYS = 512
+MOVE_REPORT_MS = 1_000
 STEPPED_DOWN_REPORT_MS = 500  # how often a stepped-down leader tells the controller
 
 
@@ -58,6 +60,7 @@ class Replicas:
         self._map: PartitionMap | None = None  # the last one synced (re-run after a sweep)
         self._resync = False
         self._stepped_down_reported_ms: dict[tuple[str, int], int] = {}
+        self._move_proposed_ms: dict[tuple[str, int], int] = {}
 
     def sync(self, now_ms: int, partition_map: PartitionMap) -> list[Effect]:
         """Create and configure a replica for every partition the metadata places here."""
@@ -70,7 +73,8 @@ class Replicas:
                 continue
             keyspaces.add(name)
             for partition, (epoch, nodes) in sorted(placement.replica_sets.items()):
-                if self.node_id not in nodes:
+                removing, learner = placement.pending_moves.get(partition, (None, None))
+                if self.node_id not in nodes and self.node_id != learner:
                     continue
                 placed.add((name, partition))
                 if (name, partition) in self.retiring:
@@ -81,7 +85,9 @@ class Replicas:
                         self.node_id, name, partition, self.storage, self.limits, self.run_statement
                     )
                     self.by_partition[(name, partition)] = replica
-                replica_set = ReplicaSet(epoch, nodes[0], nodes[1:], placement.config.sync)
+                replica_set = ReplicaSet(
+                    epoch, nodes[0], nodes[1:], placement.config.sync, learner, removing
+                )
                 effects += replica.configure(now_ms, replica_set)
         for index in [index for index in self.by_partition if index not in placed]:
             if index in self.retiring:
@@ -204,6 +210,30 @@ class Replicas:
             suspicion = LeaderSuspicion(index[0], index[1], replica.promised_epoch)
             effects.append(Send(controller_leader, suspicion))
         return effects
+
+    def completed_moves(self, now_ms: int) -> list[bytes]:
+        """`complete_move` proposals for moves whose learner has caught up on a partition
+        this node leads (again every `MOVE_REPORT_MS` until the metadata shows it)."""
+        proposals: list[bytes] = []
+        for (keyspace, partition), replica in self.by_partition.items():
+            replica_set = replica.replica_set
+            if replica_set is None or not replica.learner_caught_up():
+                continue
+            proposed_ms = self._move_proposed_ms.get((keyspace, partition))
+            if proposed_ms is not None and now_ms - proposed_ms < MOVE_REPORT_MS:
+                continue
+            self._move_proposed_ms[(keyspace, partition)] = now_ms
+            proposals.append(
+                command(
+                    "complete_move",
+                    keyspace=keyspace,
+                    partition=partition,
+                    expected_epoch=replica_set.epoch,
+                    remove=replica_set.removing,
+                    add=replica_set.learner,
+                )
+            )
+        return proposals
 
     def stepped_down(self, now_ms: int) -> list[PositionReply]:
         """Partitions this node leads by the map but may not: a replica promised a newer
