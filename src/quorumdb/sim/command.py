@@ -80,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--operations", type=_count(0), help="operation count instead of the drawn one"
     )
     parser.add_argument(
+        "--clock-drift-ppm",
+        type=_count(0),
+        help="with --mode: clocks run this many ppm fast and slow, alternately, instead of"
+        " the drawn drift (the lease assumes at most 10000; beyond it reads may go stale)",
+    )
+    parser.add_argument(
         "--history",
         type=Path,
         metavar="FILE",
@@ -118,6 +124,8 @@ def replay_command(seed: int, args: argparse.Namespace, scenario: str = "data") 
         parts += ["--faults", faults]
     if args.operations is not None:
         parts += ["--operations", str(args.operations)]
+    if args.clock_drift_ppm is not None:
+        parts += ["--clock-drift-ppm", str(args.clock_drift_ppm)]
     parts += ["--check", "--trace"]
     return " ".join(parts)
 
@@ -138,7 +146,7 @@ class _Run:
 
 
 def _overrides(args: argparse.Namespace) -> ParameterOverrides:
-    return ParameterOverrides(args.nodes, args.faults, args.operations)
+    return ParameterOverrides(args.nodes, args.faults, args.operations, args.clock_drift_ppm)
 
 
 def _describe_data(seed: int, args: argparse.Namespace) -> list[str]:

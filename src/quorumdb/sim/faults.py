@@ -48,6 +48,9 @@ class ParameterOverrides:
     node_count: int | None = None
     faults: tuple[str, ...] | None = None
     operation_count: int | None = None
+    # Replication scenario: clocks that run this many ppm fast and slow, alternately
+    # (beyond the lease's assumed bound, 10,000 ppm, reads of a deposed leader go stale).
+    clock_drift_ppm: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

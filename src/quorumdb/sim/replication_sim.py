@@ -122,6 +122,10 @@ def draw_replication_parameters(
     node_count = max(NODE_COUNT_MIN, probe.node_count)
     chosen = replace(overrides, faults=faults, node_count=node_count)
     base = draw_parameters(seed, rng, chosen)
+    if overrides.clock_drift_ppm is not None:
+        drift = overrides.clock_drift_ppm
+        drifts = tuple(drift if index % 2 == 0 else -drift for index in range(node_count))
+        base = replace(base, clock_drifts_ppm=drifts)
     isolate_interval_ms = rng.randint(1_000, 6_000)
     # Each isolation lasts between half of this and all of it: often long enough to
     # outlast failure detection (about 5 s) and fail over, sometimes just shorter.
