@@ -826,11 +826,11 @@ class Node:
     # --- execution on the owner ------------------------------------------------------
 
     def _execute(self, now_ms: int, operation: Operation, reply: _ReplyFactory) -> list[Effect]:
-        if isinstance(operation, _DATA_OPERATIONS):
-            # Replicated by the map, not by the replicas configured so far: a node that
-            # just started configures them on its first tick and until then refuses.
-            placement = self.partition_map.keyspaces.get(operation.keyspace)
-            if placement is not None and placement.config.replicated:
+        # Replicated by the map (`replication.keyspaces` is set with every map), not by
+        # the replicas configured so far: a node that just started configures them on
+        # its first tick and until then refuses.
+        if self.replication.keyspaces and isinstance(operation, _DATA_OPERATIONS):
+            if operation.keyspace in self.replication.keyspaces:
                 return self._execute_replicated(now_ms, operation, reply)
         effects = self._execute_here(now_ms, operation, reply)
         if self._moving_out:

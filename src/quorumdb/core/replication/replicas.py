@@ -52,7 +52,9 @@ class Replicas:
         self.storage = storage
         self.limits = limits or ReplicationLimits()
         self.by_partition: dict[tuple[str, int], PartitionReplica] = {}
-        self.keyspaces: frozenset[str] = frozenset()  # the replicated ones
+        # The replicated keyspaces: set by the node with every map, before any replica
+        # of theirs is configured.
+        self.keyspaces: frozenset[str] = frozenset()
         self._reported_ms: dict[tuple[str, int], int] = {}  # last suspicion sent, per replica
         # Replicas moved off this node: (keyspace, partition) -> where the sweep that
         # deletes their records and log has got to.
@@ -66,12 +68,10 @@ class Replicas:
         """Create and configure a replica for every partition the metadata places here."""
         self._map = partition_map
         effects: list[Effect] = []
-        keyspaces: set[str] = set()
         placed: set[tuple[str, int]] = set()
         for name, placement in sorted(partition_map.keyspaces.items()):
             if not placement.config.replicated:
                 continue
-            keyspaces.add(name)
             for partition, (epoch, nodes) in sorted(placement.replica_sets.items()):
                 removing, learner = placement.pending_moves.get(partition, (None, None))
                 if self.node_id not in nodes and self.node_id != learner:
@@ -97,7 +97,6 @@ class Replicas:
                 now_ms, ReplicaSet(retired.promised_epoch + 1, "", (), "async")
             )  # it no longer leads: waiting writes fail; nothing else reaches it
             self.retiring[index] = ("data", b"")
-        self.keyspaces = frozenset(keyspaces)
         return effects
 
     def _sweep_retired(self) -> list[Effect]:
