@@ -177,8 +177,10 @@ def test_status_and_keyspace_verbs(cluster3) -> None:
     config = json.loads(replicated.stdout)["keyspace"]
     assert (config["replication_factor"], config["sync"]) == (3, "semi")
     status = quorumdb("status", *http)
-    assert "replicas on node1" in status.stdout and "leader" in status.stdout
-    assert "entries" in status.stdout  # followers' lag, on the leaders
+    assert "replicas on node1" in status.stdout and "worst follower lag" in status.stdout
+    every = quorumdb("status", "--replicas", *http)
+    assert "leader" in every.stdout and "follower" in every.stdout
+    assert "entries" in every.stdout  # followers' lag, on the leaders
     too_many = quorumdb("keyspace", "create", "cli_five", "--replication", "single-leader",
                         "--replicas", "5", *http)  # fmt: skip
     assert too_many.returncode == 1 and "5 replicas need 5 active members" in too_many.stderr

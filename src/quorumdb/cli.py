@@ -226,8 +226,38 @@ def _cmd_status(args: argparse.Namespace) -> int:
             spread,
         )
     console.print(keyspaces)
-    _print_replicas(console, document)
+    if args.replicas:
+        _print_replicas(console, document)
+    else:
+        _print_replica_summary(console, document)
     return 0
+
+
+def _print_replica_summary(console: Any, document: dict[str, Any]) -> None:
+    """Per replicated keyspace on the asked node: partitions it leads and follows, and
+    its followers' worst lag (`status --replicas` lists every replica)."""
+    from rich.table import Table
+
+    rows = document.get("replicas") or []
+    if not rows:
+        return
+    summary: dict[str, dict[str, int]] = {}
+    for row in rows:
+        entry = summary.setdefault(
+            row["keyspace"], {"leads": 0, "follows": 0, "lag": 0, "lag_ms": 0, "lost": 0}
+        )
+        entry["leads" if row["role"] == "leader" else "follows"] += 1
+        entry["lost"] += row["lost"]
+        for progress in row.get("followers", {}).values():
+            entry["lag"] = max(entry["lag"], progress["lag"])
+            entry["lag_ms"] = max(entry["lag_ms"], progress["lag_ms"])
+    table = Table(title=f"replicas on {document.get('node', '?')} (status --replicas: each one)")
+    for column in ("keyspace", "leads", "follows", "worst follower lag", "lost+found"):
+        table.add_column(column)
+    for name, entry in sorted(summary.items()):
+        lag = f"{entry['lag']} entries / {entry['lag_ms']} ms"
+        table.add_row(name, str(entry["leads"]), str(entry["follows"]), lag, str(entry["lost"]))
+    console.print(table)
 
 
 def _print_replicas(console: Any, document: dict[str, Any]) -> None:
@@ -499,6 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument(
         "--limit", type=int, default=10, help="with --hot: how many to show (default %(default)s)"
+    )
+    status.add_argument(
+        "--replicas",
+        action="store_true",
+        help="list every replica on the asked node (default: a summary per keyspace)",
     )
 
     keyspace = verb("keyspace", "create, list and show keyspaces", _cmd_keyspace)
