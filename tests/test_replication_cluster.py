@@ -56,6 +56,7 @@ def test_replicated_writes_survive_a_killed_leader(tmp_path) -> None:
         assert roles == {"leader", "follower"}
         metrics = httpx.get(f"{cluster.http_url(0)}/metrics").text
         assert "quorumdb_replication_lag_entries{" in metrics
+        assert "quorumdb_replication_changes_proposed{" in metrics
         assert "quorumdb_replica_is_leader{" in metrics
         # Kill a node that leads partitions (not the controller leader, to time only
         # the data failover).

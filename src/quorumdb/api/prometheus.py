@@ -247,6 +247,14 @@ def _replication_metrics(runtime: NodeRuntime) -> Iterator[GaugeMetricFamily]:
         for follower, progress in row.get("followers", {}).items():  # type: ignore[attr-defined]
             lag.add_metric([*keys, follower], float(progress["lag"]))
             lag_seconds.add_metric([*keys, follower], progress["lag_ms"] / 1000.0)
+    decisions = GaugeMetricFamily(
+        "quorumdb_replication_changes_proposed",
+        "Failovers and replica moves this node proposed while it led the controller",
+        labels=["node", "change"],
+    )
+    decisions.add_metric([node, "failover"], runtime.node.failover.failovers_proposed)
+    decisions.add_metric([node, "replica-move"], runtime.node.placer.moves_proposed)
+    yield decisions
     yield role
     yield epoch
     yield lost

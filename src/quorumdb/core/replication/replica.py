@@ -629,14 +629,8 @@ class PartitionReplica:
     def on_replicate(self, now_ms: int, source: str, message: Replicate) -> list[Effect]:
         if message.epoch < self.promised_epoch:
             return [Send(source, self._reply(False, 0))]
-        effects: list[Effect] = []
+        effects = self._heard_from_leader(now_ms, message.epoch)
         batch = _Batch()
-        if message.epoch > self.promised_epoch:
-            effects += self._promise(message.epoch)
-        # The leader of our epoch is alive: promise no successor anything for a lease.
-        self._heard_ms = now_ms
-        granted = now_ms + self.limits.lease_ms
-        self._granted_until_ms = max(self._granted_until_ms or granted, granted)
         echo = message.sent_ms
         prev = message.prev
         if prev.sequence > self.last.sequence:
@@ -680,12 +674,7 @@ class PartitionReplica:
         last sets where the log starts. Each is acknowledged once durable."""
         if message.epoch < self.promised_epoch:
             return [Send(source, self._reply(False, 0))]
-        effects: list[Effect] = []
-        if message.epoch > self.promised_epoch:
-            effects += self._promise(message.epoch)
-        self._heard_ms = now_ms
-        granted = now_ms + self.limits.lease_ms
-        self._granted_until_ms = max(self._granted_until_ms or granted, granted)
+        effects = self._heard_from_leader(now_ms, message.epoch)
         receiving = self._receiving
         if message.chunk == 0 and (
             receiving is None or receiving.snapshot_id != message.snapshot_id
@@ -752,6 +741,16 @@ class PartitionReplica:
         if self._heard_ms is None:
             self._heard_ms = now_ms
         return now_ms - self._heard_ms >= self.limits.leader_timeout_ms
+
+    def _heard_from_leader(self, now_ms: int, epoch: int) -> list[Effect]:
+        """A message from the leader of `epoch` (not older than our promise): adopt a
+        newer epoch, and, the leader being alive, promise no successor anything for a
+        lease."""
+        effects = self._promise(epoch) if epoch > self.promised_epoch else []
+        self._heard_ms = now_ms
+        granted = now_ms + self.limits.lease_ms
+        self._granted_until_ms = max(self._granted_until_ms or granted, granted)
+        return effects
 
     def _answer_held_queries(self, now_ms: int) -> list[Effect]:
         if self._granted_until_ms is None:
