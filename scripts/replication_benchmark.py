@@ -440,10 +440,20 @@ def bench_command(args: argparse.Namespace, cluster: LocalTestCluster, keyspace:
     return [
         sys.executable, "-m", "quorumdb", "bench",
         "--target", f"quorumdb://127.0.0.1:{cluster.resp_port(0)}", "--keyspace", keyspace,
-        "--clients", str(args.clients), "--read-ratio", "0", "--duration", str(args.duration),
+        "--clients", str(quorumdb_connections(args)),
+        "--pipeline", str(args.clients // quorumdb_connections(args)),
+        "--read-ratio", "0", "--duration", str(args.duration),
         "--warmup", str(args.warmup), "--value-size", str(args.value_size),
         "--keys", str(args.keys), "--json",
     ]  # fmt: skip
+
+
+def quorumdb_connections(args: argparse.Namespace) -> int:
+    """Connections `quorumdb bench` opens: `--clients` requests stay in flight over them,
+    `--clients / connections` pipelined on each, as etcd_load's clients share its gRPC
+    connections (0: one connection per client)."""
+    connections = args.quorumdb_connections
+    return args.clients if connections <= 0 else min(connections, args.clients)
 
 
 def measure_quorumdb(
@@ -459,7 +469,11 @@ def measure_quorumdb(
     if result.returncode != 0:
         raise RuntimeError(f"quorumdb bench failed: {result.stderr.strip()[-1000:]}")
     report = json.loads(result.stdout)["targets"][0]
-    driver = "quorumdb bench (quorumdb:// routing to partition leaders)"
+    connections = quorumdb_connections(args)
+    driver = (
+        f"quorumdb bench (quorumdb:// routing to partition leaders), {connections} connections"
+        f" x {args.clients // connections} pipelined"
+    )
     return measurement_of(
         report, f"quorumdb-{mode}", round_number, driver, args.clients, server_cpu, client_cpu
     )
@@ -784,6 +798,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--partitioning", default="fixed:3", help="of the quorumdb keyspaces")
     parser.add_argument("--etcd-endpoints", choices=("leader", "all"), default="leader")
     parser.add_argument("--etcd-connections", type=int, default=32)
+    parser.add_argument(
+        "--quorumdb-connections",
+        type=int,
+        default=0,
+        help="connections the quorumdb clients share, pipelining (default: one per client)",
+    )
     parser.add_argument("--pysyncobj-threads", type=int, default=64)
     parser.add_argument("--skip-etcd", action="store_true")
     parser.add_argument("--skip-pysyncobj", action="store_true")
@@ -795,6 +815,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [mode for mode in args.modes if mode not in MODES]
     if unknown or args.rounds < 1:
         parser.error(f"bad --modes {unknown} or --rounds {args.rounds}")
+    if args.clients % quorumdb_connections(args):
+        parser.error("--clients must be a multiple of --quorumdb-connections")
     return args
 
 

@@ -5,7 +5,7 @@ A replica's log lives beside its data, in keyspace `_log.<keyspace>`, same parti
 
 | key                        | value                                                  |
 |----------------------------|--------------------------------------------------------|
-| `e` + sequence (u64, BE)   | epoch (u64) + changes, each with its before-image      |
+| `e` + sequence (u64, BE)   | msgpack `[epoch, [[key, record, before], ...], statement]` |
 | `s`                        | promised epoch, base epoch, base sequence (u64 each)   |
 
 An entry and the data writes it makes go in one atomic batch, so after a crash the
@@ -18,7 +18,9 @@ every replica and was dropped from the log.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import msgpack  # type: ignore[import-untyped]
 
 from quorumdb.storage.interface import StorageReader, Write
 
@@ -29,8 +31,9 @@ _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _STATE = struct.Struct(">QQQ")
 _SCAN_PAGE_SIZE = 1024
-_ABSENT = 0
-_PRESENT = 1
+# One packer for every entry: a Packer per call costs three times the packing. A node's
+# core runs on one thread, so one shared packer is safe; a failed pack resets it.
+_PACK = msgpack.Packer(use_bin_type=True).pack
 
 
 class LogFormatError(ValueError):
@@ -89,12 +92,19 @@ def entry_key(sequence: int) -> bytes:
 
 
 def entry_write(keyspace: str, partition: int, local: LocalEntry) -> Write:
-    parts = [_U64.pack(local.entry.epoch), _U32.pack(len(local.entry.changes))]
-    for change, before in zip(local.entry.changes, local.before, strict=True):
-        parts += [_bytes(change.key), _optional(change.record), _optional(before)]
-    parts.append(_optional(local.entry.statement))
+    entry = local.entry
+    value = _PACK(
+        (
+            entry.epoch,
+            [
+                (key, record, before)
+                for (key, record), before in zip(entry.changes, local.before, strict=True)
+            ],
+            entry.statement,
+        )
+    )
     return Write(
-        log_keyspace(keyspace), partition, entry_key(local.entry.sequence), b"".join(parts)
+        LOG_KEYSPACE_PREFIX + keyspace, partition, ENTRY_PREFIX + _U64.pack(entry.sequence), value
     )
 
 
@@ -128,23 +138,26 @@ def decode_entry(key: bytes, value: bytes) -> LocalEntry:
         raise LogFormatError(f"not a log entry key: {key!r}")
     (sequence,) = _U64.unpack_from(key, len(ENTRY_PREFIX))
     try:
-        (epoch,) = _U64.unpack_from(value, 0)
-        (count,) = _U32.unpack_from(value, _U64.size)
-        offset = _U64.size + _U32.size
+        fields: Any = msgpack.unpackb(value, use_list=False, raw=False)
+        epoch, rows, statement = fields
         changes: list[Change] = []
         befores: list[bytes | None] = []
-        for _ in range(count):
-            change_key, offset = _read_bytes(value, offset)
-            record, offset = _read_optional(value, offset)
-            before, offset = _read_optional(value, offset)
+        for change_key, record, before in rows:
+            if type(change_key) is not bytes or not _optional_bytes(record, before):
+                raise LogFormatError(f"log entry {sequence}: keys and records are bytes")
             changes.append(Change(change_key, record))
             befores.append(before)
-        statement, offset = _read_optional(value, offset)
-    except struct.error as error:
-        raise LogFormatError(f"log entry {sequence}: {error}") from None
-    if offset != len(value):
-        raise LogFormatError(f"log entry {sequence}: {len(value) - offset} trailing bytes")
+    except LogFormatError:
+        raise
+    except Exception as error:  # msgpack raises several types; a wrong shape, others
+        raise LogFormatError(f"log entry {sequence}: {error!r}") from None
+    if type(epoch) is not int or not _optional_bytes(statement):
+        raise LogFormatError(f"log entry {sequence}: malformed epoch or statement")
     return LocalEntry(Entry(epoch, sequence, tuple(changes), statement), tuple(befores))
+
+
+def _optional_bytes(*values: object) -> bool:
+    return all(value is None or type(value) is bytes for value in values)
 
 
 def _decode_state(value: bytes) -> ReplicaState:
@@ -153,32 +166,3 @@ def _decode_state(value: bytes) -> ReplicaState:
     except struct.error as error:
         raise LogFormatError(f"replica state: {error}") from None
     return ReplicaState(promised, Position(base_epoch, base_sequence))
-
-
-def _bytes(data: bytes) -> bytes:
-    return _U32.pack(len(data)) + data
-
-
-def _optional(data: bytes | None) -> bytes:
-    if data is None:
-        return bytes([_ABSENT])
-    return bytes([_PRESENT]) + _bytes(data)
-
-
-def _read_bytes(value: bytes, offset: int) -> tuple[bytes, int]:
-    (length,) = _U32.unpack_from(value, offset)
-    start = offset + _U32.size
-    if start + length > len(value):
-        raise struct.error("a field runs past the end")
-    return value[start : start + length], start + length
-
-
-def _read_optional(value: bytes, offset: int) -> tuple[bytes | None, int]:
-    if offset >= len(value):
-        raise struct.error("a field runs past the end")
-    flag = value[offset]
-    if flag == _ABSENT:
-        return None, offset + 1
-    if flag != _PRESENT:
-        raise struct.error(f"bad presence flag {flag}")
-    return _read_bytes(value, offset + 1)

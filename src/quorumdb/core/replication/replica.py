@@ -349,7 +349,11 @@ class PartitionReplica:
                 and node_id not in self.unavailable
             ):
                 effects.append(self._send(now_ms, node_id, follower))
-        effects += self._release(now_ms)
+        replica_set = self.replica_set
+        if (mode or replica_set.mode) == "async" or not replica_set.after_move():
+            # Only then can a write be done before any follower answers: spare the
+            # quorum count on every append of a busy partition.
+            effects += self._release(now_ms)
         return effects
 
     def when_replicated(self, now_ms: int, complete: Complete) -> list[Effect]:
