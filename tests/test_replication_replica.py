@@ -165,6 +165,15 @@ class Group:
         self.configure(self.replica_set)
 
 
+def assert_logs_persisted(group: Group) -> None:
+    """What each replica would reload is its log in memory: the records (one per
+    message on a follower) survive trims and undos that cut through them."""
+    for node_id, replica in group.replicas.items():
+        persisted = load_log(group.storages[node_id], KEYSPACE, PARTITION)
+        assert persisted.state.base == replica.base, node_id
+        assert list(persisted.entries) == replica.entries, node_id
+
+
 def majority_group(mode: str = "majority") -> Group:
     group = Group()
     group.configure(ReplicaSet(1, "n0", ("n1", "n2"), mode))
@@ -254,6 +263,7 @@ def test_an_old_async_leader_undoes_its_unreplicated_tail_into_lost_and_found() 
     assert group.lost("n0") == [(b"k1", b"\x00lost-overwrite"), (b"k9", b"\x00lost-new")]
     assert group.replicas["n0"].lost_count == 2
     assert group.replicas["n0"].last == group.replicas[leader].last
+    assert_logs_persisted(group)
 
 
 def test_a_fenced_old_leader_gets_no_acknowledgement_and_fails_its_waiting_writes() -> None:
@@ -341,6 +351,7 @@ def test_random_loss_reordering_and_failovers_lose_no_majority_acknowledged_writ
                 group.deliver(shuffle=True, rounds=1)
             else:
                 group.tick(rng.choice((10, 50, 200)))
+                assert_logs_persisted(group)
             for done in [rid for rid in pending if rid in group.results]:
                 key = pending.pop(done)
                 if group.results[done].error is None:
@@ -358,6 +369,7 @@ def test_random_loss_reordering_and_failovers_lose_no_majority_acknowledged_writ
         assert any(replica.is_leader for replica in group.replicas.values()), seed
         for _ in range(20):
             group.tick(200)
+        assert_logs_persisted(group)
         finals = {node_id: group.data(node_id) for node_id in group.replicas}
         assert finals["n0"] == finals["n1"] == finals["n2"], seed
         assert acknowledged, seed

@@ -11,7 +11,6 @@ import time
 import pytest
 
 from quorumdb.core.replication import lost_found
-from quorumdb.core.replication.log_format import entry_delete
 from quorumdb.core.replication.replica import PartitionReplica, _Batch
 from quorumdb.sim import command
 from quorumdb.sim.replication_sim import ReplicationSimulation
@@ -116,10 +115,9 @@ def test_an_undo_that_keeps_the_data_is_caught(monkeypatch: pytest.MonkeyPatch) 
     print(f"seed {seed}: {replay(seed, 'async')} (with undo keeping the data)")
 
     def undo_log_only(self: PartitionReplica, sequence: int, batch: _Batch) -> None:
+        self._unlog_from(sequence, batch)
         count = sequence - self.base.sequence - 1
-        undone, self.entries = self.entries[count:], self.entries[:count]
-        for local in undone:
-            batch.writes.append(entry_delete(self.keyspace, self.partition, local.entry.sequence))
+        self.entries = self.entries[:count]
 
     monkeypatch.setattr(PartitionReplica, "_undo_from", undo_log_only)
     violations = run(seed, "async").check().violations

@@ -3,13 +3,19 @@ in storage.
 
 A replica's log lives beside its data, in keyspace `_log.<keyspace>`, same partition:
 
-| key                        | value                                                  |
-|----------------------------|--------------------------------------------------------|
-| `e` + sequence (u64, BE)   | msgpack `[epoch, [[key, record, before], ...], statement]` |
-| `s`                        | promised epoch, base epoch, base sequence (u64 each)   |
+| key                            | value                                                    |
+|--------------------------------|----------------------------------------------------------|
+| `e` + first sequence (u64, BE) | msgpack list of entries, each `[epoch, changes, statement]` |
+|                                | with changes `[[key, record, before-image], ...]`        |
+| `s`                            | promised epoch, base epoch, base sequence (u64 each)     |
 
-An entry and the data writes it makes go in one atomic batch, so after a crash the
-data always equals the log applied in order. The before-images (what each key held
+A record holds consecutive entries from its first sequence on: the leader logs an
+entry per record, a follower all the entries of one message in one record (one
+storage write and, once trimmed, one delete for many entries). Records never
+overlap; a trim drops the records wholly at or below the base, so the first one may
+still hold entries the base has passed, which loading skips. Entries and the data
+writes they make go in one atomic batch, so after a crash the data always equals the
+log applied in order. The before-images (what each key held
 before the entry) stay local: they are how a replica undoes a divergent tail. The
 base is the position just before the first entry kept; everything up to it is on
 every replica and was dropped from the log.
@@ -18,6 +24,7 @@ every replica and was dropped from the log.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import msgpack  # type: ignore[import-untyped]
@@ -80,36 +87,39 @@ class ReplicaState(NamedTuple):
 
 class PersistedLog(NamedTuple):
     state: ReplicaState
-    entries: tuple[LocalEntry, ...]
+    entries: tuple[LocalEntry, ...]  # those past the base, in order
+    records: tuple[int, ...]  # the first sequence of each stored record, in order
 
 
 def log_keyspace(keyspace: str) -> str:
     return LOG_KEYSPACE_PREFIX + keyspace
 
 
-def entry_key(sequence: int) -> bytes:
-    return ENTRY_PREFIX + _U64.pack(sequence)
+def record_key(first_sequence: int) -> bytes:
+    return ENTRY_PREFIX + _U64.pack(first_sequence)
 
 
-def entry_write(keyspace: str, partition: int, local: LocalEntry) -> Write:
-    entry = local.entry
+def record_write(keyspace: str, partition: int, entries: Sequence[LocalEntry]) -> Write:
+    """One record for consecutive `entries`, keyed by the first one's sequence."""
     value = _PACK(
-        (
-            entry.epoch,
-            [
-                (key, record, before)
-                for (key, record), before in zip(entry.changes, local.before, strict=True)
-            ],
-            entry.statement,
-        )
+        [
+            (
+                local.entry.epoch,
+                [
+                    (key, record, before)
+                    for (key, record), before in zip(local.entry.changes, local.before, strict=True)
+                ],
+                local.entry.statement,
+            )
+            for local in entries
+        ]
     )
-    return Write(
-        LOG_KEYSPACE_PREFIX + keyspace, partition, ENTRY_PREFIX + _U64.pack(entry.sequence), value
-    )
+    key = ENTRY_PREFIX + _U64.pack(entries[0].entry.sequence)
+    return Write(LOG_KEYSPACE_PREFIX + keyspace, partition, key, value)
 
 
-def entry_delete(keyspace: str, partition: int, sequence: int) -> Write:
-    return Write(log_keyspace(keyspace), partition, entry_key(sequence), None)
+def record_delete(keyspace: str, partition: int, first_sequence: int) -> Write:
+    return Write(log_keyspace(keyspace), partition, record_key(first_sequence), None)
 
 
 def state_write(keyspace: str, partition: int, state: ReplicaState) -> Write:
@@ -123,37 +133,53 @@ def load_log(storage: StorageReader, keyspace: str, partition: int) -> Persisted
     raw_state = storage.get(name, partition, STATE_KEY)
     state = ReplicaState(0, ORIGIN) if raw_state is None else _decode_state(raw_state)
     entries: list[LocalEntry] = []
+    records: list[int] = []
     start = ENTRY_PREFIX
     while True:
         rows = storage.scan(name, partition, start, STATE_KEY, _SCAN_PAGE_SIZE)
-        entries += [decode_entry(key, value) for key, value in rows]
+        for key, value in rows:
+            decoded = decode_record(key, value)
+            records.append(decoded[0].entry.sequence)
+            entries += (e for e in decoded if e.entry.sequence > state.base.sequence)
         if len(rows) < _SCAN_PAGE_SIZE:
             break
         start = rows[-1][0] + b"\x00"
-    return PersistedLog(state, tuple(entries))
+    expected = state.base.sequence + 1
+    for local in entries:
+        if local.entry.sequence != expected:
+            raise LogFormatError(f"log entry {expected} is missing")
+        expected += 1
+    return PersistedLog(state, tuple(entries), tuple(records))
 
 
-def decode_entry(key: bytes, value: bytes) -> LocalEntry:
+def decode_record(key: bytes, value: bytes) -> list[LocalEntry]:
+    """The entries of one stored record, in order."""
     if not key.startswith(ENTRY_PREFIX) or len(key) != len(ENTRY_PREFIX) + _U64.size:
-        raise LogFormatError(f"not a log entry key: {key!r}")
-    (sequence,) = _U64.unpack_from(key, len(ENTRY_PREFIX))
+        raise LogFormatError(f"not a log record key: {key!r}")
+    (first,) = _U64.unpack_from(key, len(ENTRY_PREFIX))
+    decoded: list[LocalEntry] = []
     try:
-        fields: Any = msgpack.unpackb(value, use_list=False, raw=False)
-        epoch, rows, statement = fields
-        changes: list[Change] = []
-        befores: list[bytes | None] = []
-        for change_key, record, before in rows:
-            if type(change_key) is not bytes or not _optional_bytes(record, before):
-                raise LogFormatError(f"log entry {sequence}: keys and records are bytes")
-            changes.append(Change(change_key, record))
-            befores.append(before)
+        items: Any = msgpack.unpackb(value, use_list=False, raw=False)
+        if type(items) is not tuple or not items:
+            raise LogFormatError(f"log record {first}: not a list of entries")
+        for offset, (epoch, rows, statement) in enumerate(items):
+            sequence = first + offset
+            if type(epoch) is not int or not _optional_bytes(statement):
+                raise LogFormatError(f"log entry {sequence}: malformed epoch or statement")
+            changes: list[Change] = []
+            befores: list[bytes | None] = []
+            for change_key, record, before in rows:
+                if type(change_key) is not bytes or not _optional_bytes(record, before):
+                    raise LogFormatError(f"log entry {sequence}: keys and records are bytes")
+                changes.append(Change(change_key, record))
+                befores.append(before)
+            entry = Entry(epoch, sequence, tuple(changes), statement)
+            decoded.append(LocalEntry(entry, tuple(befores)))
     except LogFormatError:
         raise
     except Exception as error:  # msgpack raises several types; a wrong shape, others
-        raise LogFormatError(f"log entry {sequence}: {error!r}") from None
-    if type(epoch) is not int or not _optional_bytes(statement):
-        raise LogFormatError(f"log entry {sequence}: malformed epoch or statement")
-    return LocalEntry(Entry(epoch, sequence, tuple(changes), statement), tuple(befores))
+        raise LogFormatError(f"log record {first}: {error!r}") from None
+    return decoded
 
 
 def _optional_bytes(*values: object) -> bool:

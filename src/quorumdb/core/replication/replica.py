@@ -25,6 +25,7 @@ before answering. A leader that hears of a newer epoch stops acknowledging at on
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,9 +37,9 @@ from quorumdb.core.replication.log_format import (
     LocalEntry,
     Position,
     ReplicaState,
-    entry_delete,
-    entry_write,
     load_log,
+    record_delete,
+    record_write,
     state_write,
 )
 from quorumdb.core.replication.lost_found import LostWrite
@@ -180,6 +181,7 @@ class _Batch:
 
     writes: list[Write] = field(default_factory=list)
     overlay: dict[bytes, bytes | None] = field(default_factory=dict)
+    logged: list[LocalEntry] = field(default_factory=list)  # applied, for one log record
 
 
 class PartitionReplica:
@@ -202,6 +204,7 @@ class PartitionReplica:
         self.promised_epoch = persisted.state.promised_epoch
         self.base = persisted.state.base
         self.entries: list[LocalEntry] = list(persisted.entries)
+        self._records: list[int] = list(persisted.records)  # first sequence of each record
         self.replica_set: ReplicaSet | None = None
         self.unavailable: frozenset[str] = frozenset()  # followers the detector calls down
         self.lost_count = 0  # writes this replica has undone into lost+found
@@ -333,6 +336,7 @@ class PartitionReplica:
         )
         batch = _Batch()
         self._apply(entry, batch)
+        self._log(batch)
         effects: list[Effect] = [Persist(tuple(batch.writes))]
         deadline_ms = now_ms + self.limits.write_timeout_ms
         if mode is None or mode == self._mode():
@@ -621,10 +625,18 @@ class PartitionReplica:
         return [Persist(tuple(self._drop_through(through)))]
 
     def _drop_through(self, sequence: int) -> list[Write]:
+        """Move the base to `sequence`, deleting the records wholly at or below it (one
+        that straddles it stays: loading skips its entries the base has passed)."""
         count = sequence - self.base.sequence
         dropped, self.entries = self.entries[:count], self.entries[count:]
         self.base = dropped[-1].entry.position
-        writes = [entry_delete(self.keyspace, self.partition, d.entry.sequence) for d in dropped]
+        records = self._records
+        if not self.entries:
+            whole = len(records)
+        else:  # record i ends where record i + 1 begins
+            whole = max(0, bisect.bisect_right(records, sequence + 1) - 1)
+        writes = [record_delete(self.keyspace, self.partition, first) for first in records[:whole]]
+        del records[:whole]
         writes.append(self._state_write())
         return writes
 
@@ -663,6 +675,7 @@ class PartitionReplica:
         beyond = max(message.leader_last.sequence, self.base.sequence) + 1
         if self.last.sequence >= beyond and (self.epoch_at(beyond) or 0) < message.epoch:
             self._undo_from(beyond, batch)
+        self._log(batch)
         match = max(prev.sequence + len(message.entries), self.base.sequence)
         if match >= message.leader_last.sequence:
             self.caught_up_ms = now_ms  # everything the leader had when it sent this
@@ -715,11 +728,9 @@ class PartitionReplica:
             if len(rows) < 1024:
                 break
             start = rows[-1][0] + b"\x00"
-        writes += [
-            entry_delete(self.keyspace, self.partition, local.entry.sequence)
-            for local in self.entries
-        ]
+        writes += [record_delete(self.keyspace, self.partition, first) for first in self._records]
         self.entries = []
+        self._records = []
         return writes
 
     def on_position_query(self, now_ms: int, source: str, query: PositionQuery) -> list[Effect]:
@@ -801,10 +812,40 @@ class PartitionReplica:
             batch.writes.append(Write(self.keyspace, self.partition, change.key, change.record))
         local = LocalEntry(entry, tuple(before))
         self.entries.append(local)
-        batch.writes.append(entry_write(self.keyspace, self.partition, local))
+        batch.logged.append(local)
+
+    def _log(self, batch: _Batch) -> None:
+        """The entries applied in `batch`, as one log record."""
+        if batch.logged:
+            batch.writes.append(record_write(self.keyspace, self.partition, batch.logged))
+            self._records.append(batch.logged[0].entry.sequence)
+            batch.logged = []
+
+    def _unlog_from(self, sequence: int, batch: _Batch) -> None:
+        """Take the entries from `sequence` on out of the log: delete the records that
+        begin there or later, rewrite the one that straddles it. Before `_log` of the
+        batch: the log's last entry must be the last record's."""
+        assert not batch.logged
+        records = self._records
+        kept = bisect.bisect_left(records, sequence)  # records[:kept] begin before it
+        for first in records[kept:]:
+            batch.writes.append(record_delete(self.keyspace, self.partition, first))
+        del records[kept:]
+        if not records or self.last.sequence < sequence:
+            return
+        first = records.pop()  # begins before `sequence`, ends at the log's last entry
+        start = max(first, self.base.sequence + 1)
+        offset = self.base.sequence + 1
+        remaining = self.entries[start - offset : sequence - offset]
+        if start != first or not remaining:
+            batch.writes.append(record_delete(self.keyspace, self.partition, first))
+        if remaining:
+            batch.writes.append(record_write(self.keyspace, self.partition, remaining))
+            records.append(start)
 
     def _undo_from(self, sequence: int, batch: _Batch) -> None:
         """Undo the entries from `sequence` on, newest first, and file them as lost."""
+        self._unlog_from(sequence, batch)
         count = sequence - self.base.sequence - 1
         undone, self.entries = self.entries[count:], self.entries[:count]
         for local in reversed(undone):
@@ -825,7 +866,6 @@ class PartitionReplica:
                 )
                 batch.writes += lost.writes()
                 self.lost_count += 1
-            batch.writes.append(entry_delete(self.keyspace, self.partition, entry.sequence))
 
     def _run(self, now_ms: int, statement: bytes, batch: _Batch) -> tuple[Change, ...]:
         """A statement's changes here. One that cannot run (an increment of what is not
