@@ -6,13 +6,18 @@ A replica's log lives beside its data, in keyspace `_log.<keyspace>`, same parti
 | key                        | value                                                  |
 |----------------------------|--------------------------------------------------------|
 | `e` + sequence (u64, BE)   | epoch (u64) + changes, each with its before-image      |
-| `s`                        | promised epoch, base epoch, base sequence (u64 each)   |
+| `s`                        | promised epoch, base epoch, base sequence (u64 each),  |
+|                            | then the epoch starts at or below the base: a count    |
+|                            | (u32) and an (epoch, sequence) pair (u64 each) per one |
 
 An entry and the data writes it makes go in one atomic batch, so after a crash the
 data always equals the log applied in order. The before-images (what each key held
 before the entry) stay local: they are how a replica undoes a divergent tail. The
 base is the position just before the first entry kept; everything up to it is on
-every replica and was dropped from the log.
+every replica and was dropped from the log. The epoch starts outlive the dropped
+entries: which epoch wrote each sequence is what tells a follower that installs a
+snapshot which of its own entries the leader's log holds (`epoch_history.py`). A state
+written before they were kept has none (24 bytes): the replica knows only its base.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ STATE_KEY = b"s"
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _STATE = struct.Struct(">QQQ")
+_EPOCH_START = struct.Struct(">QQ")
+EPOCH_STARTS_MAX = 1_024  # epochs whose first sequence a replica remembers (the newest)
 _SCAN_PAGE_SIZE = 1024
 _ABSENT = 0
 _PRESENT = 1
@@ -73,6 +80,9 @@ class LocalEntry(NamedTuple):
 class ReplicaState(NamedTuple):
     promised_epoch: int  # never accept an entry or a write of an older epoch
     base: Position
+    # The first entry of each epoch at or below the base, oldest first (or, for the
+    # oldest, the first this replica knows of): the dropped entries' epochs.
+    epoch_starts: tuple[Position, ...] = ()
 
 
 class PersistedLog(NamedTuple):
@@ -103,8 +113,13 @@ def entry_delete(keyspace: str, partition: int, sequence: int) -> Write:
 
 
 def state_write(keyspace: str, partition: int, state: ReplicaState) -> Write:
-    value = _STATE.pack(state.promised_epoch, state.base.epoch, state.base.sequence)
-    return Write(log_keyspace(keyspace), partition, STATE_KEY, value)
+    assert len(state.epoch_starts) <= EPOCH_STARTS_MAX
+    parts = [
+        _STATE.pack(state.promised_epoch, state.base.epoch, state.base.sequence),
+        _U32.pack(len(state.epoch_starts)),
+    ]
+    parts += [_EPOCH_START.pack(epoch, sequence) for epoch, sequence in state.epoch_starts]
+    return Write(log_keyspace(keyspace), partition, STATE_KEY, b"".join(parts))
 
 
 def load_log(storage: StorageReader, keyspace: str, partition: int) -> PersistedLog:
@@ -149,10 +164,24 @@ def decode_entry(key: bytes, value: bytes) -> LocalEntry:
 
 def _decode_state(value: bytes) -> ReplicaState:
     try:
-        promised, base_epoch, base_sequence = _STATE.unpack(value)
+        promised, base_epoch, base_sequence = _STATE.unpack_from(value, 0)
+        starts = _decode_epoch_starts(value, _STATE.size)
     except struct.error as error:
         raise LogFormatError(f"replica state: {error}") from None
-    return ReplicaState(promised, Position(base_epoch, base_sequence))
+    return ReplicaState(promised, Position(base_epoch, base_sequence), starts)
+
+
+def _decode_epoch_starts(value: bytes, offset: int) -> tuple[Position, ...]:
+    if offset == len(value):  # written before epoch starts were kept
+        return ()
+    (count,) = _U32.unpack_from(value, offset)
+    offset += _U32.size
+    if count > EPOCH_STARTS_MAX or offset + count * _EPOCH_START.size != len(value):
+        raise struct.error(f"{count} epoch starts do not fill {len(value) - offset} bytes")
+    return tuple(
+        Position(*_EPOCH_START.unpack_from(value, offset + index * _EPOCH_START.size))
+        for index in range(count)
+    )
 
 
 def _bytes(data: bytes) -> bytes:
