@@ -53,6 +53,8 @@ from quorumdb.core.replication.messages import (
     LeaderSuspicion,
     PositionQuery,
     PositionReply,
+    ReplicaSnapshot,
+    ReplicaSnapshotAck,
     Replicate,
     ReplicateReply,
 )
@@ -153,6 +155,19 @@ MESSAGES: list[object] = [
     PositionQuery("orders", 3, 5),
     PositionReply("orders", 3, 5, Position(4, 120)),
     LeaderSuspicion("orders", 3, 4),
+    ReplicaSnapshot(
+        "orders",
+        3,
+        4,
+        7,
+        2,
+        ((b"a", b"\x00v"), (b"b", b"\x00w")),
+        False,
+        Position(3, 900),
+        (Position(1, 1), Position(3, 412)),
+    ),
+    ReplicaSnapshot("orders", 3, 4, 8, 0, (), True, Position(4, 5), ()),
+    ReplicaSnapshotAck("orders", 3, 4, 7, 2),
     "a plain string",
     42,
 ]
@@ -188,6 +203,17 @@ GARBAGE = {
     "bad error code": msgpack.packb([11, 1, [9, None, "nonsense", ""], 0]),
     "keyspaces that are not a list": msgpack.packb([13, 1, 5]),
     "a map as a record": msgpack.packb({"tag": 0}),
+    # Tag 40 is ReplicaSnapshot: without its epoch starts (the older layout), with
+    # epoch starts that are not a list, or with more than a replica keeps.
+    "a snapshot chunk without epoch starts": msgpack.packb(
+        [40, "ks", 1, 2, 3, 0, [], True, [2, 9]]
+    ),
+    "a snapshot chunk with a scalar for epoch starts": msgpack.packb(
+        [40, "ks", 1, 2, 3, 0, [], True, [2, 9], 5]
+    ),
+    "a snapshot chunk with too many epoch starts": msgpack.packb(
+        [40, "ks", 1, 2, 3, 0, [], True, [2, 9], [[1, 1]] * 1_025]
+    ),
 }
 
 

@@ -344,14 +344,24 @@ def _replicate(items: tuple[Any, ...]) -> replication_messages.Replicate:
 
 
 def _replica_snapshot(items: tuple[Any, ...]) -> replication_messages.ReplicaSnapshot:
-    _, keyspace, partition, epoch, snapshot_id, chunk, records, done, base = items
+    _, keyspace, partition, epoch, snapshot_id, chunk, records, done, base, epoch_starts = items
     pairs: list[tuple[bytes, bytes]] = []
     for key, record in records:
         if type(key) is not bytes or type(record) is not bytes:
             raise WireError("malformed snapshot chunk: keys and records are bytes")
         pairs.append((key, record))
+    if type(epoch_starts) is not tuple or len(epoch_starts) > log_format.EPOCH_STARTS_MAX:
+        raise WireError("malformed snapshot chunk: epoch starts are a bounded list")
     return replication_messages.ReplicaSnapshot(
-        keyspace, partition, epoch, snapshot_id, chunk, tuple(pairs), done, _position(base)
+        keyspace,
+        partition,
+        epoch,
+        snapshot_id,
+        chunk,
+        tuple(pairs),
+        done,
+        _position(base),
+        tuple(_position(start) for start in epoch_starts),
     )
 
 

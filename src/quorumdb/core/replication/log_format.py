@@ -7,7 +7,9 @@ A replica's log lives beside its data, in keyspace `_log.<keyspace>`, same parti
 |--------------------------------|----------------------------------------------------------|
 | `e` + first sequence (u64, BE) | msgpack list of entries, each `[epoch, changes, statement]` |
 |                                | with changes `[[key, record, before-image], ...]`        |
-| `s`                            | promised epoch, base epoch, base sequence (u64 each)     |
+| `s`                            | promised epoch, base epoch, base sequence (u64 each),    |
+|                                | then the epoch starts at or below the base: a count      |
+|                                | (u32) and an (epoch, sequence) pair (u64 each) per one   |
 
 A record holds consecutive entries from its first sequence on: the leader logs an
 entry per record, a follower all the entries of one message in one record (one
@@ -18,7 +20,10 @@ writes they make go in one atomic batch, so after a crash the data always equals
 log applied in order. The before-images (what each key held
 before the entry) stay local: they are how a replica undoes a divergent tail. The
 base is the position just before the first entry kept; everything up to it is on
-every replica and was dropped from the log.
+every replica and was dropped from the log. The epoch starts outlive the dropped
+entries: which epoch wrote each sequence is what tells a follower that installs a
+snapshot which of its own entries the leader's log holds (`epoch_history.py`). A state
+written before they were kept has none (24 bytes): the replica knows only its base.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ STATE_KEY = b"s"
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _STATE = struct.Struct(">QQQ")
+_EPOCH_START = struct.Struct(">QQ")
+EPOCH_STARTS_MAX = 1_024  # epochs whose first sequence a replica remembers (the newest)
 _SCAN_PAGE_SIZE = 1024
 # One packer for every entry: a Packer per call costs three times the packing. A node's
 # core runs on one thread, so one shared packer is safe; a failed pack resets it.
@@ -83,6 +90,9 @@ class LocalEntry(NamedTuple):
 class ReplicaState(NamedTuple):
     promised_epoch: int  # never accept an entry or a write of an older epoch
     base: Position
+    # The first entry of each epoch at or below the base, oldest first (or, for the
+    # oldest, the first this replica knows of): the dropped entries' epochs.
+    epoch_starts: tuple[Position, ...] = ()
 
 
 class PersistedLog(NamedTuple):
@@ -123,8 +133,13 @@ def record_delete(keyspace: str, partition: int, first_sequence: int) -> Write:
 
 
 def state_write(keyspace: str, partition: int, state: ReplicaState) -> Write:
-    value = _STATE.pack(state.promised_epoch, state.base.epoch, state.base.sequence)
-    return Write(log_keyspace(keyspace), partition, STATE_KEY, value)
+    assert len(state.epoch_starts) <= EPOCH_STARTS_MAX
+    parts = [
+        _STATE.pack(state.promised_epoch, state.base.epoch, state.base.sequence),
+        _U32.pack(len(state.epoch_starts)),
+    ]
+    parts += [_EPOCH_START.pack(epoch, sequence) for epoch, sequence in state.epoch_starts]
+    return Write(log_keyspace(keyspace), partition, STATE_KEY, b"".join(parts))
 
 
 def load_log(storage: StorageReader, keyspace: str, partition: int) -> PersistedLog:
@@ -188,7 +203,21 @@ def _optional_bytes(*values: object) -> bool:
 
 def _decode_state(value: bytes) -> ReplicaState:
     try:
-        promised, base_epoch, base_sequence = _STATE.unpack(value)
+        promised, base_epoch, base_sequence = _STATE.unpack_from(value, 0)
+        starts = _decode_epoch_starts(value, _STATE.size)
     except struct.error as error:
         raise LogFormatError(f"replica state: {error}") from None
-    return ReplicaState(promised, Position(base_epoch, base_sequence))
+    return ReplicaState(promised, Position(base_epoch, base_sequence), starts)
+
+
+def _decode_epoch_starts(value: bytes, offset: int) -> tuple[Position, ...]:
+    if offset == len(value):  # written before epoch starts were kept
+        return ()
+    (count,) = _U32.unpack_from(value, offset)
+    offset += _U32.size
+    if count > EPOCH_STARTS_MAX or offset + count * _EPOCH_START.size != len(value):
+        raise struct.error(f"{count} epoch starts do not fill {len(value) - offset} bytes")
+    return tuple(
+        Position(*_EPOCH_START.unpack_from(value, offset + index * _EPOCH_START.size))
+        for index in range(count)
+    )

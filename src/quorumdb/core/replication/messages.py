@@ -69,7 +69,11 @@ class LeaderSuspicion:
 class ReplicaSnapshot:
     """Leader -> a follower too far behind for the log: the partition's records, a chunk
     at a time, in key order. The first chunk clears the follower's copy; after the last,
-    the follower's log starts at `base` and ordinary replication resumes from there."""
+    the follower's log starts at `base` and ordinary replication resumes from there.
+
+    `epoch_starts` (every chunk carries the same) are where each epoch of the leader's
+    log through `base` begins: with them the follower tells the entries it discards that
+    the leader's log holds from a divergent tail, which it files in lost+found."""
 
     keyspace: str
     partition: int
@@ -79,6 +83,7 @@ class ReplicaSnapshot:
     items: tuple[tuple[bytes, bytes], ...]
     done: bool
     base: Position
+    epoch_starts: tuple[Position, ...]
 
 
 @dataclass(frozen=True, slots=True)

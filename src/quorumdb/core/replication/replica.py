@@ -16,7 +16,9 @@ Log matching works as in Raft: an entry is named by (epoch, sequence), a followe
 accepts entries only after one it holds with the same name, and a mismatch makes the
 leader back up a whole epoch at a time. Entries are applied on arrival, so a replica
 that learns its tail was never on the new leader undoes it with the before-images it
-kept, newest first, and files the undone writes in lost+found.
+kept, newest first, and files the undone writes in lost+found. A follower that installs
+a snapshot instead files the entries of its log that the leader's log does not hold,
+judged by the epoch starts the leader sends (`epoch_history.py`).
 
 Fencing: a replica promises never to accept entries of an older epoch than the newest
 it has seen (in a message or a failover's position query), and persists the promise
@@ -31,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from quorumdb.core.effects import Effect, Persist, Send
+from quorumdb.core.replication.epoch_history import extended, in_leader_log
 from quorumdb.core.replication.log_format import (
     Change,
     Entry,
@@ -162,6 +165,7 @@ class _SnapshotSend:
 
     snapshot_id: int
     base: Position  # the leader's last entry when the copy began: replication resumes after
+    epoch_starts: tuple[Position, ...]  # of the leader's log through `base`
     cursor: bytes = b""  # the first key of the chunk being sent
     chunk: int = 0
     next_cursor: bytes | None = b""  # where the next chunk starts (None: this is the last)
@@ -203,6 +207,10 @@ class PartitionReplica:
         persisted = load_log(storage, keyspace, partition)
         self.promised_epoch = persisted.state.promised_epoch
         self.base = persisted.state.base
+        # Where each epoch begins, at or below the base (later ones: see the entries).
+        # A state from before they were kept knows the base's epoch alone.
+        legacy_starts = (self.base,) if self.base.sequence else ()
+        self.epoch_starts = persisted.state.epoch_starts or legacy_starts
         self.entries: list[LocalEntry] = list(persisted.entries)
         self._records: list[int] = list(persisted.records)  # first sequence of each record
         self.replica_set: ReplicaSet | None = None
@@ -247,6 +255,10 @@ class PartitionReplica:
         if 0 <= index < len(self.entries):
             return self.entries[index].entry.epoch
         return None
+
+    def _epoch_history(self) -> tuple[Position, ...]:
+        """Where each epoch of this log begins, through its last entry."""
+        return extended(self.epoch_starts, (local.entry for local in self.entries))
 
     def follower_matches(self) -> dict[str, int]:
         return {node_id: follower.match for node_id, follower in self._followers.items()}
@@ -446,7 +458,7 @@ class PartitionReplica:
                 follower.in_flight = 0  # what was lost will never be answered
                 # Known to hold something: resend from there. Never heard from: probe
                 # from the end, and let its answer say where the logs part (jumping to
-                # the start would mean a snapshot, discarding a tail lost+found needs).
+                # the start would mean a needless snapshot of everything).
                 follower.next = follower.match + 1 if follower.match else self.last.sequence + 1
                 effects.append(self._send(now_ms, node_id, follower))
             elif follower.sent_ms is None or (
@@ -563,7 +575,9 @@ class PartitionReplica:
         """The current chunk of a snapshot to `node_id` (a new one if none is running)."""
         snapshot = follower.snapshot
         if snapshot is None:
-            snapshot = follower.snapshot = _SnapshotSend(self._next_snapshot_id, self.last)
+            snapshot = follower.snapshot = _SnapshotSend(
+                self._next_snapshot_id, self.last, self._epoch_history()
+            )
             self._next_snapshot_id += 1
             self.snapshots_sent += 1
         limit = self.limits.snapshot_chunk_keys
@@ -579,6 +593,7 @@ class PartitionReplica:
             tuple(rows[:limit]),
             done,
             snapshot.base,
+            snapshot.epoch_starts,
         )
         snapshot.sent_ms = now_ms
         follower.sent_ms = now_ms
@@ -630,6 +645,8 @@ class PartitionReplica:
         count = sequence - self.base.sequence
         dropped, self.entries = self.entries[:count], self.entries[count:]
         self.base = dropped[-1].entry.position
+        # The dropped entries' epochs stay known: a snapshot's receiver needs them.
+        self.epoch_starts = extended(self.epoch_starts, (local.entry for local in dropped))
         records = self._records
         if not self.entries:
             whole = len(records)
@@ -697,7 +714,9 @@ class PartitionReplica:
             receiving is None or receiving.snapshot_id != message.snapshot_id
         ):
             receiving = self._receiving = _SnapshotReceive(message.snapshot_id)
-            effects.append(Persist(tuple(self._clear())))
+            # Filed in the batch that clears the log, before the acknowledgement: a
+            # crash leaves the entries and no filing, or the filing and no entries.
+            effects.append(Persist(tuple(self._file_divergent(message) + self._clear())))
         ack = ReplicaSnapshotAck(
             self.keyspace, self.partition, self.promised_epoch, message.snapshot_id, message.chunk
         )
@@ -712,11 +731,27 @@ class PartitionReplica:
         if message.done:
             self._receiving = None
             self.base = message.base
+            self.epoch_starts = message.epoch_starts
             self.caught_up_ms = now_ms
             writes.append(self._state_write())
         effects.append(Persist(tuple(writes)))
         effects.append(Send(source, ack))
         return effects
+
+    def _file_divergent(self, snapshot: ReplicaSnapshot) -> list[Write]:
+        """Lost+found records of the entries of this log that the leader's log does not
+        hold: a snapshot is about to replace them, and the ones the leader holds reach
+        this copy again through it. An entry that cannot be shown to be held is filed."""
+        writes: list[Write] = []
+        for local in self.entries:
+            entry = local.entry
+            held = in_leader_log(
+                entry.position, snapshot.epoch_starts, snapshot.base, snapshot.epoch
+            )
+            if not held:
+                for index in range(len(entry.changes)):
+                    writes += self._file(entry, index)
+        return writes
 
     def _clear(self) -> list[Write]:
         """Every record and log entry of this copy, deleted: a snapshot replaces them."""
@@ -855,17 +890,22 @@ class PartitionReplica:
                 restored = local.before[index]
                 batch.overlay[change.key] = restored
                 batch.writes.append(Write(self.keyspace, self.partition, change.key, restored))
-                lost = LostWrite(
-                    self.keyspace,
-                    self.partition,
-                    entry.epoch,
-                    entry.sequence,
-                    index,
-                    change.key,
-                    change.record,
-                )
-                batch.writes += lost.writes()
-                self.lost_count += 1
+                batch.writes += self._file(entry, index)
+
+    def _file(self, entry: Entry, index: int) -> tuple[Write, Write]:
+        """The lost+found record of the `index`th change of a discarded entry."""
+        change = entry.changes[index]
+        lost = LostWrite(
+            self.keyspace,
+            self.partition,
+            entry.epoch,
+            entry.sequence,
+            index,
+            change.key,
+            change.record,
+        )
+        self.lost_count += 1
+        return lost.writes()
 
     def _run(self, now_ms: int, statement: bytes, batch: _Batch) -> tuple[Change, ...]:
         """A statement's changes here. One that cannot run (an increment of what is not
@@ -883,7 +923,7 @@ class PartitionReplica:
         return self.storage.get(self.keyspace, self.partition, key)
 
     def _state_write(self) -> Write:
-        state = ReplicaState(self.promised_epoch, self.base)
+        state = ReplicaState(self.promised_epoch, self.base, self.epoch_starts)
         return state_write(self.keyspace, self.partition, state)
 
 
