@@ -223,6 +223,34 @@ async def test_open_loop_follows_a_killed_leader_to_its_successor() -> None:
 
 
 @run_async
+async def test_a_failover_slower_than_the_retries_costs_errors_then_is_followed() -> None:
+    """The dead leader's keys keep being asked for during the outage (each failing after
+    its few retries: the outage is not hidden), and once the map names the successor they
+    reach it, although no request failed in a way that asked for the new map by then."""
+    async with fake_cluster(["a", "b"]) as cluster:
+        a, b = cluster.nodes["a"], cluster.nodes["b"]
+        served_at_failover: list[int] = []
+
+        async def slow_failover() -> None:
+            await asyncio.sleep(0.3)
+            a.kill()
+            await asyncio.sleep(0.6)
+            served_at_failover.append(b.served[0])
+            cluster.fail_over(0, to="b")
+
+        failing = asyncio.create_task(slow_failover())
+        config = config_for(
+            cluster.url("a"), duration_seconds=1.8, retries=2, retry_backoff_seconds=0.005
+        )
+        [report] = await run_bench_async(config)
+        await failing
+    assert report.failure is None
+    assert report.errors > 0 and report.first_error is not None
+    assert served_at_failover == [0]
+    assert b.served[0] > 20
+
+
+@run_async
 async def test_a_moved_partition_is_followed_after_one_redirect_per_client() -> None:
     async with fake_cluster(["a", "b"]) as cluster:
         a, b = cluster.nodes["a"], cluster.nodes["b"]

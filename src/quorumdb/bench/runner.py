@@ -332,12 +332,14 @@ class _Retry:
 class _Client:
     """One connection's share of the load; callbacks are bound once to avoid per-request work.
 
-    Under smart routing (`run.routing` set) a client is bound to one node (`node_index`)
-    and draws keys that node owns. A request that fails in a way a newer map may fix goes
-    to `_TargetRun.retry` instead of being counted. When the connection is lost (or its
-    node no longer owns any key) the client is `paused`: requests it would send wait in
-    `backlog`, their latency clocks running, until `_TargetRun.rehome` connects it to
-    another owner.
+    Under smart routing (`run.routing` set) a client belongs to one node (`node_index`)
+    and draws keys that node owns, so its requests reach their owner directly. A request
+    that fails in a way a newer map may fix goes to `_TargetRun.retry` instead of being
+    counted. While the client has no usable connection (`paused`: it was lost, or the node
+    owns no key any more) it keeps drawing the same keys and sends each one straight to its
+    owner by the current map (`_TargetRun.send_direct`), as a client of a failed node would,
+    until `_TargetRun.reconnect` gets it a connection again: to its node when that is back,
+    or to another owner once the map gives its node's partitions away.
     """
 
     __slots__ = (
@@ -366,23 +368,24 @@ class _Client:
         self.alive = True
         """False once the connection is gone for good: later requests fail at once."""
         self.paused = False
-        """Smart routing: no usable connection right now; requests wait in the backlog."""
+        """Smart routing: `connection` is not to be used; requests go straight to owners."""
         self.moving = False
-        """Smart routing: the node owns no key any more; reconnect once replies are in."""
+        """Smart routing: paused because the node owns no key any more; the connection is
+        retired once its pending replies are in."""
 
     def transmit(self, start_time: float, is_read: bool, key_index: int) -> None:
         """Write one request now; `start_time` is when its latency clock started."""
         run = self.run
         if self.paused:
-            self.backlog.append((start_time, is_read, key_index))
+            run.send_direct(self, start_time, is_read, key_index)
             return
         payload = (run.get_template if is_read else run.set_template) % key_index
         try:
             self.connection.send_encoded(payload, self.on_reply)
         except RespConnectionError as error:
             if run.routing is not None:
-                self.backlog.appendleft((start_time, is_read, key_index))
                 self.lose_connection()
+                run.send_direct(self, start_time, is_read, key_index)
                 return
             now = time.perf_counter()
             run.complete(start_time, is_read, error, now)
@@ -408,7 +411,9 @@ class _Client:
             self.run.complete(
                 intended_start, is_read, RespConnectionError("connection lost"), time.perf_counter()
             )
-        elif not self.paused and len(self.start_times) < self.run.pipeline and not self.backlog:
+        elif self.paused:
+            self.run.send_direct(self, intended_start, is_read, key_index)
+        elif len(self.start_times) < self.run.pipeline and not self.backlog:
             self.transmit(intended_start, is_read, key_index)
         else:
             self.backlog.append((intended_start, is_read, key_index))
@@ -436,12 +441,12 @@ class _Client:
             if run.may_issue(now):
                 self.issue_next(now)
         else:
-            if self.backlog and not self.paused:
+            if self.backlog:
                 self.transmit(*self.backlog.popleft())
             if now >= run.next_intended_start:
                 run.dispatch_due(now)
         if self.moving and not self.start_times:
-            run.rehome(self)
+            run.reconnect(self)
         if run.outstanding == 0:
             run.finish_if_idle()
 
@@ -457,48 +462,63 @@ class _Client:
         # Closed loop: the request keeps its slot until its retries end. Open loop: the
         # connection has room for what waits, or the schedule's next request.
         if not run.closed_loop:
-            if self.backlog and not self.paused:
+            if self.backlog:
                 self.transmit(*self.backlog.popleft())
             if now >= run.next_intended_start:
                 run.dispatch_due(now)
         if self.moving and not self.start_times:
-            run.rehome(self)
+            run.reconnect(self)
         if run.outstanding == 0:
             run.finish_if_idle()
 
     def request_finished(self, now: float) -> None:
-        """A retried request ended (answered, or out of retries): closed loop, its slot is free."""
+        """A request sent by the run (a retry, or a direct send) ended: closed loop, its
+        slot is free."""
         run = self.run
         if run.closed_loop and run.may_issue(now):
             self.issue_next(now)
         if run.outstanding == 0:
             run.finish_if_idle()
 
+    def set_node(self, node_index: int) -> None:
+        """Belong to another node (-1: none, draw any key); `run.homed` counts per node."""
+        homed = self.run.homed
+        if self.node_index >= 0:
+            homed[self.node_index] -= 1
+        self.node_index = node_index
+        if node_index >= 0:
+            homed[node_index] += 1
+
+    def pause(self) -> None:
+        """Stop using the connection: what waited for it goes straight to the owners."""
+        self.paused = True
+        run = self.run
+        while self.backlog:
+            run.send_direct(self, *self.backlog.popleft())
+
     def lose_connection(self) -> None:
-        """Smart routing: the connection broke; look for another node (once)."""
+        """Smart routing: the connection broke; get another one (once)."""
         if self.paused and not self.moving:
             return
-        self.moving = False
-        self.run.rehome(self)
+        self.run.reconnect(self)
 
     def move(self) -> None:
-        """Smart routing: the node owns no key by the new map; reconnect when idle."""
+        """Smart routing: the node owns no key by the new map: draw any key meanwhile, and
+        connect to another owner once the replies pending here are in."""
+        self.set_node(-1)
         if self.paused:
-            return
-        self.paused = True
+            return  # reconnecting already; it will pick another node
         self.moving = True
+        self.pause()
         if not self.start_times:
-            self.run.rehome(self)
+            self.run.reconnect(self)
 
     def attach(self, connection: RespConnection, node_index: int) -> None:
-        """Smart routing: a new connection to `node_index`; send what waited meanwhile."""
+        """Smart routing: a new connection to `node_index`; requests use it again."""
         self.connection = connection
-        self.node_index = node_index
+        self.set_node(node_index)
         self.paused = False
         self.moving = False
-        pipeline = self.run.pipeline
-        while self.backlog and not self.paused and len(self.start_times) < pipeline:
-            self.transmit(*self.backlog.popleft())
 
 
 class _TargetRun:
@@ -735,6 +755,19 @@ class _TargetRun:
         self._pending_retries.add(request)
         self._spawn(self._resend(request))
 
+    def send_direct(
+        self, client: _Client, start_time: float, is_read: bool, key_index: int
+    ) -> None:
+        """A request of a client without a usable connection: to its key's owner by the
+        current map, over the run's own connection there (a first attempt, not a retry)."""
+        error = RespConnectionError("no connection to the client's node")
+        request = _Retry(client, start_time, is_read, key_index, error, NO_OWNER)
+        if self.abandoned:
+            self._give_up(request, time.perf_counter())
+            return
+        self._pending_retries.add(request)
+        self._spawn(self._resend(request))
+
     def _give_up(self, request: _Retry, now: float, error: Exception | None = None) -> None:
         self._pending_retries.discard(request)
         self.complete(request.start_time, request.is_read, error or request.error, now)
@@ -743,17 +776,19 @@ class _TargetRun:
     async def _resend(self, request: _Retry) -> None:
         routing = self.routing
         assert routing is not None
-        # A node that answered REDIRECT has the newer map; one that failed is asked last.
-        prefer: int | None = request.node_index
-        if isinstance(request.error, OSError):
-            self._suspect(request.node_index)
-            prefer = None
         owner = NO_OWNER
         try:
-            delay = retry_delay(request.attempts, self.config.retry_backoff_seconds)
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await asyncio.shield(self.refresh_map(prefer))
+            if request.attempts > 0:
+                # A node that answered REDIRECT has the newer map; one that failed is
+                # asked last.
+                prefer: int | None = request.node_index
+                if isinstance(request.error, OSError):
+                    self._suspect(request.node_index)
+                    prefer = None
+                delay = retry_delay(request.attempts, self.config.retry_backoff_seconds)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await asyncio.shield(self.refresh_map(prefer))
             owner = routing.key_owners[request.key_index]
             if owner == NO_OWNER:
                 owner = routing.choose_home(self.homed, set()) or 0
@@ -832,13 +867,10 @@ class _TargetRun:
             self._refreshing = None
             self._last_refresh = time.perf_counter()
 
-    def rehome(self, client: _Client) -> None:
-        """Unbind `client` from its node and connect it to another owner (in the
-        background; it queues its requests meanwhile)."""
-        if client.node_index >= 0:
-            self.homed[client.node_index] -= 1
-        client.node_index = -1
-        client.paused = True
+    def reconnect(self, client: _Client) -> None:
+        """Retire `client`'s connection and get it a new one in the background; its
+        requests go straight to their owners meanwhile."""
+        client.pause()
         client.moving = False
         old = client.connection
         if client.start_times:
@@ -846,30 +878,42 @@ class _TargetRun:
         else:
             old.close()
         if not (self.abandoned or self.finished):
-            self._spawn(self._find_home(client, old))
+            self._spawn(self._reconnect(client, old))
 
-    async def _find_home(self, client: _Client, old: RespConnection) -> None:
+    async def _reconnect(self, client: _Client, old: RespConnection) -> None:
+        """Back to the client's node once it answers, as long as the map says it owns
+        keys; once it owns none (its partitions failed over or moved), to the owner with
+        the fewest clients per key. The map is fetched again before each round, so a
+        failover is noticed even when no request fails meanwhile."""
         routing = self.routing
         assert routing is not None
         # The old connection's pending replies pop the client's queues: let them all
         # arrive (abort delivers them on the next loop turn) before sending elsewhere.
         await asyncio.wait([asyncio.ensure_future(old.wait_closed())], timeout=1.0)
         attempt = 0
-        while not self.abandoned:
+        while not (self.abandoned or self.finished):
             await asyncio.shield(self.refresh_map())
+            node = client.node_index
+            if node >= 0 and not routing.owned_keys[node]:
+                client.set_node(-1)
+                node = -1
             tried = self._current_suspects()
-            while (node := routing.choose_home(self.homed, tried)) is not None:
-                tried.add(node)
+            candidates = [node] if node >= 0 and node not in tried else []
+            while node < 0 and (choice := routing.choose_home(self.homed, tried)) is not None:
+                tried.add(choice)
+                candidates.append(choice)
+                if len(candidates) >= 3:
+                    break
+            for candidate in candidates:
                 try:
-                    connection = await self._connect(node)
+                    connection = await self._connect(candidate)
                 except (OSError, TimeoutError):
-                    self._suspect(node)
+                    self._suspect(candidate)
                     continue
                 if self.abandoned or self.finished:
                     connection.close()
                     return
-                self.homed[node] += 1
-                client.attach(connection, node)
+                client.attach(connection, candidate)
                 return
             attempt += 1
             await asyncio.sleep(retry_delay(attempt + 1, self.config.retry_backoff_seconds))
@@ -901,7 +945,7 @@ class _TargetRun:
         """A connection to `node` that gets REDIRECT and is in the configured keyspace."""
         assert self.routing is not None
         host, port = self.routing.endpoints[node]
-        timeout_seconds = self.config.connect_timeout_seconds
+        timeout_seconds = min(self.config.connect_timeout_seconds, RECONNECT_TIMEOUT_SECONDS)
         connection = await RespConnection.open(host, port, timeout_seconds)
         try:
             replies = await asyncio.wait_for(
@@ -955,8 +999,12 @@ ROUTING_DRAWS_MAX = 256
 """Draws per operation before a smart client gives up finding a key its node owns."""
 
 SUSPECT_SECONDS = 1.0
-"""A node whose connection failed is asked for the map last, and chosen as a client's
-node last, for this long."""
+"""A node whose connection failed is asked for the map last, and not reconnected to, for
+this long."""
+
+RECONNECT_TIMEOUT_SECONDS = 1.0
+"""Connection timeout (at most) of retries and reconnections: a host that is down must
+not hold a retry for the whole `connect_timeout_seconds`."""
 
 
 def _setup_payloads(config: BenchConfig, redirects: bool) -> list[bytes]:
