@@ -24,14 +24,14 @@ from test_bench import run_async
 
 
 class FakeCluster:
-    """Nodes `a`, `b`, ... leading the partitions of keyspace `default` (fixed, one
-    partition per node at first). Each node answers from the shared truth; with
-    QUORUMDB.REDIRECTS ON it answers REDIRECT for keys another node leads."""
+    """Nodes `a`, `b`, ... leading the partitions of keyspace `default` (fixed; one
+    partition per node unless `leaders` says otherwise). Each node answers from the shared
+    truth; with QUORUMDB.REDIRECTS ON it answers REDIRECT for keys another node leads."""
 
-    def __init__(self, node_ids: list[str]) -> None:
+    def __init__(self, node_ids: list[str], leaders: list[str] | None = None) -> None:
         self.node_ids = node_ids
-        self.layout = FixedLayout(tuple(node_ids))
-        self.leaders = {partition: node for partition, node in enumerate(node_ids)}
+        self.layout = FixedLayout(tuple(leaders or node_ids))
+        self.leaders = dict(enumerate(leaders or node_ids))
         self.version = 1
         self.data: dict[bytes, bytes] = {}
         self.nodes = {node_id: FakeNode(self, node_id) for node_id in node_ids}
@@ -141,8 +141,10 @@ class FakeNode:
 
 
 @contextlib.asynccontextmanager
-async def fake_cluster(node_ids: list[str]) -> AsyncIterator[FakeCluster]:
-    cluster = FakeCluster(node_ids)
+async def fake_cluster(
+    node_ids: list[str], leaders: list[str] | None = None
+) -> AsyncIterator[FakeCluster]:
+    cluster = FakeCluster(node_ids, leaders)
     for node in cluster.nodes.values():
         await node.start()
     try:
@@ -267,6 +269,29 @@ async def test_a_moved_partition_is_followed_after_one_redirect_per_client() -> 
     assert 0 < report.retries <= 10
     assert 0 < a.redirects <= 10  # a's 2 clients noticed and moved to b
     assert b.served[0] > 20
+
+
+@run_async
+async def test_partitions_moved_to_a_node_without_clients_are_still_asked_for() -> None:
+    """c owns nothing at the start, so it gets no client; once half the partitions move
+    to it, clients move too, and c serves about its half of the requests."""
+    async with fake_cluster(["a", "b", "c"], leaders=["a", "b", "a", "b"]) as cluster:
+        before: dict[str, int] = {}
+
+        async def move_to_c() -> None:
+            await asyncio.sleep(0.3)
+            before.update({n: sum(node.served.values()) for n, node in cluster.nodes.items()})
+            cluster.fail_over(2, to="c")
+            cluster.fail_over(3, to="c")
+
+        moving = asyncio.create_task(move_to_c())
+        [report] = await run_bench_async(config_for(cluster.url("a"), duration_seconds=1.2))
+        await moving
+    assert report.failure is None
+    assert report.errors == 0, report.first_error
+    assert before["c"] == 0
+    served = {n: sum(node.served.values()) - before[n] for n, node in cluster.nodes.items()}
+    assert served["c"] > 0.3 * sum(served.values()), served  # c owns half the keys now
 
 
 @run_async

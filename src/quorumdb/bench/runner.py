@@ -859,13 +859,33 @@ class _TargetRun:
             if candidate is None or candidate.version == routing.version:
                 return
             if await routing.adopt(candidate):
-                for client in self.clients:
-                    node = client.node_index
-                    if node >= 0 and not routing.owned_keys[node]:
-                        client.move()
+                self._spread_clients()
         finally:
             self._refreshing = None
             self._last_refresh = time.perf_counter()
+
+    def _spread_clients(self) -> None:
+        """After a map change, keep the clients spread over the owners by the keys they
+        own, so every key is still drawn as often as before: a node's clients beyond its
+        share (rounded up), all of them if it owns nothing, move to the owners with the
+        fewest clients per key (a node that just took partitions over has none)."""
+        routing = self.routing
+        assert routing is not None
+        owned = routing.owned_keys
+        total = sum(owned)
+        if not total:
+            return
+        share = len(self.clients) / total
+        for node, count in list(self.homed.items()):
+            if node < 0 or count <= 0:
+                continue
+            excess = count - math.ceil(owned[node] * share)
+            for client in self.clients:
+                if excess <= 0:
+                    break
+                if client.node_index == node and not client.paused:
+                    client.move()
+                    excess -= 1
 
     def reconnect(self, client: _Client) -> None:
         """Retire `client`'s connection and get it a new one in the background; its
