@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import io
 import json
 import time
 from collections.abc import AsyncIterator
 
 import hiredis
+from rich.console import Console
 
+from quorumdb.bench.report import print_table, render_json
 from quorumdb.bench.resp_client import ReplyError, RespConnectionError
 from quorumdb.bench.routing import is_retryable, retry_delay
 from quorumdb.bench.runner import BenchConfig, run_bench_async
@@ -212,6 +215,13 @@ async def _fail_over_while_benching(mode: str) -> None:
     assert elapsed < 1.6 + 2.0
     # A retried request's latency includes the wait for the failover.
     assert report.latency.max_ms >= 150
+    config = config_for(cluster.url("a"), **overrides)
+    document = json.loads(render_json([report], config))
+    assert document["targets"][0]["retries"] == report.retries
+    assert document["config"]["retries"] == 10
+    output = io.StringIO()
+    print_table([report], config, Console(file=output, width=200))
+    assert f"{report.retries} retries after redirects" in output.getvalue()
 
 
 @run_async
