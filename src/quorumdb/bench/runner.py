@@ -40,6 +40,7 @@ to another owner. `redis://` targets are never retried: a plain Redis has no map
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import time
@@ -790,8 +791,11 @@ class _TargetRun:
                     await asyncio.sleep(delay)
                 await asyncio.shield(self.refresh_map(prefer))
             owner = routing.key_owners[request.key_index]
-            if owner == NO_OWNER:
-                owner = routing.choose_home(self.homed, set()) or 0
+            if owner == NO_OWNER:  # the map names no address for it: any owner forwards
+                fallback = routing.choose_home(self.homed, self._current_suspects())
+                if fallback is None:
+                    raise RespConnectionError("no reachable node owns keys")
+                owner = fallback
             request.node_index = owner
             connection = await self._side_connection(owner)
         except (OSError, TimeoutError) as failure:
@@ -909,7 +913,8 @@ class _TargetRun:
         assert routing is not None
         # The old connection's pending replies pop the client's queues: let them all
         # arrive (abort delivers them on the next loop turn) before sending elsewhere.
-        await asyncio.wait([asyncio.ensure_future(old.wait_closed())], timeout=1.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(old.wait_closed(), 1.0)
         attempt = 0
         while not (self.abandoned or self.finished):
             await asyncio.shield(self.refresh_map())
