@@ -17,13 +17,15 @@ Each round uses a fresh cluster of real node processes on free loopback ports:
 
 Routing (`--routing`): `smart` is a `quorumdb://` target (each request straight to its
 key's owner, as `quorumdb.client.Client` does); `spread` is `redis://n0,n1,n2` (clients
-spread over the nodes; a node forwards what it does not own). The bench fetches the map
-once, at its start, and binds each client to one member: a member that owns nothing (the
-joined node before its plan ran) would get a quarter of the clients, which then send
-random keys to it for forwarding. So in `smart` rounds the "during" bench starts BEFORE
-node3 joins (its map has 3 members), and node3 joins and the plan is approved while it
-runs; in `spread` rounds node3 joins first. With either routing the bench keeps its map,
-so requests for keys that moved are forwarded by their old owner to node3.
+spread over the nodes; a node forwards what it does not own). In `smart` rounds the
+"during" bench starts BEFORE node3 joins, and node3 joins and the plan is approved while
+it runs; in `spread` rounds node3 joins first. A `smart` bench follows the map: a request
+for a key that moved gets REDIRECT from its old owner and is sent to node3 after the map
+is fetched again, and the clients are spread over the owners by the keys they own, so
+node3 gets clients of its own. A `spread` bench has no map: requests for keys that moved
+are forwarded by whichever node they reach. (The `smart` rounds in BENCHMARKS.md were
+measured before the bench followed map changes: it bound clients to the members of the
+map read at its start and kept that map, so the old owners forwarded moved keys.)
 
 Besides the bench's own numbers (throughput and percentiles over its whole window), this
 script samples every node's `INFO` request counter every `SAMPLE_INTERVAL_SECONDS`: the

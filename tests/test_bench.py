@@ -289,6 +289,9 @@ async def test_closed_loop_end_to_end() -> None:
     assert report.scheduler_lag is None
     assert_percentiles_monotone(report)
     assert server.command_counts[b"SET"] == 1000 + report.writes.count
+    # A redis:// target has no map: nothing to follow, nothing retried.
+    assert report.retries == 0 and report.map_refreshes == 0
+    assert server.command_counts[b"QUORUMDB.REDIRECTS"] == 0
 
 
 @run_async
@@ -310,6 +313,7 @@ async def test_open_loop_end_to_end_and_json_shape() -> None:
     [target] = document["targets"]
     assert target["target"] == server.url
     assert target["count"] == report.count and target["errors"] == 0
+    assert target["retries"] == 0 and target["map_refreshes"] == 0
     assert set(target["latency_ms"]) >= {"p50", "p90", "p99", "p99_9", "max"}
     assert set(target["reads"]) >= {"p50", "p99", "max"}
     assert set(target["writes"]) >= {"p50", "p99", "max"}
@@ -374,6 +378,7 @@ async def test_error_replies_are_counted() -> None:
     assert report.count == 500
     assert report.errors == report.count - report.reads.count > 0
     assert report.first_error is not None and "MOVED" in report.first_error
+    assert report.retries == 0  # redis:// targets are never retried
 
 
 @run_async

@@ -7,6 +7,7 @@ import contextlib
 import sys
 
 from quorumdb.bench.report import TerminalProgress, print_table, render_json
+from quorumdb.bench.routing import DEFAULT_RETRIES
 from quorumdb.bench.runner import DEFAULT_DURATION_SECONDS, DEFAULT_TARGET, BenchConfig, run_bench
 from quorumdb.bench.workload import DISTRIBUTIONS, WorkloadConfig
 
@@ -14,7 +15,9 @@ DESCRIPTION = """\
 Measure throughput and latency of RESP servers (a real Redis or quorumdb nodes) with the same
 client, one target after another. Closed loop measures what a server sustains; open loop sends
 at a fixed rate and measures latency from each request's intended start, so queueing behind a
-slow server is not hidden (coordinated omission).
+slow server is not hidden (coordinated omission). A quorumdb:// target is routed by the
+cluster's partition map, which the bench follows when a partition moves or its leader fails
+over: such requests are retried at the new owner.
 """
 
 
@@ -27,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help=(
             "server to measure, e.g. redis://127.0.0.1:6379; repeat to compare several targets "
-            "in one run; join URLs with commas to spread clients over a cluster's nodes "
-            f"(default: {DEFAULT_TARGET})"
+            "in one run; join URLs with commas to spread clients over a cluster's nodes; "
+            "quorumdb://HOST:PORT[,...] sends each request to its key's owner by the partition "
+            f"map, following map changes (default: {DEFAULT_TARGET})"
         ),
     )
     parser.add_argument(
@@ -135,6 +139,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        metavar="COUNT",
+        help=(
+            "quorumdb:// targets: times a request is retried at its key's owner after a "
+            "REDIRECT (partition moved, leader failed over), UNAVAILABLE or a lost connection, "
+            "the partition map fetched again first; only then is it an error "
+            f"(default: {DEFAULT_RETRIES}; 0: never)"
+        ),
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="print one JSON object on stdout instead of the table",
@@ -165,6 +181,7 @@ def config_from_arguments(args: argparse.Namespace) -> BenchConfig:
         warmup_seconds=args.warmup,
         preload=args.preload,
         keyspace=args.keyspace,
+        retries=args.retries,
     )
 
 

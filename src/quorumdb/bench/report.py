@@ -44,6 +44,7 @@ def config_to_json(config: BenchConfig) -> dict[str, Any]:
         "warmup_seconds": config.warmup_seconds,
         "preload": config.preload,
         "keyspace": config.keyspace,
+        "retries": config.retries,
         "workload": dataclasses.asdict(config.workload),
     }
 
@@ -62,6 +63,8 @@ def report_to_json(report: BenchReport) -> dict[str, Any]:
         "read_misses": report.read_misses,
         "preload_errors": report.preload_errors,
         "first_error": report.first_error,
+        "retries": report.retries,
+        "map_refreshes": report.map_refreshes,
         "failure": report.failure,
     }
     if report.scheduler_lag is not None:
@@ -141,7 +144,8 @@ def build_table(reports: list[BenchReport], config: BenchConfig) -> Table:
 def print_table(
     reports: list[BenchReport], config: BenchConfig, console: Console | None = None
 ) -> None:
-    """Print the table, then the first error of any target that had errors."""
+    """Print the table, then the first error of any target that had errors, and the
+    retries of any target that followed a map change."""
     if console is None:
         console = Console()
         if not console.is_terminal:
@@ -151,6 +155,11 @@ def print_table(
     for report in reports:
         if report.first_error:
             console.print(f"{report.target}: {report.errors} errors, first: {report.first_error}")
+        if report.retries:
+            console.print(
+                f"{report.target}: {report.retries} retries after redirects, unavailable owners "
+                f"or lost connections; partition map fetched {report.map_refreshes} times"
+            )
         lag = report.scheduler_lag
         if lag is not None and lag.p99_ms > 5.0:
             console.print(

@@ -26,15 +26,26 @@ recorded; error replies and lost requests are counted in `errors`.
 Runs are always bounded: by `duration_seconds` and/or `request_count`, and in any case by
 `max_duration_seconds` and `max_request_count`; replies still missing `drain_timeout_seconds`
 after the end are counted as errors.
+
+A `quorumdb://` target is routed like the Python client routes (`routing.py`): every request
+goes to its key's owner by the partition map, and a request that meets a stale map (REDIRECT:
+the partition moved or its leader failed over), an owner the node could not reach
+(UNAVAILABLE) or a lost or refused connection is retried, after the map is fetched again from
+any live node, at its key's owner by that map: up to `retries` times, with a short backoff.
+Only a request that still fails counts as an error; its latency, like a retried request's,
+runs from its (intended) start through every attempt. A client whose node went away connects
+to another owner. `redis://` targets are never retried: a plain Redis has no map.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import math
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
@@ -42,6 +53,15 @@ from urllib.parse import urlsplit
 from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
 from quorumdb.bench.resp_client import RespConnection, RespConnectionError, encode_command
+from quorumdb.bench.routing import (
+    DEFAULT_RETRIES,
+    DEFAULT_RETRY_BACKOFF_SECONDS,
+    MAP_REFRESH_INTERVAL_SECONDS,
+    NO_OWNER,
+    ClusterRouting,
+    is_retryable,
+    retry_delay,
+)
 from quorumdb.bench.workload import (
     KEY_FORMAT,
     OperationStream,
@@ -85,7 +105,7 @@ def parse_target(target: str) -> list[Endpoint]:
 
     The `redis://` scheme may be omitted; the port defaults to 6379. `quorumdb://host:port`
     means "route like the smart client": the node's partition map is fetched and every
-    request goes straight to its key's owner (see `_smart_routing`).
+    request goes straight to its key's owner, following map changes (see `_cluster_routing`).
     """
     endpoints = []
     for part in target.split(","):
@@ -126,6 +146,10 @@ class BenchConfig:
     keyspace: str | None = None
     """Selected on every connection with `QUORUMDB.KEYSPACE` before any traffic; None keeps
     the server's default (and sends nothing, so a plain Redis can be measured)."""
+    retries: int = DEFAULT_RETRIES
+    """`quorumdb://` targets: times a request is retried (redirect, unavailable owner, lost
+    connection) before it counts as an error; 0 never retries."""
+    retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
     max_duration_seconds: float = 600.0
     max_request_count: int = 100_000_000
     drain_timeout_seconds: float = 10.0
@@ -153,6 +177,8 @@ class BenchConfig:
             raise ValueError(f"warmup_seconds must be >= 0, got {self.warmup_seconds}")
         if self.keyspace is not None and not self.keyspace:
             raise ValueError("keyspace must not be empty")
+        if self.retries < 0 or self.retry_backoff_seconds < 0:
+            raise ValueError("retries and retry_backoff_seconds must be >= 0")
         if self.max_duration_seconds <= 0 or self.max_request_count < 1:
             raise ValueError("max_duration_seconds and max_request_count must be positive")
 
@@ -213,8 +239,10 @@ class BenchReport:
     """What one target achieved during the measured window (warmup excluded).
 
     `count` is measured requests that finished (successfully or not); `errors` those that got
-    an error reply, lost their connection or timed out. Throughput counts successes only, over
-    the time from the end of warmup to the last measured reply.
+    an error reply, lost their connection or timed out (after their retries, for
+    `quorumdb://` targets). Throughput counts successes only, over the time from the end of
+    warmup to the last measured reply. `retries` counts the attempts after a first one of
+    measured requests; `map_refreshes` how often the partition map was fetched during the run.
     """
 
     target: str
@@ -229,6 +257,8 @@ class BenchReport:
     scheduler_lag: LatencySummary | None = None
     preload_errors: int = 0
     first_error: str | None = None
+    retries: int = 0
+    map_refreshes: int = 0
     failure: str | None = None
     """Set when the target could not be measured at all (e.g. connection refused)."""
 
@@ -286,17 +316,44 @@ class CommandTemplates:
         )
 
 
+@dataclass(eq=False, slots=True)
+class _Retry:
+    """A request on its way to another attempt (identity-hashed: one object per request)."""
+
+    client: _Client
+    start_time: float
+    is_read: bool
+    key_index: int
+    error: Exception
+    node_index: int
+    """Where the last attempt went (NO_OWNER when unknown)."""
+    attempts: int = 0
+
+
 class _Client:
-    """One connection's share of the load; callbacks are bound once to avoid per-request work."""
+    """One connection's share of the load; callbacks are bound once to avoid per-request work.
+
+    Under smart routing (`run.routing` set) a client belongs to one node (`node_index`)
+    and draws keys that node owns, so its requests reach their owner directly. A request
+    that fails in a way a newer map may fix goes to `_TargetRun.retry` instead of being
+    counted. While the client has no usable connection (`paused`: it was lost, or the node
+    owns no key any more) it keeps drawing the same keys and sends each one straight to its
+    owner by the current map (`_TargetRun.send_direct`), as a client of a failed node would,
+    until `_TargetRun.reconnect` gets it a connection again: to its node when that is back,
+    or to another owner once the map gives its node's partitions away.
+    """
 
     __slots__ = (
         "run",
         "connection",
         "start_times",
         "read_flags",
+        "key_indexes",
         "backlog",
         "on_reply",
         "alive",
+        "paused",
+        "moving",
         "node_index",
     )
 
@@ -306,23 +363,38 @@ class _Client:
         self.connection = connection
         self.start_times: deque[float] = deque()
         self.read_flags: deque[bool] = deque()
+        self.key_indexes: deque[int] = deque()
         self.backlog: deque[tuple[float, bool, int]] = deque()
         self.on_reply = self._on_reply
         self.alive = True
+        """False once the connection is gone for good: later requests fail at once."""
+        self.paused = False
+        """Smart routing: `connection` is not to be used; requests go straight to owners."""
+        self.moving = False
+        """Smart routing: paused because the node owns no key any more; the connection is
+        retired once its pending replies are in."""
 
     def transmit(self, start_time: float, is_read: bool, key_index: int) -> None:
         """Write one request now; `start_time` is when its latency clock started."""
         run = self.run
+        if self.paused:
+            run.send_direct(self, start_time, is_read, key_index)
+            return
         payload = (run.get_template if is_read else run.set_template) % key_index
         try:
             self.connection.send_encoded(payload, self.on_reply)
         except RespConnectionError as error:
+            if run.routing is not None:
+                self.lose_connection()
+                run.send_direct(self, start_time, is_read, key_index)
+                return
             now = time.perf_counter()
             run.complete(start_time, is_read, error, now)
             self.fail_backlog(error, now)
             return
         self.start_times.append(start_time)
         self.read_flags.append(is_read)
+        self.key_indexes.append(key_index)
 
     def issue_next(self, now: float) -> None:
         """Closed loop: send the next operation, its latency clock starting now."""
@@ -340,12 +412,14 @@ class _Client:
             self.run.complete(
                 intended_start, is_read, RespConnectionError("connection lost"), time.perf_counter()
             )
+        elif self.paused:
+            self.run.send_direct(self, intended_start, is_read, key_index)
         elif len(self.start_times) < self.run.pipeline and not self.backlog:
             self.transmit(intended_start, is_read, key_index)
         else:
             self.backlog.append((intended_start, is_read, key_index))
 
-    def fail_backlog(self, error: RespConnectionError, now: float) -> None:
+    def fail_backlog(self, error: Exception, now: float) -> None:
         """The connection is gone: count every queued request as failed, accept no more."""
         self.alive = False
         while self.backlog:
@@ -355,7 +429,13 @@ class _Client:
     def _on_reply(self, reply: object) -> None:
         now = time.perf_counter()
         run = self.run
-        run.complete(self.start_times.popleft(), self.read_flags.popleft(), reply, now)
+        start_time = self.start_times.popleft()
+        is_read = self.read_flags.popleft()
+        key_index = self.key_indexes.popleft()
+        if run.routing is not None and isinstance(reply, Exception) and is_retryable(reply):
+            self._retry(start_time, is_read, key_index, reply, now)
+            return
+        run.complete(start_time, is_read, reply, now)
         if isinstance(reply, RespConnectionError):
             self.fail_backlog(reply, now)
         elif run.closed_loop:
@@ -366,8 +446,80 @@ class _Client:
                 self.transmit(*self.backlog.popleft())
             if now >= run.next_intended_start:
                 run.dispatch_due(now)
+        if self.moving and not self.start_times:
+            run.reconnect(self)
         if run.outstanding == 0:
             run.finish_if_idle()
+
+    def _retry(
+        self, start_time: float, is_read: bool, key_index: int, error: Exception, now: float
+    ) -> None:
+        """Smart routing: a reply that a newer map may fix (off the hot path)."""
+        run = self.run
+        failed_at = self.node_index
+        if isinstance(error, RespConnectionError):
+            self.lose_connection()
+        run.retry(_Retry(self, start_time, is_read, key_index, error, failed_at), now)
+        # Closed loop: the request keeps its slot until its retries end. Open loop: the
+        # connection has room for what waits, or the schedule's next request.
+        if not run.closed_loop:
+            if self.backlog:
+                self.transmit(*self.backlog.popleft())
+            if now >= run.next_intended_start:
+                run.dispatch_due(now)
+        if self.moving and not self.start_times:
+            run.reconnect(self)
+        if run.outstanding == 0:
+            run.finish_if_idle()
+
+    def request_finished(self, now: float) -> None:
+        """A request sent by the run (a retry, or a direct send) ended: closed loop, its
+        slot is free."""
+        run = self.run
+        if run.closed_loop and run.may_issue(now):
+            self.issue_next(now)
+        if run.outstanding == 0:
+            run.finish_if_idle()
+
+    def set_node(self, node_index: int) -> None:
+        """Belong to another node (-1: none, draw any key); `run.homed` counts per node."""
+        homed = self.run.homed
+        if self.node_index >= 0:
+            homed[self.node_index] -= 1
+        self.node_index = node_index
+        if node_index >= 0:
+            homed[node_index] += 1
+
+    def pause(self) -> None:
+        """Stop using the connection: what waited for it goes straight to the owners."""
+        self.paused = True
+        run = self.run
+        while self.backlog:
+            run.send_direct(self, *self.backlog.popleft())
+
+    def lose_connection(self) -> None:
+        """Smart routing: the connection broke; get another one (once)."""
+        if self.paused and not self.moving:
+            return
+        self.run.reconnect(self)
+
+    def move(self) -> None:
+        """Smart routing: the node owns no key by the new map: draw any key meanwhile, and
+        connect to another owner once the replies pending here are in."""
+        self.set_node(-1)
+        if self.paused:
+            return  # reconnecting already; it will pick another node
+        self.moving = True
+        self.pause()
+        if not self.start_times:
+            self.run.reconnect(self)
+
+    def attach(self, connection: RespConnection, node_index: int) -> None:
+        """Smart routing: a new connection to `node_index`; requests use it again."""
+        self.connection = connection
+        self.set_node(node_index)
+        self.paused = False
+        self.moving = False
 
 
 class _TargetRun:
@@ -377,8 +529,10 @@ class _TargetRun:
         self,
         config: BenchConfig,
         connections: Sequence[RespConnection],
-        routing: _SmartRouting | None = None,
+        routing: ClusterRouting | None = None,
+        homes: Sequence[int] = (),
     ) -> None:
+        """`homes`: under smart routing, the node index each connection goes to."""
         self.config = config
         self.routing = routing
         self.closed_loop = config.mode == "closed"
@@ -414,9 +568,23 @@ class _TargetRun:
         self._record_lag = self.lag_histogram.record_value
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.clients = [
-            _Client(self, connection, index % routing.node_count if routing else -1)
+            _Client(self, connection, homes[index] if routing is not None else -1)
             for index, connection in enumerate(connections)
         ]
+        # Smart routing only: retries, reconnections and map refreshes, all off the hot path.
+        self.homed: Counter[int] = Counter(client.node_index for client in self.clients)
+        self.retries = 0
+        self.map_refreshes = 0
+        self.abandoned = False
+        self.finished = False
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._pending_retries: set[_Retry] = set()
+        self._side: dict[int, RespConnection] = {}
+        self._side_opening: dict[int, asyncio.Future[RespConnection]] = {}
+        self._refreshing: asyncio.Future[None] | None = None
+        self._last_refresh = -math.inf
+        self._suspects: dict[int, float] = {}
+        self._setup_payloads = _setup_payloads(config, redirects=True)
 
     def next_operation(self, node_index: int) -> tuple[bool, int]:
         """The next operation; under smart routing, one whose key `node_index` owns."""
@@ -489,8 +657,11 @@ class _TargetRun:
             self.finish_if_idle()
             await self._drain()
         finally:
+            self.finished = True
             if progress_task is not None:
                 progress_task.cancel()
+            for task in list(self._tasks):
+                task.cancel()
 
     def dispatch_due(self, now: float) -> None:
         """Open loop: hand out every request whose intended start is <= now.
@@ -541,10 +712,278 @@ class _TargetRun:
         if self.done.done():
             return
         reason = f"no reply within the {self.config.drain_timeout_seconds:g} s drain timeout"
-        for client in self.clients:
-            client.connection.abort(reason)
+        self._abandon(reason)
         # Aborting fails every pending callback, which counts the requests as errors.
         await asyncio.wait({self.done}, timeout=1.0)
+
+    def _abandon(self, reason: str) -> None:
+        """Stop waiting: every request still pending, retrying or queued is an error."""
+        self.abandoned = True
+        error = RespConnectionError(reason)
+        now = time.perf_counter()
+        for task in list(self._tasks):
+            task.cancel()
+        for client in self.clients:
+            client.connection.abort(reason)
+        for connection in self._side.values():
+            connection.abort(reason)
+        for request in list(self._pending_retries):
+            self._give_up(request, now, error)
+        for client in self.clients:
+            client.fail_backlog(error, now)
+        self.finish_if_idle()
+
+    def connections(self) -> list[RespConnection]:
+        """Every connection the run holds now (clients may have replaced theirs)."""
+        return [client.connection for client in self.clients] + list(self._side.values())
+
+    # --- smart routing: retries, reconnections, map refreshes -----------------------------
+
+    def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def retry(self, request: _Retry, now: float) -> None:
+        """`request` failed in a way a newer map may fix: try again at its key's owner
+        (after a map refresh and a backoff), or count it as an error once out of retries."""
+        if self.abandoned or request.attempts >= self.config.retries:
+            self._give_up(request, now)
+            return
+        request.attempts += 1
+        if request.start_time >= self.measure_start:
+            self.retries += 1
+        self._pending_retries.add(request)
+        self._spawn(self._resend(request))
+
+    def send_direct(
+        self, client: _Client, start_time: float, is_read: bool, key_index: int
+    ) -> None:
+        """A request of a client without a usable connection: to its key's owner by the
+        current map, over the run's own connection there (a first attempt, not a retry)."""
+        error = RespConnectionError("no connection to the client's node")
+        request = _Retry(client, start_time, is_read, key_index, error, NO_OWNER)
+        if self.abandoned:
+            self._give_up(request, time.perf_counter())
+            return
+        self._pending_retries.add(request)
+        self._spawn(self._resend(request))
+
+    def _give_up(self, request: _Retry, now: float, error: Exception | None = None) -> None:
+        self._pending_retries.discard(request)
+        self.complete(request.start_time, request.is_read, error or request.error, now)
+        request.client.request_finished(now)
+
+    async def _resend(self, request: _Retry) -> None:
+        routing = self.routing
+        assert routing is not None
+        owner = NO_OWNER
+        try:
+            if request.attempts > 0:
+                # A node that answered REDIRECT has the newer map; one that failed is
+                # asked last.
+                prefer: int | None = request.node_index
+                if isinstance(request.error, OSError):
+                    self._suspect(request.node_index)
+                    prefer = None
+                delay = retry_delay(request.attempts, self.config.retry_backoff_seconds)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await asyncio.shield(self.refresh_map(prefer))
+            owner = routing.key_owners[request.key_index]
+            if owner == NO_OWNER:  # the map names no address for it: any owner forwards
+                fallback = routing.choose_home(self.homed, self._current_suspects())
+                if fallback is None:
+                    raise RespConnectionError("no reachable node owns keys")
+                owner = fallback
+            request.node_index = owner
+            connection = await self._side_connection(owner)
+        except (OSError, TimeoutError) as failure:
+            request.error = failure
+            self._suspect(owner)
+            self.retry(request, time.perf_counter())
+            return
+        except Exception as failure:  # a bug here must not hang the run: count the request
+            self._give_up(request, time.perf_counter(), failure)
+            return
+        if request not in self._pending_retries:
+            return  # given up meanwhile (the run was abandoned)
+        payload = (self.get_template if request.is_read else self.set_template) % request.key_index
+        on_reply = functools.partial(self._on_retry_reply, request, connection)
+        try:
+            connection.send_encoded(payload, on_reply)
+        except RespConnectionError as failure:
+            self._on_retry_reply(request, connection, failure)
+
+    def _on_retry_reply(self, request: _Retry, connection: RespConnection, reply: object) -> None:
+        if request not in self._pending_retries:
+            return
+        now = time.perf_counter()
+        if isinstance(reply, Exception) and is_retryable(reply):
+            request.error = reply
+            if isinstance(reply, OSError) and self._side.get(request.node_index) is connection:
+                del self._side[request.node_index]
+            self.retry(request, now)
+            return
+        self._pending_retries.discard(request)
+        self.complete(request.start_time, request.is_read, reply, now)
+        request.client.request_finished(now)
+
+    def _suspect(self, node_index: int) -> None:
+        """A node whose connection failed: asked for the map last, no home for a while."""
+        if node_index != NO_OWNER:
+            self._suspects[node_index] = time.perf_counter()
+
+    def _current_suspects(self) -> set[int]:
+        now = time.perf_counter()
+        return {node for node, at in self._suspects.items() if now - at < SUSPECT_SECONDS}
+
+    def refresh_map(self, prefer: int | None = None) -> asyncio.Future[None]:
+        """Fetch the map again (one fetch at a time, at most one per interval); callers
+        await the returned future through `asyncio.shield`, since it is shared."""
+        if self._refreshing is not None:
+            return self._refreshing
+        if time.perf_counter() - self._last_refresh < MAP_REFRESH_INTERVAL_SECONDS:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        refreshing = asyncio.ensure_future(self._refresh(prefer))
+        self._refreshing = refreshing
+        self._tasks.add(refreshing)
+        refreshing.add_done_callback(self._tasks.discard)
+        return refreshing
+
+    async def _refresh(self, prefer: int | None) -> None:
+        routing = self.routing
+        assert routing is not None
+        try:
+            self.map_refreshes += 1
+            order = routing.refresh_order(prefer, self._current_suspects())
+            candidate = await routing.fetch(order, self.config.connect_timeout_seconds)
+            if candidate is None or candidate.version == routing.version:
+                return
+            if await routing.adopt(candidate):
+                self._spread_clients()
+        finally:
+            self._refreshing = None
+            self._last_refresh = time.perf_counter()
+
+    def _spread_clients(self) -> None:
+        """After a map change, keep the clients spread over the owners by the keys they
+        own, so every key is still drawn as often as before: a node's clients beyond its
+        share (rounded up), all of them if it owns nothing, move to the owners with the
+        fewest clients per key (a node that just took partitions over has none)."""
+        routing = self.routing
+        assert routing is not None
+        owned = routing.owned_keys
+        total = sum(owned)
+        if not total:
+            return
+        share = len(self.clients) / total
+        for node, count in list(self.homed.items()):
+            if node < 0 or count <= 0:
+                continue
+            excess = count - math.ceil(owned[node] * share)
+            for client in self.clients:
+                if excess <= 0:
+                    break
+                if client.node_index == node and not client.paused:
+                    client.move()
+                    excess -= 1
+
+    def reconnect(self, client: _Client) -> None:
+        """Retire `client`'s connection and get it a new one in the background; its
+        requests go straight to their owners meanwhile."""
+        client.pause()
+        client.moving = False
+        old = client.connection
+        if client.start_times:
+            old.abort("connection lost")  # its pending replies fail at once
+        else:
+            old.close()
+        if not (self.abandoned or self.finished):
+            self._spawn(self._reconnect(client, old))
+
+    async def _reconnect(self, client: _Client, old: RespConnection) -> None:
+        """Back to the client's node once it answers, as long as the map says it owns
+        keys; once it owns none (its partitions failed over or moved), to the owner with
+        the fewest clients per key. The map is fetched again before each round, so a
+        failover is noticed even when no request fails meanwhile."""
+        routing = self.routing
+        assert routing is not None
+        # The old connection's pending replies pop the client's queues: let them all
+        # arrive (abort delivers them on the next loop turn) before sending elsewhere.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(old.wait_closed(), 1.0)
+        attempt = 0
+        while not (self.abandoned or self.finished):
+            await asyncio.shield(self.refresh_map())
+            node = client.node_index
+            if node >= 0 and not routing.owned_keys[node]:
+                client.set_node(-1)
+                node = -1
+            tried = self._current_suspects()
+            candidates = [node] if node >= 0 and node not in tried else []
+            while node < 0 and (choice := routing.choose_home(self.homed, tried)) is not None:
+                tried.add(choice)
+                candidates.append(choice)
+                if len(candidates) >= 3:
+                    break
+            for candidate in candidates:
+                try:
+                    connection = await self._connect(candidate)
+                except (OSError, TimeoutError):
+                    self._suspect(candidate)
+                    continue
+                if self.abandoned or self.finished:
+                    connection.close()
+                    return
+                client.attach(connection, candidate)
+                return
+            attempt += 1
+            await asyncio.sleep(retry_delay(attempt + 1, self.config.retry_backoff_seconds))
+
+    async def _side_connection(self, node: int) -> RespConnection:
+        """The run's connection to `node` for retries (opened once, shared)."""
+        connection = self._side.get(node)
+        if connection is not None and connection.is_open:
+            return connection
+        opening = self._side_opening.get(node)
+        if opening is None:
+            opening = asyncio.ensure_future(self._connect(node))
+            self._side_opening[node] = opening
+            opening.add_done_callback(functools.partial(self._side_opened, node))
+        return await asyncio.shield(opening)
+
+    def _side_opened(self, node: int, opening: asyncio.Future[RespConnection]) -> None:
+        if self._side_opening.get(node) is opening:
+            del self._side_opening[node]
+        if opening.cancelled() or opening.exception() is not None:
+            return
+        connection = opening.result()
+        if self.abandoned or self.finished:
+            connection.close()
+        else:
+            self._side[node] = connection
+
+    async def _connect(self, node: int) -> RespConnection:
+        """A connection to `node` that gets REDIRECT and is in the configured keyspace."""
+        assert self.routing is not None
+        host, port = self.routing.endpoints[node]
+        timeout_seconds = min(self.config.connect_timeout_seconds, RECONNECT_TIMEOUT_SECONDS)
+        connection = await RespConnection.open(host, port, timeout_seconds)
+        try:
+            replies = await asyncio.wait_for(
+                connection.execute_pipeline(self._setup_payloads), timeout_seconds
+            )
+        except BaseException:
+            connection.close()
+            raise
+        refusals = [reply for reply in replies if isinstance(reply, Exception)]
+        if refusals:
+            connection.close()
+            raise RespConnectionError(f"{host}:{port} refused the session setup: {refusals[0]}")
+        return connection
 
     async def _report_progress(self, progress: ProgressListener) -> None:
         while True:
@@ -576,65 +1015,64 @@ class _TargetRun:
             ),
             preload_errors=preload_errors,
             first_error=self.first_error,
+            retries=self.retries,
+            map_refreshes=self.map_refreshes,
         )
 
 
 ROUTING_DRAWS_MAX = 256
 """Draws per operation before a smart client gives up finding a key its node owns."""
 
+SUSPECT_SECONDS = 1.0
+"""A node whose connection failed is asked for the map last, and not reconnected to, for
+this long."""
 
-@dataclass(frozen=True, slots=True)
-class _SmartRouting:
-    """Which node owns each workload key, from a quorumdb node's partition map.
-
-    Client i is bound to node i mod N and draws only keys that node owns (rejection
-    sampling keeps the workload's distribution within each node's keys), so every request
-    reaches its owner directly, as `quorumdb.client.Client` does.
-    """
-
-    endpoints: tuple[Endpoint, ...]
-    key_owners: list[int]
-
-    @property
-    def node_count(self) -> int:
-        return len(self.endpoints)
+RECONNECT_TIMEOUT_SECONDS = 1.0
+"""Connection timeout (at most) of retries and reconnections: a host that is down must
+not hold a retry for the whole `connect_timeout_seconds`."""
 
 
-async def _smart_routing(endpoint: Endpoint, config: BenchConfig) -> _SmartRouting:
-    from quorumdb.client._routing import ClientMap
+def _setup_payloads(config: BenchConfig, redirects: bool) -> list[bytes]:
+    """What every connection sends before traffic: REDIRECT instead of forwarding (smart
+    routing: a stale map must be noticed, as the Python client does), then the keyspace."""
+    payloads = [encode_command("QUORUMDB.REDIRECTS", "ON")] if redirects else []
+    if config.keyspace is not None:
+        payloads.append(encode_command("QUORUMDB.KEYSPACE", config.keyspace))
+    return payloads
 
-    connection = await RespConnection.open(
-        endpoint.host, endpoint.port, config.connect_timeout_seconds
-    )
-    try:
-        document = await connection.execute("QUORUMDB.MAP")
-    finally:
-        connection.close()
-    if not isinstance(document, bytes):
-        raise ValueError(f"{endpoint} did not return a partition map: {document!r}")
-    partition_map = ClientMap.parse(document)
-    node_ids = sorted(partition_map.nodes)
-    endpoints = tuple(
-        Endpoint(partition_map.nodes[node_id].host, partition_map.nodes[node_id].port)
-        for node_id in node_ids
-    )
-    position = {node_id: index for index, node_id in enumerate(node_ids)}
+
+async def _cluster_routing(
+    endpoints: Sequence[Endpoint], config: BenchConfig
+) -> ClusterRouting | str:
+    """The partition map from the first target node that answers, or why there is none.
+
+    Client i is then bound to owner i mod N (node-id order) and draws only keys that node
+    owns (rejection sampling keeps the workload's distribution within each node's keys),
+    so every request reaches its owner directly, as `quorumdb.client.Client` does."""
     keyspace = config.keyspace or "default"
-    key_owners = [
-        position[partition_map.owner(keyspace, (KEY_FORMAT % index).encode()).node_id]  # type: ignore[union-attr]
-        for index in range(config.workload.key_count)
-    ]
-    return _SmartRouting(endpoints, key_owners)
+    seeds = [(endpoint.host, endpoint.port) for endpoint in endpoints]
+    routing = ClusterRouting(seeds, keyspace, config.workload.key_count)
+    candidate = await routing.fetch(seeds, config.connect_timeout_seconds)
+    if candidate is None:
+        listed = ", ".join(str(endpoint) for endpoint in endpoints)
+        return f"no node of {listed} answered with a map holding keyspace {keyspace!r}"
+    try:
+        await routing.adopt(candidate)
+    except (ValueError, KeyError) as error:
+        return f"unusable map: {error!r}"
+    if not routing.owners():
+        return f"the map names no reachable owner of keyspace {keyspace!r}"
+    return routing
 
 
 async def _open_connections(
-    endpoints: Sequence[Endpoint], count: int, timeout_seconds: float
+    endpoints: Sequence[Endpoint], timeout_seconds: float
 ) -> list[RespConnection]:
-    """`count` connections dealt round-robin over the endpoints; all or none."""
+    """One connection to each of `endpoints` (repeats allowed); all or none."""
     results = await asyncio.gather(
         *(
             RespConnection.open(endpoint.host, endpoint.port, timeout_seconds)
-            for endpoint in (endpoints[index % len(endpoints)] for index in range(count))
+            for endpoint in endpoints
         ),
         return_exceptions=True,
     )
@@ -647,15 +1085,19 @@ async def _open_connections(
     return connections
 
 
-async def _select_keyspace(keyspace: str, connections: Sequence[RespConnection]) -> str | None:
-    """Send `QUORUMDB.KEYSPACE keyspace` on every connection; the first refusal, or None."""
-    payload = encode_command("QUORUMDB.KEYSPACE", keyspace)
+async def _send_setup(
+    payloads: Sequence[bytes], connections: Sequence[RespConnection]
+) -> str | None:
+    """Send the setup commands on every connection; the first refusal, or None."""
+    if not payloads:
+        return None
     replies = await asyncio.gather(
-        *(connection.execute_encoded(payload) for connection in connections)
+        *(connection.execute_pipeline(payloads) for connection in connections)
     )
-    for reply in replies:
-        if isinstance(reply, Exception):
-            return f"cannot select keyspace {keyspace!r}: {reply}"
+    for per_connection in replies:
+        for reply in per_connection:
+            if isinstance(reply, Exception):
+                return str(reply)
     return None
 
 
@@ -691,27 +1133,33 @@ async def _run_target(
     config: BenchConfig, target: str, progress: ProgressListener | None
 ) -> BenchReport:
     endpoints = parse_target(target)
-    routing: _SmartRouting | None = None
+    routing: ClusterRouting | None = None
+    homes: list[int] = []
     if target.strip().startswith("quorumdb://"):
-        try:
-            routing = await _smart_routing(endpoints[0], config)
-        except (OSError, TimeoutError, RespConnectionError, ValueError, KeyError) as error:
-            return BenchReport.failed(target, f"cannot fetch the partition map: {error!r}")
-        endpoints = list(routing.endpoints)
+        found = await _cluster_routing(endpoints, config)
+        if isinstance(found, str):
+            return BenchReport.failed(target, f"cannot fetch the partition map: {found}")
+        routing = found
+        owners = routing.owners()
+        homes = [owners[index % len(owners)] for index in range(config.clients)]
+        addresses = [routing.endpoints[home] for home in homes]
+        per_connection = [Endpoint(host, port) for host, port in addresses]
+    else:
+        per_connection = [endpoints[index % len(endpoints)] for index in range(config.clients)]
     try:
-        connections = await _open_connections(
-            endpoints, config.clients, config.connect_timeout_seconds
-        )
+        connections = await _open_connections(per_connection, config.connect_timeout_seconds)
     except (OSError, TimeoutError) as error:
         return BenchReport.failed(target, f"cannot connect: {error or type(error).__name__}")
+    run: _TargetRun | None = None
     try:
-        if config.keyspace is not None:
-            try:
-                refusal = await _select_keyspace(config.keyspace, connections)
-            except RespConnectionError as error:
-                refusal = f"cannot select keyspace {config.keyspace!r}: {error}"
-            if refusal is not None:
-                return BenchReport.failed(target, refusal)
+        try:
+            refusal = await _send_setup(_setup_payloads(config, redirects=False), connections)
+        except RespConnectionError as error:
+            refusal = str(error)
+        if refusal is not None:
+            return BenchReport.failed(
+                target, f"cannot select keyspace {config.keyspace!r}: {refusal}"
+            )
         preload_errors = 0
         if config.preload:
             try:
@@ -720,7 +1168,16 @@ async def _run_target(
                 )
             except (RespConnectionError, TimeoutError) as error:
                 return BenchReport.failed(target, f"preload failed: {error!r}")
-        run = _TargetRun(config, connections, routing)
+        if routing is not None:
+            # After the preload, which writes every key through whichever node it reaches.
+            redirects = [encode_command("QUORUMDB.REDIRECTS", "ON")]
+            try:
+                refusal = await _send_setup(redirects, connections)
+            except RespConnectionError as error:
+                refusal = str(error)
+            if refusal is not None:
+                return BenchReport.failed(target, f"cannot turn on redirects: {refusal}")
+        run = _TargetRun(config, connections, routing, homes)
         if progress is not None:
             progress.target_started(target, *_planned_work(config))
         try:
@@ -730,10 +1187,11 @@ async def _run_target(
                 progress.target_finished()
         return run.report(target, preload_errors)
     finally:
-        for connection in connections:
+        to_close = set(connections) | set(run.connections() if run is not None else ())
+        for connection in to_close:
             connection.close()
         await asyncio.wait(
-            [asyncio.ensure_future(connection.wait_closed()) for connection in connections],
+            [asyncio.ensure_future(connection.wait_closed()) for connection in to_close],
             timeout=1.0,
         )
 
