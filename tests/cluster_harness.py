@@ -11,8 +11,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from quorumdb.core.cluster import Member, local_members
 
@@ -67,6 +70,19 @@ def wait_for_port(
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"{host}:{port} did not open within {timeout_seconds} s")
+
+
+def wait_for(condition: Callable[[], bool], timeout_seconds: float = 30.0) -> None:
+    """Poll `condition` (an HTTP error counts as not yet) until it holds or time is up."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
 
 
 @dataclass

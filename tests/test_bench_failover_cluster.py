@@ -14,28 +14,14 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 import httpx
 
-from cluster_harness import LocalTestCluster
+from cluster_harness import LocalTestCluster, wait_for
 
 KEYSPACE = "benchfollow"
 BENCH_SECONDS = 9.0
-WAIT_SECONDS = 20.0
 WRITES_AFTER_KILL_MIN = 50
-
-
-def wait_for(condition: Callable[[], bool], timeout_seconds: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def cluster_view(cluster: LocalTestCluster, index: int) -> dict[str, object]:

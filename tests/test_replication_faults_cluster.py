@@ -23,7 +23,7 @@ import httpx
 import pytest
 import redis
 
-from cluster_harness import LocalTestCluster
+from cluster_harness import LocalTestCluster, wait_for
 from quorumdb.check.command import run_checkers
 from quorumdb.check.history import HistoryEvent, HistoryFile, LostFoundEntry, ReplicaRecord
 from quorumdb.client.sync_client import _KeyspaceConnection
@@ -109,18 +109,6 @@ def leaders(cluster: LocalTestCluster, index: int) -> dict[int, str]:
     document = httpx.get(f"{cluster.http_url(index)}/v1/cluster", timeout=5).json()
     sets = document["keyspaces"][KEYSPACE]["replica_sets"]
     return {int(partition): entry["replicas"][0] for partition, entry in sets.items()}
-
-
-def wait_for(condition, timeout_seconds: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.parametrize("sync", ["majority", "async"])

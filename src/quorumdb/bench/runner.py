@@ -442,14 +442,8 @@ class _Client:
             if run.may_issue(now):
                 self.issue_next(now)
         else:
-            if self.backlog:
-                self.transmit(*self.backlog.popleft())
-            if now >= run.next_intended_start:
-                run.dispatch_due(now)
-        if self.moving and not self.start_times:
-            run.reconnect(self)
-        if run.outstanding == 0:
-            run.finish_if_idle()
+            self._send_next_open_loop(now)
+        self._after_reply(now)
 
     def _retry(
         self, start_time: float, is_read: bool, key_index: int, error: Exception, now: float
@@ -463,10 +457,19 @@ class _Client:
         # Closed loop: the request keeps its slot until its retries end. Open loop: the
         # connection has room for what waits, or the schedule's next request.
         if not run.closed_loop:
-            if self.backlog:
-                self.transmit(*self.backlog.popleft())
-            if now >= run.next_intended_start:
-                run.dispatch_due(now)
+            self._send_next_open_loop(now)
+        self._after_reply(now)
+
+    def _send_next_open_loop(self, now: float) -> None:
+        """Open loop, a slot freed: what waits on this connection, or what is due."""
+        if self.backlog:
+            self.transmit(*self.backlog.popleft())
+        if now >= self.run.next_intended_start:
+            self.run.dispatch_due(now)
+
+    def _after_reply(self, now: float) -> None:
+        """A connection leaving its node reconnects once drained; an idle run ends."""
+        run = self.run
         if self.moving and not self.start_times:
             run.reconnect(self)
         if run.outstanding == 0:
