@@ -412,7 +412,9 @@ def _cmd_keyspace(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from quorumdb.bench import command
+    from quorumdb.gc_tuning import tune_for_hot_loop
 
+    tune_for_hot_loop()  # the load generator shares the machine with what it measures
     return command.run(args)
 
 

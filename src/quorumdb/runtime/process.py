@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -21,18 +20,10 @@ from quorumdb.api.http_app import create_app
 from quorumdb.api.prometheus import RateSampler
 from quorumdb.api.resp_server import RespServer
 from quorumdb.core.cluster import Member
+from quorumdb.gc_tuning import tune_for_hot_loop
 from quorumdb.runtime.node_runtime import NodeRuntime, NodeSettings
 
 LOG = logging.getLogger(__name__)
-
-# The cyclic garbage collector, tuned for a server whose hot path makes short-lived
-# tuples by the hundred thousand a second: with the default first threshold (700) it
-# ran ~80 young collections a second, and each full one walked every long-lived object
-# (~90k after start-up) for ~0.1 s, a stall every client then saw as p99 latency.
-# A 50,000-allocation young generation and start-up objects frozen out of the
-# collector's walks (gc.freeze) keep both rare. Reference counting still frees nearly
-# everything at once; only cycles wait longer.
-GC_THRESHOLDS = (50_000, 20, 100)
 
 
 class _EmbeddedHttpServer(uvicorn.Server):
@@ -146,8 +137,6 @@ async def serve(settings: NodeSettings, ready: asyncio.Event | None = None) -> N
 
 
 def run(settings: NodeSettings) -> None:
-    """The node process's main: the collector tuned (see GC_THRESHOLDS), then serve."""
-    gc.collect()
-    gc.freeze()  # what the imports built lives as long as the process: never walk it
-    gc.set_threshold(*GC_THRESHOLDS)
+    """The node process's main: the collector tuned for the hot path, then serve."""
+    tune_for_hot_loop()
     uvloop.run(serve(settings))
