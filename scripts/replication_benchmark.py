@@ -19,8 +19,14 @@ write-only puts of random keys out of `--keys`, `--value-size` bytes each, for
   processes, driven by `--pysyncobj-threads` threads inside the leader; its log is in
   memory, no fsync. Measured once per round, after the others.
 
+With `--quorumdb-connections C`, the quorumdb clients' requests share C connections,
+`--clients / C` pipelined on each, as etcd_load's share its gRPC connections (the
+default is a connection per client). `--quorumdb-gc default` starts the nodes with
+CPython's garbage-collector settings instead of the tuned ones (`quorumdb node --gc`).
+
 Besides each driver's figures, the script records the CPU seconds the servers and the
-load generator used during each measurement (from /proc and getrusage).
+load generator used during each measurement (from /proc and getrusage), and the quorumdb
+nodes' garbage-collector pauses (`quorumdb_gc_pause_seconds` in their /metrics).
 
 What is missing is installed first unless `--no-install` (apt: etcd-server, etcd-client,
 golang-go, golang-etcd-server-dev; pip into a cache folder: pysyncobj, py-spy). A part
@@ -33,7 +39,8 @@ Every process is started here and stopped here by its PID (SIGTERM, then SIGKILL
 on errors.
 
 Run: PYTHONPATH=src python scripts/replication_benchmark.py [--rounds 3] [--duration 15]
-     [--clients 256] [--modes majority,semi,async] [--skip-etcd] [--skip-pysyncobj]
+     [--clients 256] [--quorumdb-connections C] [--quorumdb-gc tuned|default]
+     [--modes majority,semi,async] [--skip-etcd] [--skip-pysyncobj]
      [--profile] [--no-install] [--json]
 """
 
@@ -329,6 +336,7 @@ class Measurement:
     server_cpu_seconds: float
     client_cpu_seconds: float
     note: str = ""
+    gc_seconds: float = 0.0  # the quorumdb nodes' garbage-collector pauses meanwhile
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -463,9 +471,11 @@ def measure_quorumdb(
     pids = [process.pid for process in cluster.processes.values()]
     environment = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     limit = args.duration + args.warmup + RUN_SLACK_SECONDS
+    gc_before = gc_pause_seconds(cluster)
     result, server_cpu, client_cpu = timed_run(
         bench_command(args, cluster, keyspace), pids, limit, env=environment
     )
+    gc_seconds = gc_pause_seconds(cluster) - gc_before
     if result.returncode != 0:
         raise RuntimeError(f"quorumdb bench failed: {result.stderr.strip()[-1000:]}")
     report = json.loads(result.stdout)["targets"][0]
@@ -474,9 +484,22 @@ def measure_quorumdb(
         f"quorumdb bench (quorumdb:// routing to partition leaders), {connections} connections"
         f" x {args.clients // connections} pipelined"
     )
-    return measurement_of(
+    measurement = measurement_of(
         report, f"quorumdb-{mode}", round_number, driver, args.clients, server_cpu, client_cpu
     )
+    measurement.gc_seconds = gc_seconds
+    return measurement
+
+
+def gc_pause_seconds(cluster: LocalTestCluster) -> float:
+    """The nodes' garbage-collector pauses so far (`quorumdb_gc_pause_seconds`), summed."""
+    total = 0.0
+    for index in range(cluster.node_count):
+        text = httpx.get(f"{cluster.http_url(index)}/metrics", timeout=10).text
+        for line in text.splitlines():
+            if line.startswith("quorumdb_gc_pause_seconds_total{"):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def measure_pysyncobj(
@@ -659,7 +682,9 @@ def run(args: argparse.Namespace, data_dir: Path, notes: list[str]) -> dict[str,
     processes = Processes()
     measurements: list[Measurement] = []
     profile: dict[str, Any] | None = None
-    cluster = LocalTestCluster(3, data_dir / "quorumdb", fsync="always")
+    cluster = LocalTestCluster(
+        3, data_dir / "quorumdb", fsync="always", extra_arguments=["--gc", args.quorumdb_gc]
+    )
     try:
         etcd = start_etcd(data_dir / "etcd", processes) if use_etcd else None
         cluster.start()
@@ -738,6 +763,11 @@ def summarize(measurements: list[Measurement]) -> list[dict[str, Any]]:
                     if operations
                     else None
                 ),
+                "gc_pause_ms_per_1000_ops": (
+                    1000.0 * 1000.0 * sum(run.gc_seconds for run in runs) / operations
+                    if operations and target.startswith("quorumdb")
+                    else None
+                ),
                 "client_cpu_ms_per_1000_ops": (
                     1000.0 * 1000.0 * sum(run.client_cpu_seconds for run in runs) / operations
                     if operations
@@ -754,7 +784,8 @@ def print_report(document: dict[str, Any]) -> None:
     print()
     header = (
         "| target | clients | ops/s (median) | ops/s by round | p50 ms | p99 ms | p99.9 ms "
-        "| errors | ratio to etcd (by round) | server CPU ms / 1000 ops |"
+        "| errors | ratio to etcd (by round) | server CPU ms / 1000 ops "
+        "| GC pause ms / 1000 ops |"
     )
     print(header)
     print("|" + "---|" * header.count(" | ") + "---|")
@@ -762,11 +793,13 @@ def print_report(document: dict[str, Any]) -> None:
         ratio = row["ratio_to_etcd"]
         ratio_text = "-" if ratio is None else f"{ratio:.2f} ({row['ratio_to_etcd_by_round']})"
         cpu = row["server_cpu_ms_per_1000_ops"]
+        gc_ms = row["gc_pause_ms_per_1000_ops"]
         print(
             f"| {row['target']} | {row['clients']} | {row['throughput_ops_per_second']:,.0f} "
             f"| {', '.join(f'{value:,}' for value in row['throughput_by_round'])} "
             f"| {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['p99_9_ms']:.2f} "
-            f"| {row['errors']} | {ratio_text} | {'-' if cpu is None else f'{cpu:,.0f}'} |"
+            f"| {row['errors']} | {ratio_text} | {'-' if cpu is None else f'{cpu:,.0f}'} "
+            f"| {'-' if gc_ms is None else f'{gc_ms:,.1f}'} |"
         )
     print()
     for row in document["summary"]:
@@ -803,6 +836,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="connections the quorumdb clients share, pipelining (default: one per client)",
+    )
+    parser.add_argument(
+        "--quorumdb-gc",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="the nodes' garbage collector (quorumdb node --gc)",
     )
     parser.add_argument("--pysyncobj-threads", type=int, default=64)
     parser.add_argument("--skip-etcd", action="store_true")

@@ -319,6 +319,9 @@ def test_metrics_exposition(nodes, cluster3) -> None:
         ratio = families["quorumdb_read_write_ratio"]
         assert ratio.type == "gauge"
         assert sample_value(ratio, "quorumdb_read_write_ratio") > 0
+        pauses = families["quorumdb_gc_pause_seconds"]
+        assert pauses.type == "counter"
+        assert {s.labels["generation"] for s in pauses.samples} == {"0", "1", "2"}
     # Rates are sampled once a second: within a few seconds the burst shows.
     deadline = time.monotonic() + 3.0
     rate = 0.0

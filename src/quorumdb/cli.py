@@ -77,7 +77,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
         format=f"%(asctime)s {settings.node_id} %(levelname)s %(name)s: %(message)s",
     )
     try:
-        run(settings)
+        run(settings, tune_gc=args.gc == "tuned")
     except (OSError, RuntimeError) as error:  # a taken port, a refused join
         print(f"error: node {settings.node_id} cannot start: {error}", file=sys.stderr)
         return 1
@@ -476,6 +476,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--print-example-config",
         action="store_true",
         help="print an example TOML configuration and exit",
+    )
+    node.add_argument(
+        "--gc",
+        choices=["tuned", "default"],
+        default="tuned",
+        help="the garbage collector: 'tuned' freezes start-up objects and collects young"
+        " objects every 50,000 allocations instead of 700 (fewer, shorter pauses);"
+        " 'default' keeps CPython's settings (default %(default)s)",
     )
     node.add_argument(
         "--index",

@@ -12,6 +12,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from quorumdb.core.replication.lost_found import pending_count
+from quorumdb.gc_tuning import GENERATIONS, PAUSES
 from quorumdb.runtime.metrics import LATENCY_BUCKETS_SECONDS
 from quorumdb.runtime.node_runtime import NodeRuntime, now_ms
 
@@ -136,6 +137,21 @@ class NodeCollector(Collector):
                 runtime.transport.rejected_connection_count,
             ),
         }
+        pauses = CounterMetricFamily(
+            "quorumdb_gc_pause_seconds",
+            "Seconds the garbage collector stopped the node, by generation",
+            labels=["node", "generation"],
+        )
+        collections = CounterMetricFamily(
+            "quorumdb_gc_collections",
+            "Garbage collections, by generation",
+            labels=["node", "generation"],
+        )
+        for generation in GENERATIONS:
+            pauses.add_metric([node, str(generation)], PAUSES.seconds[generation])
+            collections.add_metric([node, str(generation)], PAUSES.collections[generation])
+        yield pauses
+        yield collections
         for name, (help_text, value) in counters.items():
             counter = CounterMetricFamily(name, help_text, labels=["node"])
             counter.add_metric([node], value)

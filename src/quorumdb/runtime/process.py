@@ -20,7 +20,7 @@ from quorumdb.api.http_app import create_app
 from quorumdb.api.prometheus import RateSampler
 from quorumdb.api.resp_server import RespServer
 from quorumdb.core.cluster import Member
-from quorumdb.gc_tuning import tune_for_hot_loop
+from quorumdb.gc_tuning import PAUSES, tune_for_hot_loop
 from quorumdb.runtime.node_runtime import NodeRuntime, NodeSettings
 
 LOG = logging.getLogger(__name__)
@@ -136,7 +136,10 @@ async def serve(settings: NodeSettings, ready: asyncio.Event | None = None) -> N
     await runtime.close()
 
 
-def run(settings: NodeSettings) -> None:
-    """The node process's main: the collector tuned for the hot path, then serve."""
-    tune_for_hot_loop()
+def run(settings: NodeSettings, tune_gc: bool = True) -> None:
+    """The node process's main: the collector tuned for the hot path (unless not
+    `tune_gc`) and its pauses counted, then serve."""
+    if tune_gc:
+        tune_for_hot_loop()
+    PAUSES.install()
     uvloop.run(serve(settings))
