@@ -9,7 +9,9 @@ and docs/history-format.md). Keys follow patterns the checkers can judge:
 
 A request goes to a random live node, which forwards it to the key's owner. It ends
 `ok`, `fail` (a definite error), or `info` (indefinite error, its node crashed before
-answering, or no answer within the client timeout). Late answers are ignored.
+answering, or no answer within the client timeout). Late answers are ignored. Each
+`ok` records the replication position (epoch, sequence) its answer carries, if any
+(replicated keyspaces).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from quorumdb.check.history import HistoryEvent, HistoryValue
+from quorumdb.check.history import HistoryEvent, HistoryValue, Position
 from quorumdb.core.keyspace import DEFAULT_KEYSPACE
 from quorumdb.core.messages import Append, Delete, Get, Increment, KeyOperation, Outcome, Put
 from quorumdb.sim.cluster import SimCluster
@@ -229,7 +231,7 @@ class Workload:
                 )
                 self._complete(request, "info", self._failed_value(request), "mismatched-reply")
                 return
-            self._complete(request, "ok", value, None)
+            self._complete(request, "ok", value, None, outcome.position)
             return
         kind = "fail" if outcome.error.definite else "info"
         self._complete(request, kind, self._failed_value(request), outcome.error.value)
@@ -260,11 +262,16 @@ class Workload:
         return None if request.f in ("get", "delete") else request.invoke_value
 
     def _complete(
-        self, request: ClientRequest, kind: str, value: HistoryValue, error: str | None
+        self,
+        request: ClientRequest,
+        kind: str,
+        value: HistoryValue,
+        error: str | None,
+        position: Position | None = None,
     ) -> None:
         del self.outstanding[request.request_id]
         self.outcome_counts[kind] += 1
-        self._record(request.process, kind, request.f, request.key, value, error)
+        self._record(request.process, kind, request.f, request.key, value, error, position)
         if request.process == self.final_process:
             self._after_final_read(kind)
             return
@@ -272,15 +279,25 @@ class Workload:
         self.queue.schedule_in(delay_ms, functools.partial(self._issue_next, request.process))
 
     def _record(
-        self, process: int, kind: str, f: str, key: str, value: HistoryValue, error: str | None
+        self,
+        process: int,
+        kind: str,
+        f: str,
+        key: str,
+        value: HistoryValue,
+        error: str | None,
+        position: Position | None = None,
     ) -> None:
         event = HistoryEvent(
-            len(self.history), self.queue.now_ms, process, kind, f, key, value, error
+            len(self.history), self.queue.now_ms, process, kind, f, key, value, error, position
         )
         self.history.append(event)
         shown = f" {value}" if value is not None else ""
         problem = f" ({error})" if error is not None else ""
-        self.trace.record(self.queue.now_ms, f"client p{process} {kind} {f} {key}{shown}{problem}")
+        at = "" if position is None else f" @{position[0]}.{position[1]}"
+        self.trace.record(
+            self.queue.now_ms, f"client p{process} {kind} {f} {key}{shown}{problem}{at}"
+        )
 
     # --- final reads ----------------------------------------------------------------------
 
