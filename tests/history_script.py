@@ -56,14 +56,18 @@ class Script:
         self.invoke(process, "get", key)
         return self.complete(process, "ok", "get", key, got, at)
 
-    def increment(self, process: int, key: str, delta: int, total: int | None) -> Script:
+    def increment(
+        self, process: int, key: str, delta: int, total: int | None, at: Position | None = None
+    ) -> Script:
         self.invoke(process, "increment", key, delta)
         if total is None:
             return self.complete(process, "info", "increment", key, delta)
-        return self.complete(process, "ok", "increment", key, total)
+        return self.complete(process, "ok", "increment", key, total, at)
 
-    def append(self, process: int, key: str, piece: str, length: int | None) -> Script:
+    def append(
+        self, process: int, key: str, piece: str, length: int | None, at: Position | None = None
+    ) -> Script:
         self.invoke(process, "append", key, piece)
         if length is None:
             return self.complete(process, "info", "append", key, piece)
-        return self.complete(process, "ok", "append", key, length)
+        return self.complete(process, "ok", "append", key, length, at)

@@ -91,6 +91,35 @@ def test_positions_compare_epoch_first() -> None:
     assert counts(ryw(script)) == (1, 0, 1)
 
 
+def test_a_deposed_leaders_read_below_the_own_increment_is_reported() -> None:
+    # A shared counter: the successor (epoch 2) acknowledged the session's increment,
+    # then the cut-off leader of epoch 1, its lease stretched by a slow clock, served the
+    # session's read from before it. Without positions a shared key cannot be judged.
+    script = Script().increment(OTHER, "c", 2, 2, at=(1, 7))
+    script.increment(WRITER, "c", 3, 5, at=(2, 8)).get(WRITER, "c", "2", at=(1, 7))
+    report = ryw(script)
+    assert counts(report) == (1, 0, 1)
+    [violation] = report.violations
+    assert (violation.process, violation.key, violation.read_index) == (WRITER, "c", 5)
+    assert "served at [1, 7], before its own write at [2, 8]" in str(violation)
+    unplaced = Script().increment(OTHER, "c", 2, 2).increment(WRITER, "c", 3, 5)
+    assert counts(ryw(unplaced.get(WRITER, "c", "2"))) == (0, 1, 0)
+
+
+def test_a_read_below_the_last_of_several_own_appends_is_reported() -> None:
+    script = Script().append(WRITER, "log", "a;", 2, at=(1, 3))
+    script.append(WRITER, "log", "b;", 4, at=(1, 6)).get(WRITER, "log", "a;", at=(1, 5))
+    assert counts(ryw(script)) == (1, 0, 1)
+
+
+def test_positions_of_different_keys_are_not_compared() -> None:
+    # Read-your-writes is per key: a session's write of one key does not hold its read
+    # of another key to that position (the keys may live in different partitions,
+    # whose positions do not compare; the history does not say).
+    script = Script().put(WRITER, "k", "a", at=(1, 9)).get(WRITER, "other", None, at=(1, 3))
+    assert counts(ryw(script)) == (0, 0, 0)
+
+
 # --- monotonic reads: must pass -------------------------------------------------------------
 
 
@@ -157,6 +186,16 @@ def test_a_positioned_read_below_an_earlier_one_is_reported() -> None:
     report = monotonic(script)
     assert counts(report) == (1, 0, 1)
     assert "[1, 2]" in str(report.violations[0])
+
+
+def test_a_read_at_a_deposed_leader_after_one_at_its_successor_is_reported() -> None:
+    # A reader routing by a stale map: first the successor, then the cut-off old leader.
+    script = Script().increment(WRITER, "c", 1, 1, at=(1, 4))
+    script.increment(OTHER, "c", 1, 2, at=(2, 5))
+    script.get(READER, "c", "2", at=(2, 5)).get(READER, "c", "1", at=(1, 4))
+    report = monotonic(script)
+    assert counts(report) == (1, 0, 1)
+    assert "served at [1, 4], after a read at [2, 5]" in str(report.violations[0])
 
 
 def test_one_regression_is_reported_once() -> None:

@@ -411,6 +411,32 @@ def test_a_cut_off_leader_stops_reading_before_a_successor_can_be_chosen() -> No
     assert reads and reads[0].error is not None
 
 
+def test_a_read_of_an_empty_log_is_at_the_origin_in_every_epoch() -> None:
+    """Before anything is logged, a read answers at (0, 0), as a follower's read does, not
+    at (epoch, 0): a later leader may take over an entry of an older epoch (a write
+    never acknowledged), and the read's position must not rank above it (the simulator's
+    session checkers compared such positions and reported reads going back)."""
+    group = majority_group("majority")
+    group.tick(150)
+    reads: list[WriteResult] = []
+
+    def read(result: WriteResult) -> list[Effect]:
+        reads.append(result)
+        return []
+
+    group.run("n0", group.replicas["n0"].when_replicated(group.local("n0"), read))
+    group.cut = {"n0"}
+    successor = group.fail_over(2, ["n1", "n2"], "majority")
+    assert successor is not None
+    group.cut = set()
+    group.inform_all()
+    group.tick(150)  # the successor's followers grant it a lease
+    new_leader = group.replicas[successor]
+    group.run(successor, new_leader.when_replicated(group.local(successor), read))
+    assert [result.error for result in reads] == [None, None]
+    assert [result.position for result in reads] == [Position(0, 0), Position(0, 0)]
+
+
 def test_a_restarted_follower_waits_a_lease_before_promising_a_successor() -> None:
     group = majority_group("majority")
     group.tick(150)

@@ -170,6 +170,9 @@ class SimCluster:
         # Told (node id, fsync delay) whenever a sync is scheduled: lets the nemesis aim
         # a crash into the window where writes are applied but not yet durable.
         self.on_sync_scheduled: Callable[[str, int], None] | None = None
+        # Told (node id, request id, outcome) when a node answers a client, at the instant
+        # it decides the answer (before the answer waits for a sync).
+        self.on_answer: Callable[[str, int, Outcome], None] | None = None
         network.attach(self._on_delivery)
 
     def attach(self, listener: ClientListener) -> None:
@@ -240,6 +243,8 @@ class SimCluster:
 
     def _carry_out(self, sim_node: SimNode, effects: list[Effect]) -> None:
         for effect in effects:
+            if isinstance(effect, Reply) and self.on_answer is not None:
+                self.on_answer(sim_node.node_id, effect.request_id, effect.outcome)
             if isinstance(effect, Persist):
                 self._persist(sim_node, effect)
             elif not sim_node.synced:

@@ -82,8 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clock-drift-ppm",
         type=_count(0),
-        help="with --mode: clocks run this many ppm fast and slow, alternately, instead of"
-        " the drawn drift (the lease assumes at most 10000; beyond it reads may go stale)",
+        help="with --mode: each node's clock runs this many ppm fast or slow (the direction"
+        " drawn per node) instead of the drawn drift; the lease assumes rates at most 1%%"
+        " apart, so up to 5000; beyond it a deposed leader may read stale",
     )
     parser.add_argument(
         "--history",
@@ -252,6 +253,7 @@ def _simulate_replication(seed: int, args: argparse.Namespace) -> _Run:
         f" crashes={simulation.cluster.stats.crashes}"
         f" isolations={simulation.nemesis.leader_isolations}"
         f" failovers={simulation.failovers}"
+        f" deposed-reads={simulation.deposed_reads}"
         f" lost+found={len(simulation.collected.lost_found)}"
     )
     lost_accounted = None

@@ -48,8 +48,9 @@ class ParameterOverrides:
     node_count: int | None = None
     faults: tuple[str, ...] | None = None
     operation_count: int | None = None
-    # Replication scenario: clocks that run this many ppm fast and slow, alternately
-    # (beyond the lease's assumed bound, 10,000 ppm, reads of a deposed leader go stale).
+    # Replication scenario: each node's clock runs this many ppm fast or slow, the
+    # direction drawn per node (the lease assumes rates at most 1 % apart: up to 5,000
+    # ppm each way; beyond that a deposed leader may still read, sometimes stale).
     clock_drift_ppm: int | None = None
 
 

@@ -3,7 +3,11 @@
 One seed draws the usual parameters (`faults.draw_parameters`: network, partitions,
 crashes, clock skew, workload), then what only this scenario needs: how often and how
 long the nemesis isolates a partition's current leader (looked up in a live node's
-map). The run:
+map), and how many readers (clients that only read, each at the leader named by the
+map it cached, so they keep reading at a leader cut off from its followers).
+`--clock-drift-ppm N` makes each node's clock N ppm fast or slow, the direction
+drawn per node, to run clocks beyond the lease's bound: a read a leader answers after
+another node was made leader of a newer epoch is counted (`deposed_reads`). The run:
 
 1. setup: at least 3 nodes; a keyspace with 3 replicas per partition in the chosen
    sync mode is created through the controller (no faults yet besides loss,
@@ -42,7 +46,7 @@ from quorumdb.check.history import (
 from quorumdb.check.lost_found import LostFoundReport, check_lost_found
 from quorumdb.core.cluster import PartitionMap, local_members
 from quorumdb.core.keyspace import KeyspaceConfig
-from quorumdb.core.messages import CreateKeyspace
+from quorumdb.core.messages import CreateKeyspace, Outcome
 from quorumdb.core.records import decode_record
 from quorumdb.core.replication import lost_found
 from quorumdb.core.replication.replica import PartitionReplica
@@ -73,6 +77,7 @@ FIRST_ISOLATION_MS_MAX = 1_000
 SAFETY_MS_MIN = 8_000
 SAFETY_MS_MAX = 20_000
 CREATE_RETRY_MS = 3_000
+READER_COUNT_MAX = 4
 SETTLE_TIME_MS_MAX = 120_000
 SETTLE_CHECK_MS = 100
 FINAL_TIME_MS_MAX = 10 * 60 * 1000
@@ -90,6 +95,9 @@ class ReplicationParameters:
     isolate_interval_ms: int  # 0: the leader is never isolated
     isolate_duration_ms_max: int
     safety_ms: int  # clients stop issuing after this long, if not done before
+    # Clients besides the writers that only read, each at the key's leader in the map it
+    # cached: after a failover they keep reading at the old leader while it answers.
+    reader_count: int = 0
 
     def describe(self) -> list[str]:
         every = (
@@ -104,6 +112,7 @@ class ReplicationParameters:
             f" sync={self.mode}",
             f"leader-isolation: {every}",
             f"safety-phase: clients issue for at most {self.safety_ms}ms",
+            f"readers: {self.reader_count}, each reading at the leader of its cached map",
         ]
 
 
@@ -111,9 +120,11 @@ def draw_replication_parameters(
     seed: int, rng: random.Random, mode: str, overrides: ParameterOverrides | None = None
 ) -> ReplicationParameters:
     """The data scenario's draw (every fault kind unless `--faults` says otherwise, at
-    least 3 nodes), then the leader isolation's interval and duration and how long
-    clients issue, always drawn, so overrides change what they name and nothing else.
-    Leader isolation is a partition: it happens when `partition` is among the faults."""
+    least 3 nodes), then the leader isolation's interval and duration, how long clients
+    issue and how many readers there are, always drawn, so overrides change what they
+    name and nothing else (`clock_drift_ppm` draws its directions from a generator of its
+    own). Leader isolation is a partition: it happens when `partition` is among the
+    faults."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     overrides = overrides or ParameterOverrides()
@@ -123,19 +134,32 @@ def draw_replication_parameters(
     chosen = replace(overrides, faults=faults, node_count=node_count)
     base = draw_parameters(seed, rng, chosen)
     if overrides.clock_drift_ppm is not None:
-        drift = overrides.clock_drift_ppm
-        drifts = tuple(drift if index % 2 == 0 else -drift for index in range(node_count))
-        base = replace(base, clock_drifts_ppm=drifts)
+        base = replace(
+            base, clock_drifts_ppm=drift_per_node(seed, node_count, overrides.clock_drift_ppm)
+        )
     isolate_interval_ms = rng.randint(1_000, 6_000)
     # Each isolation lasts between half of this and all of it: often long enough to
     # outlast failure detection (about 5 s) and fail over, sometimes just shorter.
     isolate_duration_ms_max = rng.randint(6_000, 16_000)
     safety_ms = rng.randint(SAFETY_MS_MIN, SAFETY_MS_MAX)
+    reader_count = rng.randint(0, READER_COUNT_MAX)
     if "partition" not in base.faults:
         isolate_interval_ms = 0
     return ReplicationParameters(
-        base, MODES[mode], isolate_interval_ms, isolate_duration_ms_max, safety_ms
+        base,
+        MODES[mode],
+        isolate_interval_ms,
+        isolate_duration_ms_max,
+        safety_ms,
+        reader_count,
     )
+
+
+def drift_per_node(seed: int, node_count: int, drift_ppm: int) -> tuple[int, ...]:
+    """`drift_ppm` fast or slow, the direction drawn per node (from a generator of its
+    own, so the rest of the seed's draw stays the same)."""
+    directions = random.Random(f"clock-drift-{seed}")
+    return tuple(drift_ppm if directions.random() < 0.5 else -drift_ppm for _ in range(node_count))
 
 
 def replication_rng(seed: int) -> random.Random:
@@ -238,12 +262,23 @@ class ReplicationSimulation:
             (base.fsync_ms_min, base.fsync_ms_max),
         )
         self.workload = Workload(
-            self.queue, rng, self.trace, self.cluster, base.workload_shape(), KEYSPACE
+            self.queue,
+            rng,
+            self.trace,
+            self.cluster,
+            base.workload_shape(),
+            KEYSPACE,
+            parameters.reader_count,
         )
         self.nemesis = ReplicationNemesis(self.queue, rng, self.cluster, self.network, parameters)
         self.problems: list[str] = []
         self.collected = _Collected()
         self.failovers = 0
+        # Linearizable reads a leader answered (to a client that asked it directly) after
+        # a successor was chosen: the lease rules them out while clocks keep within
+        # `max_clock_drift`; beyond it they happen, and some are stale.
+        self.deposed_reads = 0
+        self.cluster.on_answer = self._on_answer
         self._create_attempts = 0
 
     @classmethod
@@ -369,6 +404,37 @@ class ReplicationSimulation:
         maps = self._maps()
         return max(maps, key=lambda each: each.version) if maps else None
 
+    def _on_answer(self, node_id: str, request_id: int, outcome: Outcome) -> None:
+        """Count a read answered by a leader whose partition another node already leads in
+        a newer epoch, in some live node's map (the controller committed a failover; a
+        move completing, or the leader re-elected in place, keeps the same node)."""
+        request = self.workload.outstanding.get(request_id)
+        if request is None or request.node_id != node_id or request.f != "get":
+            return
+        if outcome.error is not None:
+            return
+        node = self.cluster.nodes[node_id].node
+        assert node is not None
+        placement = node.partition_map.keyspaces.get(KEYSPACE)
+        if placement is None:
+            return
+        partition = placement.layout.locate(request.key.encode())
+        replica = node.replication.replica(KEYSPACE, partition)
+        if replica is None or not replica.is_leader:
+            return  # answered for another node (forwarded), or not replicated yet
+        latest = self._latest_map()
+        newest = None if latest is None else latest.keyspaces.get(KEYSPACE)
+        if newest is None:
+            return
+        epoch, nodes = newest.replica_sets[partition]
+        if epoch > replica.promised_epoch and nodes[0] != node_id:
+            self.deposed_reads += 1
+            self.trace.record(
+                self.queue.now_ms,
+                f"deposed-read {node_id} req#{request_id} epoch {replica.promised_epoch},"
+                f" {nodes[0]} leads epoch {epoch}",
+            )
+
     def _failover_count(self) -> int:
         latest = self._latest_map()
         placement = None if latest is None else latest.keyspaces.get(KEYSPACE)
@@ -453,6 +519,7 @@ class ReplicationSimulation:
         return [
             *run_summary_lines(self.workload, self.network, self.cluster, self.nemesis, isolations),
             f"replication: mode={self.parameters.mode} failovers={self.failovers}"
+            f" deposed-leader-reads={self.deposed_reads}"
             f" lost+found-entries={len(self.collected.lost_found)}"
             f" replica-records={len(self.collected.replicas)}",
             f"disk: persists={cluster.persists} syncs={cluster.syncs}",

@@ -7,9 +7,19 @@ and docs/history-format.md). Keys follow patterns the checkers can judge:
   reads show whether an acknowledged write was lost;
 - `counter-<i>` (increments) and `log-<i>` (appends): shared by every process.
 
-A request goes to a random live node, which forwards it to the key's owner. It ends
-`ok`, `fail` (a definite error), or `info` (indefinite error, its node crashed before
-answering, or no answer within the client timeout). Late answers are ignored.
+Besides these writers, `reader_count` readers (processes numbered after the writers)
+only read, any key, and issue for as long as the writers do.
+
+A writer's request goes to a random live node, which forwards it to the key's owner;
+a reader's straight to the key's owner (a partition's leader) in a map the reader
+cached from a random live node, as the Python client routes. A reader keeps its map
+until an answer is not `ok` (or the owner it names is down), so after a failover it
+keeps reading at the old leader for as long as that leader answers.
+
+A request ends `ok`, `fail` (a definite error), or `info` (indefinite error, its node
+crashed before answering, or no answer within the client timeout). Late answers are
+ignored. Each `ok` records the replication position (epoch, sequence) its answer
+carries, if any (replicated keyspaces).
 """
 
 from __future__ import annotations
@@ -20,7 +30,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from quorumdb.check.history import HistoryEvent, HistoryValue
+from quorumdb.check.history import HistoryEvent, HistoryValue, Position
+from quorumdb.core.cluster import PartitionMap
 from quorumdb.core.keyspace import DEFAULT_KEYSPACE
 from quorumdb.core.messages import Append, Delete, Get, Increment, KeyOperation, Outcome, Put
 from quorumdb.sim.cluster import SimCluster
@@ -78,13 +89,17 @@ class Workload:
         cluster: SimCluster,
         shape: WorkloadShape,
         keyspace: str = DEFAULT_KEYSPACE,
+        reader_count: int = 0,
     ) -> None:
+        assert reader_count >= 0
         self.queue = queue
         self.rng = rng
         self.trace = trace
         self.cluster = cluster
         self.shape = shape
         self.keyspace = keyspace  # every operation's keyspace
+        self.readers = range(shape.client_count, shape.client_count + reader_count)
+        self._cached_maps: dict[int, PartitionMap] = {}  # each reader's, once fetched
         self.history: list[HistoryEvent] = []
         self.outcome_counts: Counter[str] = Counter()
         self.stray_reply_count = 0
@@ -95,7 +110,7 @@ class Workload:
         self.outstanding: dict[int, ClientRequest] = {}
         self._next_request_id = 1
         self._value_sequence = [0] * shape.client_count
-        self.final_process = shape.client_count
+        self.final_process = self.readers.stop
         self._final_keys: list[str] = []
         self._final_attempts = 0
         self.final_reads_finished = False
@@ -122,7 +137,7 @@ class Workload:
     # --- the safety phase -----------------------------------------------------------------
 
     def start(self) -> None:
-        for process in range(self.shape.client_count):
+        for process in range(self.readers.stop):
             delay_ms = self.rng.randint(0, self.shape.think_ms_max)
             self.queue.schedule_in(delay_ms, functools.partial(self._issue_next, process))
 
@@ -144,6 +159,10 @@ class Workload:
             return
         if not self.cluster.up_node_ids():
             self.queue.schedule_in(RETRY_DELAY_MS, functools.partial(self._issue_next, process))
+            return
+        if process in self.readers:
+            key = self.rng.choice(self.all_keys())
+            self._invoke(process, "get", key, Get(self.keyspace, key.encode()), None)
             return
         self.issued_count += 1
         f, key, operation, value = self._choose(process)
@@ -177,7 +196,7 @@ class Workload:
     def _invoke(
         self, process: int, f: str, key: str, operation: KeyOperation, value: HistoryValue
     ) -> None:
-        node_id = self.rng.choice(self.cluster.up_node_ids())
+        node_id = self._route(process, key)
         request = ClientRequest(self._next_request_id, process, node_id, f, key, operation, value)
         self._next_request_id += 1
         self.outstanding[request.request_id] = request
@@ -187,6 +206,24 @@ class Workload:
             self.shape.client_timeout_ms,
             functools.partial(self._on_timeout, request.request_id),
         )
+
+    def _route(self, process: int, key: str) -> str:
+        """The node a request goes to: a reader's, the key's owner in its cached map
+        (fetched from a random live node when it has none); else a random live node."""
+        up_node_ids = self.cluster.up_node_ids()
+        if process not in self.readers:
+            return self.rng.choice(up_node_ids)
+        cached = self._cached_maps.get(process)
+        if cached is None:
+            node = self.cluster.nodes[self.rng.choice(up_node_ids)].node
+            assert node is not None
+            cached = self._cached_maps[process] = node.partition_map
+        placement = cached.keyspaces.get(self.keyspace)
+        owner = None if placement is None else placement.owner_of_key(key.encode())[1]
+        if owner is not None and owner in up_node_ids:
+            return owner
+        del self._cached_maps[process]  # it named no live owner: ask again next time
+        return self.rng.choice(up_node_ids)
 
     def _client_latency_ms(self) -> int:
         return self.rng.randint(1, self.shape.client_latency_ms_max)
@@ -229,7 +266,7 @@ class Workload:
                 )
                 self._complete(request, "info", self._failed_value(request), "mismatched-reply")
                 return
-            self._complete(request, "ok", value, None)
+            self._complete(request, "ok", value, None, outcome.position)
             return
         kind = "fail" if outcome.error.definite else "info"
         self._complete(request, kind, self._failed_value(request), outcome.error.value)
@@ -260,11 +297,18 @@ class Workload:
         return None if request.f in ("get", "delete") else request.invoke_value
 
     def _complete(
-        self, request: ClientRequest, kind: str, value: HistoryValue, error: str | None
+        self,
+        request: ClientRequest,
+        kind: str,
+        value: HistoryValue,
+        error: str | None,
+        position: Position | None = None,
     ) -> None:
         del self.outstanding[request.request_id]
         self.outcome_counts[kind] += 1
-        self._record(request.process, kind, request.f, request.key, value, error)
+        self._record(request.process, kind, request.f, request.key, value, error, position)
+        if kind != "ok":
+            self._cached_maps.pop(request.process, None)  # route by a fresh map next
         if request.process == self.final_process:
             self._after_final_read(kind)
             return
@@ -272,15 +316,25 @@ class Workload:
         self.queue.schedule_in(delay_ms, functools.partial(self._issue_next, request.process))
 
     def _record(
-        self, process: int, kind: str, f: str, key: str, value: HistoryValue, error: str | None
+        self,
+        process: int,
+        kind: str,
+        f: str,
+        key: str,
+        value: HistoryValue,
+        error: str | None,
+        position: Position | None = None,
     ) -> None:
         event = HistoryEvent(
-            len(self.history), self.queue.now_ms, process, kind, f, key, value, error
+            len(self.history), self.queue.now_ms, process, kind, f, key, value, error, position
         )
         self.history.append(event)
         shown = f" {value}" if value is not None else ""
         problem = f" ({error})" if error is not None else ""
-        self.trace.record(self.queue.now_ms, f"client p{process} {kind} {f} {key}{shown}{problem}")
+        at = "" if position is None else f" @{position[0]}.{position[1]}"
+        self.trace.record(
+            self.queue.now_ms, f"client p{process} {kind} {f} {key}{shown}{problem}{at}"
+        )
 
     # --- final reads ----------------------------------------------------------------------
 

@@ -533,7 +533,12 @@ class PartitionReplica:
 
     def _result(self, sequence: int, error: str | None) -> WriteResult:
         acks = sum(1 for follower in self._voting() if follower.match >= sequence)
-        epoch = self.epoch_at(sequence) or self.promised_epoch
+        # An empty log answers at the origin, (0, 0), as a follower's read does: not at the
+        # promised epoch, which would rank it above entries of older epochs a later leader
+        # may still hold (an unacknowledged write, say).
+        epoch = self.epoch_at(sequence)
+        if epoch is None:  # trimmed away meanwhile
+            epoch = self.promised_epoch
         return WriteResult(Position(epoch, sequence), acks, error)
 
     def _fail_waiters(self, message: str) -> list[Effect]:
