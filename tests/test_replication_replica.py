@@ -541,3 +541,55 @@ def test_clock_drift_beyond_the_bound_lets_a_deposed_leader_read_stale() -> None
     write, and the old leader, whose slow clock says its lease still holds, answers a
     read with the value from before."""
     assert _deposed_leader_read_after_failover(0.7, 1.3) == b"\x00old"
+
+
+def read(group: Group, node_id: str) -> WriteResult | None:
+    """A linearizable read at `node_id`: its result once answered (None: still waiting)."""
+    answers: list[WriteResult] = []
+
+    def complete(result: WriteResult) -> list[Effect]:
+        answers.append(result)
+        return []
+
+    replica = group.replicas[node_id]
+    group.run(node_id, replica.when_replicated(group.local(node_id), complete))
+    group.deliver()
+    return answers[0] if answers else None
+
+
+def test_a_read_never_shows_an_older_epochs_entry_a_later_failover_undoes() -> None:
+    """Raft's "Figure 8": n0 (epoch 3) replicates its epoch-1 entry (1, 2) to n2, a
+    majority. n1 holds (2, 2), never acknowledged. Were (1, 2) readable now, a failover
+    to n1 (whose (2, 2) beats n2's (1, 2)) would undo what the read saw. The read waits
+    for an entry of epoch 3 behind it instead; once that is held, no later leader can
+    lack (1, 2)."""
+    group = majority_group("majority")
+    group.write("n0", 1, b"x", b"\x00one")
+    group.tick(150)  # (1, 1) everywhere
+    group.cut = {"n0"}
+    group.write("n0", 2, b"y", b"\x00two")  # (1, 2) on n0 only: never acknowledged
+    assert group.fail_over(2, ["n1", "n2"], "majority", informed=["n1", "n2"]) == "n1"
+    group.cut = {"n0", "n2"}
+    group.write("n1", 3, b"z", b"\x00three")  # (2, 2) on n1 only: never acknowledged
+    group.cut = {"n1"}
+    assert group.fail_over(3, ["n0", "n2"], "majority", informed=["n0", "n2"]) == "n0"
+    group.tick(150)  # n0 replicates (1, 2) to n2
+    seen = read(group, "n0")
+    assert seen is not None and seen.error is None
+    assert seen.position.epoch == 3  # served behind n0's own entry, not at (1, 2)
+    assert group.replicas["n2"].last == seen.position  # which a majority holds
+    assert group.data("n0").get(b"y") == b"\x00two"  # the read shows y
+    group.cut = {"n0"}
+    fourth = group.fail_over(4, ["n1", "n2"], "majority", informed=["n1", "n2"])
+    assert fourth == "n2"  # (3, 3) beats n1's (2, 2): y survives
+    assert group.data("n2").get(b"y") == b"\x00two"
+
+
+def test_a_leader_with_an_entry_of_its_epoch_reads_without_logging_another() -> None:
+    group = majority_group("majority")
+    group.write("n0", 1, b"x", b"\x00one")
+    group.tick(150)  # held everywhere, and the followers grant n0 a lease
+    before = group.replicas["n0"].last
+    seen = read(group, "n0")
+    assert seen is not None and seen.error is None and seen.position == before
+    assert group.replicas["n0"].last == before  # no empty entry: epoch 1 has one

@@ -131,14 +131,15 @@ def test_clocks_within_the_bound_never_let_a_deposed_leader_read() -> None:
 
 def test_clocks_beyond_the_bound_let_a_deposed_leader_read_stale() -> None:
     """The same seeds with clocks 60 % fast or slow: deposed leaders answer reads, and in
-    seed 78 one of them misses a write the successor acknowledged before the read began
+    seeds 78 and 83 one of them misses a write the successor acknowledged before the read began
     (docs/replication.md, "What breaks beyond the drift bound")."""
     print(f"seeds {DRIFT_SEEDS.start}..{DRIFT_SEEDS.stop - 1} at {BEYOND_BOUND_PPM} ppm")
     violations, deposed_reads = drift_sweep(BEYOND_BOUND_PPM)
     stale = [seed for seed, found in violations.items() if found]
-    assert stale == [78]
-    assert any(item.startswith("linearizability:") for item in violations[78]), violations[78]
-    assert all(deposed_reads[seed] > 0 for seed in stale)  # each from a deposed leader
+    assert stale == [78, 83]
+    for seed in stale:  # each a read a deposed leader served
+        assert any(item.startswith("linearizability:") for item in violations[seed]), seed
+        assert deposed_reads[seed] > 0
     assert sum(1 for count in deposed_reads.values() if count) >= 2  # not always stale
 
 
@@ -160,12 +161,14 @@ def test_the_stale_read_beyond_the_bound_replays_from_its_command(
 def test_acknowledging_before_a_majority_holds_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Majority mode answering like async: writes acknowledged by an isolated leader
     alone are lost by the failover, and linearizability and acknowledged writes say so."""
-    seed = 102
-    print(f"seed {seed}: {replay(seed, 'sync')} (with the leader acknowledging alone)")
     monkeypatch.setattr(PartitionReplica, "_satisfied", lambda self, sequence: True)
-    simulation = run(seed, "sync")
+    for seed in range(100, 140):  # the first seed whose failovers lose such a write
+        print(f"seed {seed}: {replay(seed, 'sync')} (with the leader acknowledging alone)")
+        simulation = run(seed, "sync")
+        violations = simulation.check().violations
+        if violations:
+            break
     assert simulation.failovers > 0
-    violations = simulation.check().violations
     assert any(item.startswith("linearizability:") for item in violations), violations
     assert any(item.startswith("acknowledged-writes:") for item in violations), violations
 
@@ -193,8 +196,6 @@ def test_undone_writes_missing_from_lost_and_found_are_caught(
 def test_an_undo_that_keeps_the_data_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """An old leader that drops its divergent tail from the log but not from the data:
     its replica differs from the others after healing."""
-    seed = 100
-    print(f"seed {seed}: {replay(seed, 'async')} (with undo keeping the data)")
 
     def undo_log_only(self: PartitionReplica, sequence: int, batch: _Batch) -> None:
         self._unlog_from(sequence, batch)
@@ -202,7 +203,11 @@ def test_an_undo_that_keeps_the_data_is_caught(monkeypatch: pytest.MonkeyPatch) 
         self.entries = self.entries[:count]
 
     monkeypatch.setattr(PartitionReplica, "_undo_from", undo_log_only)
-    violations = run(seed, "async").check().violations
+    for seed in range(100, 140):  # the first seed whose run undoes a divergent tail
+        print(f"seed {seed}: {replay(seed, 'async')} (with undo keeping the data)")
+        violations = run(seed, "async").check().violations
+        if any(item.startswith("convergence:") for item in violations):
+            break
     assert any(item.startswith("convergence:") for item in violations), violations
 
 
@@ -224,8 +229,8 @@ def test_a_failing_seed_prints_the_command_that_replays_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(PartitionReplica, "_satisfied", lambda self, sequence: True)
-    assert command.main(["--seed", "102", "--mode", "sync", "--check"]) == 1
+    assert command.main(["--seed", "101", "--mode", "sync", "--check"]) == 1
     output = capsys.readouterr().out
     assert "sync=majority" in output and "leader-isolation:" in output
     assert "violation: linearizability:" in output
-    assert "replay: quorumdb sim --seed 102 --mode sync --check --trace" in output
+    assert "replay: quorumdb sim --seed 101 --mode sync --check --trace" in output

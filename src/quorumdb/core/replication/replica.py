@@ -382,12 +382,20 @@ class PartitionReplica:
         replicated as the mode asks, so the read never shows a write a failover could
         undo, and while the lease holds, so no successor can have taken any write yet."""
         assert self.is_leader
+        effects: list[Effect] = []
+        if self.entries and self.entries[-1].entry.epoch != self.promised_epoch:
+            # Raft's "Figure 8": entries of an older epoch held by a majority may still be
+            # undone, by a later leader holding an entry of an epoch in between. They are
+            # safe only behind an entry of this epoch held as the mode asks; a leader
+            # that has none yet logs an empty one, and the read waits for it. (What the
+            # log trimmed, every replica held: nothing there can be undone.)
+            effects += self.append(now_ms, (), _nothing_to_answer)
         sequence = self.last_sequence
         if self._readable(now_ms, sequence):
-            return complete(self._result(sequence, None))
+            return effects + complete(self._result(sequence, None))
         deadline_ms = now_ms + self.limits.write_timeout_ms
         self._read_waiters.append(_Waiter(sequence, deadline_ms, complete))
-        return []
+        return effects
 
     def lease_end_ms(self) -> int | None:
         """Until when (this clock) no successor can be elected; None: no followers."""
@@ -942,6 +950,11 @@ class PartitionReplica:
     def _state_write(self) -> Write:
         state = ReplicaState(self.promised_epoch, self.base, self.epoch_starts)
         return state_write(self.keyspace, self.partition, state)
+
+
+def _nothing_to_answer(result: WriteResult) -> list[Effect]:
+    """The completion of a leader's own empty entry: nobody waits for it."""
+    return []
 
 
 def _shipped(entry: Entry, rows_through: int) -> Entry:
