@@ -23,7 +23,7 @@ from quorumdb.bench.runner import BenchConfig, run_bench_async
 from quorumdb.bench.workload import WorkloadConfig
 from quorumdb.core.partitioning import FixedLayout
 from quorumdb.core.partitioning.leaders import LeaderLayout
-from test_bench import run_async
+from test_bench import run_async, small_config
 
 
 class FakeCluster:
@@ -158,14 +158,8 @@ async def fake_cluster(
 
 
 def config_for(target: str, **overrides: object) -> BenchConfig:
-    settings: dict[str, object] = {
-        "targets": [target],
-        "clients": 4,
-        "workload": WorkloadConfig(key_count=400, read_ratio=0.5, value_size_bytes=16, seed=3),
-        "drain_timeout_seconds": 5.0,
-    }
-    settings.update(overrides)
-    return BenchConfig(**settings)  # type: ignore[arg-type]
+    workload = WorkloadConfig(key_count=400, read_ratio=0.5, value_size_bytes=16, seed=3)
+    return small_config(target, **{"clients": 4, "workload": workload, **overrides})
 
 
 def test_which_failures_are_retried_and_how_long_to_wait() -> None:
