@@ -69,12 +69,47 @@ def test_a_final_value_from_an_info_write_may_be_the_newest() -> None:
 
 def test_keys_that_do_not_fit_or_have_no_final_read_are_skipped() -> None:
     script = Script().put(WRITER, "k", "a").put(1, "k", "b").get(READER, "k", None)
-    script.put(WRITER, "unread", "a").increment(WRITER, "c", 1, 1).get(READER, "c", None)
+    script.put(WRITER, "unread", "a").increment(WRITER, "c", 1, 1)
+    script.increment(WRITER, "mixed", 1, 1).append(1, "mixed", "x;", 2).get(READER, "mixed", None)
     report = check(script)
-    assert (report.judged_keys, report.skipped_keys) == (0, 3) and tally(report) == (0, 0, 0)
+    assert (report.judged_keys, report.skipped_keys) == (0, 4) and tally(report) == (0, 0, 0)
+
+
+def test_a_gone_increment_is_listed_with_the_total_it_wrote() -> None:
+    """Two writers; the second's increment (total 3) was on a discarded branch: the
+    final total is 1, and lost+found holds the 3 the old leader had stored."""
+    script = Script().increment(WRITER, "c", 1, 1).increment(1, "c", 2, 3).get(READER, "c", "1")
+    report = check(script, ("c", "3"))
+    assert tally(report) == (1, 1, 0) and report.judged_keys == 1
+
+
+def test_increments_at_or_below_the_final_total_are_not_judged() -> None:
+    script = Script().increment(WRITER, "c", 3, 3).increment(1, "c", 2, 5).get(READER, "c", "5")
+    assert tally(check(script)) == (0, 0, 0)
+
+
+def test_a_gone_append_is_listed_with_its_whole_value() -> None:
+    script = Script().append(WRITER, "log", "0.1;", 4).append(1, "log", "1.1;", 8)
+    report = check(script.get(READER, "log", "0.1;"), ("log", "0.1;1.1;"))
+    assert tally(report) == (1, 1, 0) and report.judged_keys == 1
 
 
 # --- histories that must fail ---------------------------------------------------------------
+
+
+def test_a_gone_increment_missing_from_lost_found_is_reported() -> None:
+    script = Script().increment(WRITER, "c", 1, 1).increment(1, "c", 2, 3).get(READER, "c", "1")
+    report = check(script, ("c", "2"))  # another total: not this write's
+    assert tally(report) == (1, 0, 1)
+    [violation] = report.violations
+    assert (violation.key, violation.value, violation.final_value) == ("c", "3", "1")
+
+
+def test_a_gone_append_missing_or_listed_with_another_value_is_reported() -> None:
+    script = Script().append(WRITER, "log", "0.1;", 4).append(1, "log", "1.1;", 8)
+    script.get(READER, "log", "0.1;")
+    assert tally(check(script)) == (1, 0, 1)
+    assert tally(check(script, ("log", "1.1;"))) == (1, 0, 1)  # not the value it made
 
 
 def test_a_gone_acknowledged_write_missing_from_lost_found_is_reported() -> None:

@@ -12,8 +12,19 @@ Entries are counted too: listed writes that were never acknowledged (`info`, `fa
 or unfinished: the client was never promised anything) are fine and counted
 separately, as are entries for writes still present and entries matching no write.
 
-Limits: keys with several writers, increments or appends, and keys with no final
-read are not judged (counted as skipped). A final value that an `info` write may
+Counters and appends (keys written only by increments, or only by appends, from any
+number of writers) are judged too, from what each `ok` reply says: an increment's
+reply is the total it wrote, an append's the length. With a final read `F`:
+- an acknowledged increment (of a positive delta) whose total exceeds `F` is gone; it
+  must be listed with that total. One whose total is at most `F` may be gone as well
+  (a discarded branch can pass through totals the surviving one also reaches): those
+  are not judged, so the rule never blames what it cannot see;
+- an acknowledged append whose piece `F` does not contain is gone; it must be listed
+  with a value of the reply's length ending with the piece (the log stores the whole
+  value the append made).
+
+Limits: keys with several writers of puts, keys mixing kinds of writes, and keys with
+no final read are not judged (counted as skipped). A final value that an `info` write may
 have produced could be the newest write, so nothing before it counts as gone; a
 final value no write could produce is left to the acknowledged-writes checker. A
 discarded delete is matched by key alone.
@@ -68,6 +79,8 @@ def check_lost_found(
     gone: set[tuple[str, str | None]] = set()
     for key in sorted(by_key):
         order = orders.get(key)
+        if order is None and _judge_accumulated(report, key, by_key[key], entries, gone):
+            continue
         final_read = _final_read(by_key[key]) if order is not None else None
         if order is None or final_read is None:
             report.skipped_keys += 1
@@ -89,6 +102,69 @@ def check_lost_found(
     for entry in entries:
         _count_entry(report, entry, orders.get(entry.key), gone)
     return report
+
+
+def _judge_accumulated(
+    report: LostFoundReport,
+    key: str,
+    operations: list[HistoryOperation],
+    entries: Sequence[LostFoundEntry],
+    gone: set[tuple[str, str | None]],
+) -> bool:
+    """A counter's or an append log's gone writes, each matched to a listed entry;
+    False when `key` is neither (or has no final read), for the caller to skip."""
+    kinds = {operation.f for operation in operations if operation.f != "get"}
+    if kinds not in ({"increment"}, {"append"}):
+        return False
+    final_read = _final_read(operations)
+    if final_read is None:
+        return False
+    final = read_value(final_read)
+    listed = [entry.value for entry in entries if entry.key == key]
+    writes = [operation for operation in operations if operation.f in kinds]
+    if kinds == {"increment"}:
+        if any(not isinstance(w.invoke.value, int) or w.invoke.value <= 0 for w in writes):
+            return False  # a decrement makes totals non-monotonic: nothing to infer
+        total = int(final) if isinstance(final, str) and final.lstrip("-").isdigit() else 0
+        if final is not None and str(total) != final:
+            return False  # not a number: left to the other checkers
+        missing = [
+            (write, str(write.completion.value))
+            for write in writes
+            if write.outcome == "ok" and write.completion is not None
+            and isinstance(write.completion.value, int) and write.completion.value > total
+        ]  # fmt: skip
+        matches = [value if value in listed else None for _, value in missing]
+    else:
+        text = final if isinstance(final, str) else ""
+        missing = [
+            (write, str(write.invoke.value))
+            for write in writes
+            if write.outcome == "ok" and str(write.invoke.value) not in text
+        ]
+        matches = [
+            next(
+                (
+                    value
+                    for value in listed
+                    if value is not None
+                    and write.completion is not None
+                    and len(value) == write.completion.value
+                    and value.endswith(piece)
+                ),
+                None,
+            )
+            for write, piece in missing
+        ]
+    report.judged_keys += 1
+    for (write, value), match in zip(missing, matches, strict=True):
+        report.lost += 1
+        if match is not None:
+            report.accounted += 1
+            gone.add((key, match))
+        else:
+            report.violations.append(UnaccountedWrite(key, value, write.end_index, final))
+    return True
 
 
 def _final_read(operations: list[HistoryOperation]) -> HistoryOperation | None:
