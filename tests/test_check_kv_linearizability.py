@@ -65,6 +65,7 @@ def test_a_stale_read_is_a_violation() -> None:
     assert report.keys_with(VIOLATION) == ["k"]
     [message] = report.violations
     assert "'k'" in message and "not linearizable" in message
+    assert "(events 4..5) cannot take effect" in message  # event indices, not ms
 
 
 def test_a_failed_write_that_is_visible_is_a_violation() -> None:

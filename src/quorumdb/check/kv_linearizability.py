@@ -140,6 +140,7 @@ def to_operations(operations: Sequence[HistoryOperation]) -> list[Operation]:
                 result=result,
                 invoked_ms=operation.invoke.index,
                 completed_ms=completed_index,
+                time_unit="events",
             )
         )
     return converted

@@ -44,10 +44,19 @@ class Operation:
     result: Hashable
     invoked_ms: int
     completed_ms: int | None
+    # What the two times count: milliseconds, or (for recorded histories, which order
+    # operations by their events) event indices. Only the messages care.
+    time_unit: str = "ms"
 
     @property
     def indeterminate(self) -> bool:
         return self.completed_ms is None
+
+    def span(self) -> str:
+        """When it ran, for a message: "(120..135 ms)" or "(events 7..12)"."""
+        if self.time_unit == "ms":
+            return f"({self.invoked_ms}..{self.completed_ms} ms)"
+        return f"({self.time_unit} {self.invoked_ms}..{self.completed_ms})"
 
 
 class Model(Protocol[State]):
@@ -200,7 +209,7 @@ class _Search(Generic[State]):
             f"no valid order: after {linearized_count} operations, process"
             f" {operation.process} {operation.function} {operation.key}"
             f" {operation.argument!r} -> {operation.result!r}"
-            f" ({operation.invoked_ms}..{operation.completed_ms} ms) cannot take effect"
+            f" {operation.span()} cannot take effect"
         )
         return self._result(Verdict.VIOLATION, detail)
 
