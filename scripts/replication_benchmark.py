@@ -337,6 +337,8 @@ class Measurement:
     client_cpu_seconds: float
     note: str = ""
     gc_seconds: float = 0.0  # the quorumdb nodes' garbage-collector pauses meanwhile
+    fsync_seconds: float = 0.0  # and the time their group commits spent in fsync
+    fsync_count: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -471,11 +473,11 @@ def measure_quorumdb(
     pids = [process.pid for process in cluster.processes.values()]
     environment = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     limit = args.duration + args.warmup + RUN_SLACK_SECONDS
-    gc_before = gc_pause_seconds(cluster)
+    before = node_totals(cluster)
     result, server_cpu, client_cpu = timed_run(
         bench_command(args, cluster, keyspace), pids, limit, env=environment
     )
-    gc_seconds = gc_pause_seconds(cluster) - gc_before
+    after = node_totals(cluster)
     if result.returncode != 0:
         raise RuntimeError(f"quorumdb bench failed: {result.stderr.strip()[-1000:]}")
     report = json.loads(result.stdout)["targets"][0]
@@ -487,19 +489,27 @@ def measure_quorumdb(
     measurement = measurement_of(
         report, f"quorumdb-{mode}", round_number, driver, args.clients, server_cpu, client_cpu
     )
-    measurement.gc_seconds = gc_seconds
+    measurement.gc_seconds = after[GC_PAUSE_METRIC] - before[GC_PAUSE_METRIC]
+    measurement.fsync_seconds = after[FSYNC_SECONDS_METRIC] - before[FSYNC_SECONDS_METRIC]
+    measurement.fsync_count = int(after[FSYNCS_METRIC] - before[FSYNCS_METRIC])
     return measurement
 
 
-def gc_pause_seconds(cluster: LocalTestCluster) -> float:
-    """The nodes' garbage-collector pauses so far (`quorumdb_gc_pause_seconds`), summed."""
-    total = 0.0
+GC_PAUSE_METRIC = "quorumdb_gc_pause_seconds_total"
+FSYNC_SECONDS_METRIC = "quorumdb_fsync_seconds_total"
+FSYNCS_METRIC = "quorumdb_fsyncs_total"
+
+
+def node_totals(cluster: LocalTestCluster) -> dict[str, float]:
+    """GC pauses, fsync time and fsync count so far, from every node's /metrics, summed."""
+    totals = dict.fromkeys((GC_PAUSE_METRIC, FSYNC_SECONDS_METRIC, FSYNCS_METRIC), 0.0)
     for index in range(cluster.node_count):
         text = httpx.get(f"{cluster.http_url(index)}/metrics", timeout=10).text
         for line in text.splitlines():
-            if line.startswith("quorumdb_gc_pause_seconds_total{"):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
+            name = line.split("{", 1)[0]
+            if name in totals:
+                totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals
 
 
 def measure_pysyncobj(
@@ -551,25 +561,15 @@ def measure_pysyncobj(
     if driver.returncode != 0:
         raise RuntimeError(f"pysyncobj driver failed: {stderr.decode()[-1000:]}")
     document = json.loads(stdout)
-    latency = document["latency_ms"]
     warnings = stderr.decode().count("state machine may have diverged")
     note = f"{warnings} PySyncObj 'state machine may have diverged' warnings" if warnings else ""
     total_cpu = children_cpu_seconds() - servers_before
-    return Measurement(
-        target="pysyncobj",
-        round_number=round_number,
-        driver=document["driver"] + ", no fsync",
-        clients=args.pysyncobj_threads,
-        throughput_ops_per_second=document["throughput_ops_per_second"],
-        p50_ms=latency["p50"],
-        p99_ms=latency["p99"],
-        p99_9_ms=latency["p99_9"],
-        errors=document["errors"],
-        count=document["count"],
-        server_cpu_seconds=total_cpu,
-        client_cpu_seconds=0.0,
-        note=note + " (CPU: all 3 processes, driver threads included)",
+    label = document["driver"] + ", no fsync"
+    measurement = measurement_of(
+        document, "pysyncobj", round_number, label, args.pysyncobj_threads, total_cpu, 0.0
     )
+    measurement.note = note + " (CPU: all 3 processes, driver threads included)"
+    return measurement
 
 
 # --- quorumdb -----------------------------------------------------------------------------
@@ -768,6 +768,11 @@ def summarize(measurements: list[Measurement]) -> list[dict[str, Any]]:
                     if operations and target.startswith("quorumdb")
                     else None
                 ),
+                "fsync_ms_mean_by_round": [
+                    round(1000.0 * run.fsync_seconds / run.fsync_count, 2)
+                    for run in runs
+                    if run.fsync_count
+                ],
                 "client_cpu_ms_per_1000_ops": (
                     1000.0 * 1000.0 * sum(run.client_cpu_seconds for run in runs) / operations
                     if operations
@@ -804,6 +809,10 @@ def print_report(document: dict[str, Any]) -> None:
     print()
     for row in document["summary"]:
         print(f"{row['target']}: {row['driver']}")
+    for row in document["summary"]:
+        if row["fsync_ms_mean_by_round"]:
+            by_round = ", ".join(f"{value:.2f}" for value in row["fsync_ms_mean_by_round"])
+            print(f"{row['target']}: mean fsync by round, ms: {by_round}")
     profile = document.get("profile_node0_majority")
     if profile:
         print()

@@ -83,3 +83,27 @@ def test_pending_and_reads_follow_every_change(
         asyncio.run(scenario())
     finally:
         storage.inner.close()
+
+
+@pytest.mark.parametrize("sync_in_thread", [False, True])
+def test_fsync_time_is_counted_with_the_fsyncs(tmp_path: Path, sync_in_thread: bool) -> None:
+    """`sync_seconds` (exported as quorumdb_fsync_seconds) grows with each fsync."""
+    storage = _FlakyStorage(tmp_path / "lmdb")
+
+    async def scenario() -> None:
+        commit = GroupCommit(
+            storage,  # type: ignore[arg-type]
+            FsyncPolicy.ALWAYS,
+            asyncio.get_running_loop(),
+            sync_in_thread,
+        )
+        assert (commit.sync_count, commit.sync_seconds) == (0, 0.0)
+        commit.add((Write("ks", 0, b"k", b"v"),))
+        for _ in range(100):
+            await asyncio.sleep(0.005)
+            if commit.sync_count:
+                break
+        assert commit.sync_count == 1 and commit.sync_seconds > 0.0
+
+    asyncio.run(scenario())
+    storage.inner.close()

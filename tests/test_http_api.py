@@ -319,6 +319,7 @@ def test_metrics_exposition(nodes, cluster3) -> None:
         ratio = families["quorumdb_read_write_ratio"]
         assert ratio.type == "gauge"
         assert sample_value(ratio, "quorumdb_read_write_ratio") > 0
+        assert families["quorumdb_fsync_seconds"].type == "counter"
         pauses = families["quorumdb_gc_pause_seconds"]
         assert pauses.type == "counter"
         assert {s.labels["generation"] for s in pauses.samples} == {"0", "1", "2"}

@@ -2,7 +2,7 @@
 and its pauses counted for /metrics.
 
 Such a process makes short-lived tuples by the hundred thousand a second. With the
-default first threshold (700) a node ran ~80 young collections a second, and each
+default first threshold (700) a node ran ~50 young collections a second, and each
 full one walked every long-lived object (~90k after start-up) for ~0.1 s: a stall that
 every client then saw as p99 latency. A 50,000-allocation young generation, and the
 start-up objects frozen out of the collector's walks, keep both rare. Reference

@@ -110,6 +110,10 @@ class NodeCollector(Collector):
                 runtime.commit.group_count,
             ),
             "quorumdb_fsyncs": ("fsync calls made", runtime.commit.sync_count),
+            "quorumdb_fsync_seconds": (
+                "Seconds spent in fsync calls (on the event loop unless in a thread)",
+                runtime.commit.sync_seconds,
+            ),
             "quorumdb_writes_persisted": ("Key writes persisted", runtime.commit.write_count),
             "quorumdb_protocol_errors": ("Malformed client requests", metrics.protocol_errors),
             "quorumdb_read_cache_hits": (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
@@ -70,6 +71,7 @@ class GroupCommit:
         self._watchers: set[DurabilityWatcher] = set()
         self.group_count = 0
         self.sync_count = 0
+        self.sync_seconds = 0.0  # time inside storage.sync, on the loop or in a thread
         self.write_count = 0
         self.lost_group_count = 0
         self.failed = False
@@ -191,13 +193,20 @@ class GroupCommit:
         if not self.sync_in_thread:
             error: BaseException | None = None
             try:
-                self.storage.sync()
+                self._timed_sync()
             except Exception as raised:
                 error = raised
             self._sync_finished(error, covered)
             return
-        future = self.loop.run_in_executor(None, self.storage.sync)
+        future = self.loop.run_in_executor(None, self._timed_sync)
         future.add_done_callback(lambda done: self._sync_finished(done.exception(), covered))
+
+    def _timed_sync(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.storage.sync()
+        finally:
+            self.sync_seconds += time.perf_counter() - started
 
     def _sync_finished(self, error: BaseException | None, covered: int) -> None:
         self._sync_running = False
