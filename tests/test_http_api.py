@@ -320,6 +320,11 @@ def test_metrics_exposition(nodes, cluster3) -> None:
         assert ratio.type == "gauge"
         assert sample_value(ratio, "quorumdb_read_write_ratio") > 0
         assert families["quorumdb_fsync_seconds"].type == "counter"
+        # fsync 'always' (the cluster's): groups are made durable by the write-ahead log.
+        assert sample_value(families["quorumdb_wal_bytes"], "quorumdb_wal_bytes") > 0
+        assert families["quorumdb_checkpoints"].type == "counter"
+        assert families["quorumdb_checkpoint_seconds"].type == "counter"
+        assert families["quorumdb_wal_records_replayed"].type == "counter"
         pauses = families["quorumdb_gc_pause_seconds"]
         assert pauses.type == "counter"
         assert {s.labels["generation"] for s in pauses.samples} == {"0", "1", "2"}

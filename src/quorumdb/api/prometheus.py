@@ -85,6 +85,7 @@ class NodeCollector(Collector):
         )
         ratio.add_metric([node], reads / writes if writes else float(reads))
         yield ratio
+        logged = runtime.logged_storage
         gauges = {
             "quorumdb_active_clients": ("Open client connections", metrics.active_clients),
             "quorumdb_read_cache_bytes": (
@@ -94,6 +95,10 @@ class NodeCollector(Collector):
             "quorumdb_storage_bytes": (
                 "Bytes used by the storage engine",
                 runtime.storage.size_bytes(),
+            ),
+            "quorumdb_wal_bytes": (
+                "Bytes of write-ahead log on disk (0 with fsync 'no', which keeps none)",
+                logged.log_size_bytes() if logged else 0,
             ),
             "quorumdb_partition_map_version": (
                 "Version of the partition map this node routes by",
@@ -115,6 +120,18 @@ class NodeCollector(Collector):
                 runtime.commit.sync_seconds,
             ),
             "quorumdb_writes_persisted": ("Key writes persisted", runtime.commit.write_count),
+            "quorumdb_checkpoints": (
+                "Checkpoints: LMDB flushed, the write-ahead log before it deleted",
+                logged.checkpoint_count if logged else 0,
+            ),
+            "quorumdb_checkpoint_seconds": (
+                "Seconds checkpoints spent flushing LMDB (in a worker thread)",
+                logged.checkpoint_seconds if logged else 0.0,
+            ),
+            "quorumdb_wal_records_replayed": (
+                "Write-ahead log records replayed into LMDB at start-up",
+                logged.replayed_record_count if logged else 0,
+            ),
             "quorumdb_protocol_errors": ("Malformed client requests", metrics.protocol_errors),
             "quorumdb_read_cache_hits": (
                 "Reads served by the read cache",

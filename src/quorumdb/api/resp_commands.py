@@ -926,6 +926,7 @@ def _info_text(context: CommandContext, sections: set[str], key_count: int) -> s
         )
     if "persistence" in sections:
         commit = runtime.commit
+        logged = runtime.logged_storage
         blocks.append(
             "# Persistence\r\n"
             f"fsync_policy:{settings.fsync.value}\r\n"
@@ -933,6 +934,8 @@ def _info_text(context: CommandContext, sections: set[str], key_count: int) -> s
             f"fsyncs:{commit.sync_count}\r\n"
             f"writes_persisted:{commit.write_count}\r\n"
             f"storage_bytes:{runtime.storage.size_bytes()}\r\n"
+            f"wal_bytes:{logged.log_size_bytes() if logged else 0}\r\n"
+            f"checkpoints:{logged.checkpoint_count if logged else 0}\r\n"
             f"read_cache_bytes:{commit.cache.size_bytes}\r\n"
             f"read_cache_hits:{commit.cache.hit_count}\r\n"
             f"read_cache_misses:{commit.cache.miss_count}\r\n"

@@ -23,6 +23,7 @@ from quorumdb.runtime.group_commit import FsyncPolicy, GroupCommit
 from quorumdb.runtime.metrics import NodeMetrics
 from quorumdb.runtime.transport import PeerTransport, TransportLimits
 from quorumdb.storage.lmdb_engine import LmdbStorage
+from quorumdb.storage.logged_storage import LoggedStorage
 
 LOG = logging.getLogger(__name__)
 TICK_INTERVAL_MS = 20  # Raft heartbeats every 50 ms need finer ticks
@@ -65,7 +66,12 @@ class NodeRuntime:
         self.started_at_ms = now_ms()
         path = os.path.join(settings.data_dir, settings.node_id)
         os.makedirs(path, exist_ok=True)
-        self.storage = LmdbStorage(path)
+        # `no` never syncs, so a write-ahead log would only add work; the other policies
+        # make groups durable by syncing the log (storage/logged_storage.py).
+        self.storage: LmdbStorage | LoggedStorage = (
+            LmdbStorage(path) if settings.fsync is FsyncPolicy.NO else LoggedStorage(path)
+        )
+        self.logged_storage = self.storage if isinstance(self.storage, LoggedStorage) else None
         self.commit = GroupCommit(self.storage, settings.fsync, loop)
         # Boot time in ms grows across restarts, so replies meant for a previous life of
         # this node are recognised (the core compares incarnations, never clocks).

@@ -39,6 +39,9 @@ _CHECKSUM = Struct(">I")
 _CHECKSUM_BYTES = _CHECKSUM.size
 _unpack_checksum = _CHECKSUM.unpack_from
 _DATABASE_NAME_PREFIX = b"p:"
+_META_DATABASE_NAME = b"quorumdb:meta"  # not a partition: no "p:" prefix
+_LOG_SEQUENCE_KEY = b"log_sequence"
+_LOG_SEQUENCE = Struct(">Q")
 
 Location: TypeAlias = tuple[str, int]
 """A (keyspace, partition) pair: the unit that gets its own key space."""
@@ -126,9 +129,10 @@ class LmdbStorage:
             writemap=True,
             lock=True,
             max_readers=1024,
-            max_dbs=max_partitions,
+            max_dbs=max_partitions + 1,
             max_spare_txns=1,
         )
+        self._meta = self._environment.open_db(_META_DATABASE_NAME)
         self._databases: dict[Location, lmdb._Database] = {}
         self._missing: set[Location] = set()  # partitions known not to exist yet
         # One read transaction reused by every `get` until the next write commits: opening
@@ -197,8 +201,12 @@ class LmdbStorage:
         with self._environment.begin() as transaction:
             return transaction.stat(database)["entries"]
 
-    def apply(self, writes: Sequence[Write]) -> None:
-        """Apply all writes in one write transaction, doubling the map while it is full."""
+    def apply(self, writes: Sequence[Write], log_sequence: int | None = None) -> None:
+        """Apply all writes in one write transaction, doubling the map while it is full.
+
+        `log_sequence`, the write-ahead log record holding these writes, is stored in the
+        same transaction: recovery replays only the records after it, so a record never
+        undoes a newer write the data file already holds."""
         if not writes:
             return
         for write in writes:
@@ -206,7 +214,7 @@ class LmdbStorage:
         self._drop_reader()
         while True:
             try:
-                self._apply_in_one_transaction(writes)
+                self._apply_in_one_transaction(writes, log_sequence)
                 return
             except lmdb.MapFullError:
                 self._grow_map()
@@ -214,6 +222,12 @@ class LmdbStorage:
                 raise StorageError(
                     f"more than max_partitions={self._max_partitions} partitions"
                 ) from error
+
+    def log_sequence(self) -> int:
+        """The newest write-ahead log record applied here (0: none)."""
+        with self._environment.begin(db=self._meta) as transaction:
+            stored = transaction.get(_LOG_SEQUENCE_KEY)
+        return 0 if stored is None else int(_LOG_SEQUENCE.unpack(stored)[0])
 
     def sync(self) -> None:
         """fsync every committed transaction; safe to call from a worker thread."""
@@ -293,7 +307,9 @@ class LmdbStorage:
         self._databases[(keyspace, partition)] = database
         return database
 
-    def _apply_in_one_transaction(self, writes: Sequence[Write]) -> None:
+    def _apply_in_one_transaction(
+        self, writes: Sequence[Write], log_sequence: int | None
+    ) -> None:
         databases = self._databases
         opened: dict[Location, lmdb._Database] = {}
         environment = self._environment
@@ -309,6 +325,8 @@ class LmdbStorage:
                     transaction.delete(write.key, db=database)
                 else:
                     transaction.put(write.key, _seal(write.value), db=database)
+            if log_sequence is not None:
+                transaction.put(_LOG_SEQUENCE_KEY, _LOG_SEQUENCE.pack(log_sequence), db=self._meta)
         # Cache only after commit: LMDB closes handles created by an aborted transaction.
         databases.update(opened)
         self._missing.difference_update(opened)

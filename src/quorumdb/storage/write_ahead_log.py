@@ -1,0 +1,203 @@
+"""The write-ahead log: each group of writes appended to a segment file, one fdatasync per group.
+
+Why: making a group durable by syncing LMDB flushes every page the group dirtied,
+scattered over the data file (1.6 ms per group under replicated load, BENCHMARKS.md);
+appending the group's writes to a log and syncing that is one sequential write
+(0.15-0.2 ms here). LMDB's own pages are flushed only at checkpoints
+(`storage/logged_storage.py`), after which the segments before the checkpoint go.
+
+On disk: segment files named by the sequence of their first record (`%020d.wal`). A
+record is
+
+    crc32 of the rest (4 bytes) | payload length (4) | sequence (8) | payload
+
+all big-endian, the payload a msgpack array of [keyspace, partition, key, value or nil].
+Sequences are consecutive across segments. Reading stops at the first record that is
+incomplete, fails its checksum or breaks the sequence: the torn tail a crash during an
+append leaves. A segment is only closed after a sync covering all of it, so such a tail
+is only legitimate in the newest segment; anywhere else it means lost records, and
+`read_records` raises instead of replaying around the hole.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from struct import Struct
+from zlib import crc32
+
+import msgpack
+
+from quorumdb.storage.interface import StorageError, Write
+
+_HEADER = Struct(">IIQ")  # crc32, payload length, sequence
+_HEADER_BYTES = _HEADER.size
+_SUFFIX = ".wal"
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+class WriteAheadLogError(StorageError):
+    """The log on disk lost records it had promised (not just a torn tail)."""
+
+
+def encode_record(sequence: int, writes: Sequence[Write]) -> bytes:
+    payload = _packb(writes)  # Write is a tuple: packed as an array
+    body = _HEADER.pack(0, len(payload), sequence)[4:] + payload
+    return crc32(body).to_bytes(4, "big") + body
+
+
+def segment_name(first_sequence: int) -> str:
+    return f"{first_sequence:020d}{_SUFFIX}"
+
+
+def segment_paths(directory: str) -> list[tuple[int, str]]:
+    """(first sequence, path) of every segment, oldest first."""
+    segments = []
+    for name in os.listdir(directory):
+        stem = name[: -len(_SUFFIX)]
+        if name.endswith(_SUFFIX) and stem.isdigit():
+            segments.append((int(stem), os.path.join(directory, name)))
+    return sorted(segments)
+
+
+def _records_in(data: bytes, expected_sequence: int | None) -> Iterator[tuple[int, int]]:
+    """(sequence, end offset) of each intact record in `data`, stopping at the first bad one."""
+    offset = 0
+    while offset + _HEADER_BYTES <= len(data):
+        checksum, length, sequence = _HEADER.unpack_from(data, offset)
+        end = offset + _HEADER_BYTES + length
+        if end > len(data) or crc32(memoryview(data)[offset + 4 : end]) != checksum:
+            return
+        if expected_sequence is not None and sequence != expected_sequence:
+            return
+        yield sequence, end
+        expected_sequence = sequence + 1
+        offset = end
+
+
+def read_records(directory: str) -> Iterator[tuple[int, list[Write]]]:
+    """Every intact record, oldest first; raises WriteAheadLogError on a hole between segments."""
+    segments = segment_paths(directory)
+    expected: int | None = None
+    for index, (first_sequence, path) in enumerate(segments):
+        if expected is not None and first_sequence != expected:
+            raise WriteAheadLogError(
+                f"write-ahead log segment {path} starts at record {first_sequence}, "
+                f"but the previous segment ends before record {expected}: records are missing"
+            )
+        with open(path, "rb") as file:
+            data = file.read()
+        expected = first_sequence
+        offset = 0
+        for sequence, end in _records_in(data, first_sequence):
+            payload = memoryview(data)[offset + _HEADER_BYTES : end]
+            writes = [Write(*fields) for fields in msgpack.unpackb(payload, use_list=False)]
+            yield sequence, writes
+            expected = sequence + 1
+            offset = end
+        if offset < len(data) and index < len(segments) - 1:
+            raise WriteAheadLogError(
+                f"write-ahead log segment {path} is damaged at byte {offset} of {len(data)}, "
+                "and it is not the newest segment: records after that point are lost"
+            )
+
+
+class WriteAheadLog:
+    """Appends records to the newest segment; `sync` makes every appended record durable.
+
+    `append` may run on one thread while `sync` runs on another (the `everysec` policy
+    syncs from a worker thread): the pending bytes are handed over under a lock, and
+    syncs are serialized by their own lock.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        self._pending = bytearray()
+        self._pending_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._descriptor: int | None = None
+        self.first_sequence = 0  # of the newest segment
+        self.bytes_written = 0  # since the newest segment began
+        self.total_bytes_synced = 0
+
+    def start_segment(self, first_sequence: int) -> None:
+        """Close the current segment (after syncing what it holds) and begin a new one."""
+        with self._sync_lock:
+            self._sync_locked()
+            self._close_descriptor()
+            path = os.path.join(self.directory, segment_name(first_sequence))
+            # Truncating is safe: a segment named N holds no record when N is next (else
+            # the caller would be past N); at most the torn bytes of a crashed append.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+            self._descriptor = os.open(path, flags, 0o644)
+            self._sync_directory()
+            self.first_sequence = first_sequence
+            self.bytes_written = 0
+
+    def append(self, sequence: int, writes: Sequence[Write]) -> None:
+        record = encode_record(sequence, writes)
+        with self._pending_lock:
+            self._pending += record
+
+    def sync(self) -> None:
+        with self._sync_lock:
+            self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        with self._pending_lock:
+            pending = self._pending
+            if not pending:
+                return
+            self._pending = bytearray()
+        descriptor = self._descriptor
+        if descriptor is None:
+            raise StorageError("write-ahead log has no open segment")
+        view = memoryview(pending)
+        while view:
+            written = os.write(descriptor, view)
+            view = view[written:]
+        os.fdatasync(descriptor)
+        self.bytes_written += len(pending)
+        self.total_bytes_synced += len(pending)
+
+    def delete_segments_before(self, first_sequence: int) -> int:
+        """Delete the segments older than the one starting at `first_sequence`; how many."""
+        deleted = 0
+        for start, path in segment_paths(self.directory):
+            if start < first_sequence:
+                os.remove(path)
+                deleted += 1
+        if deleted:
+            self._sync_directory()
+        return deleted
+
+    def size_bytes(self) -> int:
+        total = 0
+        for _, path in segment_paths(self.directory):
+            try:
+                total += os.path.getsize(path)
+            except OSError:
+                continue
+        return total
+
+    def close(self) -> None:
+        """Sync and close; the segments stay for the next open to read."""
+        with self._sync_lock:
+            if self._descriptor is not None:
+                self._sync_locked()
+            self._close_descriptor()
+
+    def _close_descriptor(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+
+    def _sync_directory(self) -> None:
+        """Make segment creations and deletions durable, not just their contents."""
+        descriptor = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)

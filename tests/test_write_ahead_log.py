@@ -1,0 +1,247 @@
+"""The write-ahead log in front of LMDB: what survives which crash, and what recovery refuses.
+
+A crash is imitated by copying files into a fresh directory and opening that: copying
+the live data file gives what a process crash leaves (every commit is in the page
+cache); copying it right after an LMDB flush, then pairing it with a later copy of the
+log, gives what an OS crash leaves when none of LMDB's later pages reached the disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from quorumdb.storage.interface import Write
+from quorumdb.storage.logged_storage import LOG_DIRECTORY, LoggedStorage
+from quorumdb.storage.write_ahead_log import (
+    WriteAheadLogError,
+    encode_record,
+    read_records,
+    segment_name,
+    segment_paths,
+)
+
+HUGE = 1 << 40  # checkpoint_bytes that never triggers a checkpoint
+
+
+def put(key: bytes, value: bytes, partition: int = 0) -> Write:
+    return Write("default", partition, key, value)
+
+
+def delete(key: bytes) -> Write:
+    return Write("default", 0, key, None)
+
+
+def abandon(storage: LoggedStorage) -> None:
+    """Release the files without the checkpoint a clean close makes."""
+    storage._checkpointer.shutdown(wait=True)
+    storage.log.close()
+    storage.engine.close()
+
+
+def crashed_copy(data_file: Path, log_directory: Path, destination: Path) -> Path:
+    destination.mkdir()
+    shutil.copyfile(data_file, destination / "data.mdb")
+    shutil.copytree(log_directory, destination / LOG_DIRECTORY)
+    return destination
+
+
+def snapshot_data_file(storage_path: Path, destination: Path) -> Path:
+    shutil.copyfile(storage_path / "data.mdb", destination)
+    return destination
+
+
+def test_groups_synced_after_the_checkpoint_survive_losing_every_later_lmdb_page(
+    tmp_path: Path,
+) -> None:
+    live = tmp_path / "live"
+    storage = LoggedStorage(str(live), checkpoint_bytes=HUGE)
+    storage.apply([put(b"a", b"1"), put(b"b", b"1")])
+    storage.sync()
+    storage.engine.sync()  # the checkpoint: LMDB flushed up to here
+    at_checkpoint = snapshot_data_file(live, tmp_path / "checkpoint.mdb")
+    storage.apply([put(b"a", b"2"), delete(b"b"), put(b"c", b"2", partition=3)])
+    storage.sync()  # acknowledged from here on; LMDB itself never flushed again
+    storage.apply([put(b"a", b"3")])
+    storage.sync()
+    abandon(storage)
+
+    copy = crashed_copy(at_checkpoint, live / LOG_DIRECTORY, tmp_path / "crashed")
+    recovered = LoggedStorage(str(copy))
+    try:
+        assert recovered.replayed_record_count == 2
+        assert recovered.get("default", 0, b"a") == b"3"
+        assert recovered.get("default", 0, b"b") is None
+        assert recovered.get("default", 3, b"c") == b"2"
+        assert recovered.partitions() == [("default", 0), ("default", 3)]
+    finally:
+        recovered.close()
+
+
+def test_replay_never_undoes_a_newer_write_the_data_file_holds(tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    storage = LoggedStorage(str(live), checkpoint_bytes=HUGE)
+    storage.apply([put(b"k", b"old"), put(b"other", b"x")])
+    storage.sync()
+    # A process crash after LMDB committed this group but before its log record was
+    # written: the data file has it, the log does not.
+    storage.apply([put(b"k", b"new")])
+    copy = crashed_copy(live / "data.mdb", live / LOG_DIRECTORY, tmp_path / "crashed")
+    abandon(storage)
+
+    recovered = LoggedStorage(str(copy))
+    try:
+        assert recovered.replayed_record_count == 0
+        assert recovered.get("default", 0, b"k") == b"new"
+        # Sequences go on after the data file's newest record, not the log's.
+        recovered.apply([put(b"later", b"y")])
+        recovered.sync()
+        assert [sequence for sequence, _ in read_records(recovered.log.directory)] == [3]
+    finally:
+        recovered.close()
+
+
+def test_a_torn_tail_is_ignored_and_writing_goes_on_after_it(tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    storage = LoggedStorage(str(live), checkpoint_bytes=HUGE)
+    storage.engine.sync()
+    at_checkpoint = snapshot_data_file(live, tmp_path / "checkpoint.mdb")
+    storage.apply([put(b"k", b"1")])
+    storage.sync()
+    storage.apply([put(b"k", b"2")])
+    storage.sync()
+    abandon(storage)
+    (_, newest), *_ = reversed(segment_paths(str(live / LOG_DIRECTORY)))
+    size = os.path.getsize(newest)
+    with open(newest, "r+b") as file:  # the second record, cut short by a crash
+        file.truncate(size - 3)
+
+    copy = crashed_copy(at_checkpoint, live / LOG_DIRECTORY, tmp_path / "crashed")
+    recovered = LoggedStorage(str(copy))
+    try:
+        assert recovered.get("default", 0, b"k") == b"1"
+        recovered.apply([put(b"k", b"3")])
+        recovered.sync()
+    finally:
+        abandon(recovered)
+    again = LoggedStorage(str(copy))
+    try:
+        assert again.get("default", 0, b"k") == b"3"
+    finally:
+        again.close()
+
+
+def write_segment(directory: Path, first_sequence: int, count: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / segment_name(first_sequence)
+    path.write_bytes(
+        b"".join(
+            encode_record(sequence, [put(b"k", str(sequence).encode())])
+            for sequence in range(first_sequence, first_sequence + count)
+        )
+    )
+    return path
+
+
+def test_a_hole_between_segments_refuses_to_open(tmp_path: Path) -> None:
+    log = tmp_path / "node" / LOG_DIRECTORY
+    write_segment(log, 1, 3)
+    write_segment(log, 5, 2)  # record 4 is gone
+    with pytest.raises(WriteAheadLogError, match="records are missing"):
+        LoggedStorage(str(tmp_path / "node"))
+
+
+def test_damage_inside_an_older_segment_refuses_to_open(tmp_path: Path) -> None:
+    log = tmp_path / "node" / LOG_DIRECTORY
+    older = write_segment(log, 1, 3)
+    write_segment(log, 4, 2)
+    data = bytearray(older.read_bytes())
+    data[-5] ^= 0xFF  # inside the third record's payload
+    older.write_bytes(bytes(data))
+    with pytest.raises(WriteAheadLogError, match="not the newest segment"):
+        LoggedStorage(str(tmp_path / "node"))
+
+
+def test_a_log_that_resumes_past_the_data_file_refuses_to_open(tmp_path: Path) -> None:
+    write_segment(tmp_path / "node" / LOG_DIRECTORY, 10, 2)  # the data file holds nothing
+    with pytest.raises(WriteAheadLogError, match="records only up to 0"):
+        LoggedStorage(str(tmp_path / "node"))
+
+
+def test_checkpoints_delete_the_segments_they_cover(tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    storage = LoggedStorage(str(live), checkpoint_bytes=2_000)
+    expected = {}
+    for group in range(300):
+        key = b"key%d" % (group % 50)
+        storage.apply([put(key, b"v%d" % group)])
+        expected[key] = b"v%d" % group
+        storage.sync()
+    storage._finish_checkpoint(wait=True)
+    print(f"{storage.checkpoint_count} checkpoints, {storage.log_size_bytes()} log bytes")
+    assert storage.checkpoint_count >= 5
+    assert len(segment_paths(storage.log.directory)) <= 2
+    copy = crashed_copy(live / "data.mdb", live / LOG_DIRECTORY, tmp_path / "crashed")
+    abandon(storage)
+    recovered = LoggedStorage(str(copy))
+    try:
+        assert {key: recovered.get("default", 0, key) for key in expected} == expected
+    finally:
+        recovered.close()
+
+
+def test_a_clean_close_leaves_nothing_to_replay(tmp_path: Path) -> None:
+    storage = LoggedStorage(str(tmp_path / "node"))
+    storage.apply([put(b"k", b"v")])
+    storage.sync()
+    storage.close()
+    storage.close()  # idempotent
+    assert list(read_records(str(tmp_path / "node" / LOG_DIRECTORY))) == []
+    reopened = LoggedStorage(str(tmp_path / "node"))
+    try:
+        assert reopened.replayed_record_count == 0
+        assert reopened.get("default", 0, b"k") == b"v"
+    finally:
+        reopened.close()
+
+
+def test_syncs_from_another_thread_keep_segments_consistent(tmp_path: Path) -> None:
+    """The `everysec` policy syncs (and so checkpoints) from a worker thread while the
+    loop applies: every segment must still start with the record it is named after."""
+    live = tmp_path / "live"
+    storage = LoggedStorage(str(live), checkpoint_bytes=3_000)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def sync_forever() -> None:
+        try:
+            while not stop.is_set():
+                storage.sync()
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    syncer = threading.Thread(target=sync_forever)
+    syncer.start()
+    try:
+        for group in range(3_000):
+            storage.apply([put(b"key%d" % (group % 97), b"%d" % group)])
+    finally:
+        stop.set()
+        syncer.join()
+    assert errors == []
+    storage.sync()
+    storage._finish_checkpoint(wait=True)
+    assert storage.checkpoint_count >= 3
+    sequences = [sequence for sequence, _ in read_records(storage.log.directory)]
+    assert not sequences or sequences == list(range(sequences[0], 3_001))
+    copy = crashed_copy(live / "data.mdb", live / LOG_DIRECTORY, tmp_path / "crashed")
+    abandon(storage)
+    recovered = LoggedStorage(str(copy))
+    try:
+        assert recovered.get("default", 0, b"key%d" % (2_999 % 97)) == b"2999"
+    finally:
+        recovered.close()
