@@ -307,9 +307,7 @@ class LmdbStorage:
         self._databases[(keyspace, partition)] = database
         return database
 
-    def _apply_in_one_transaction(
-        self, writes: Sequence[Write], log_sequence: int | None
-    ) -> None:
+    def _apply_in_one_transaction(self, writes: Sequence[Write], log_sequence: int | None) -> None:
         databases = self._databases
         opened: dict[Location, lmdb._Database] = {}
         environment = self._environment
