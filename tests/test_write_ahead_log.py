@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -243,5 +245,84 @@ def test_syncs_from_another_thread_keep_segments_consistent(tmp_path: Path) -> N
     recovered = LoggedStorage(str(copy))
     try:
         assert recovered.get("default", 0, b"key%d" % (2_999 % 97)) == b"2999"
+    finally:
+        recovered.close()
+
+
+def test_an_os_crash_that_wrote_a_newer_meta_page_but_not_its_pages_recovers(
+    tmp_path: Path,
+) -> None:
+    """The disk after an OS crash: LMDB's file as of the last checkpoint, except that the
+    kernel had written the newest meta page and none of the pages it points to. Opening
+    returns the file to the checkpoint (the saved meta pages) and replays the log."""
+    node = tmp_path / "node"
+    storage = LoggedStorage(str(node), checkpoint_bytes=HUGE)
+    expected: dict[tuple[int, bytes], bytes | None] = {}
+    for group in range(40):  # a B-tree of several pages
+        writes = [put(b"key%04d" % (group * 50 + index), b"a" * 60) for index in range(50)]
+        storage.apply(writes)
+        storage.sync()
+        expected.update({(0, write.key): write.value for write in writes})
+    storage._start_checkpoint()
+    storage._finish_checkpoint(wait=True)
+    at_checkpoint = (node / "data.mdb").read_bytes()
+    for group in range(40):  # acknowledged after the checkpoint
+        writes = [put(b"key%04d" % (group * 37 % 2000), b"b%d" % group)]
+        writes.append(delete(b"key%04d" % (group * 11 + 1)))
+        writes.append(put(b"new%d" % group, b"c", partition=5))
+        storage.apply(writes)
+        storage.sync()
+        expected.update({(write.partition, write.key): write.value for write in writes})
+    newest = (node / "data.mdb").read_bytes()
+    abandon(storage)
+    page_bytes = 4096
+    crashed = bytearray(at_checkpoint.ljust(len(newest), b"\0"))
+    crashed[: 2 * page_bytes] = newest[: 2 * page_bytes]
+    assert crashed != newest
+    (node / "data.mdb").write_bytes(bytes(crashed))
+
+    # Without the saved meta pages, LMDB follows the newest meta page into stale pages.
+    probe = (
+        "import sys; from quorumdb.storage.lmdb_engine import LmdbStorage\n"
+        f"storage = LmdbStorage({str(node)!r})\n"
+        "print(storage.get('default', 0, b'key0037'), storage.count('default', 5))\n"
+    )
+    unrestored = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")},
+    )
+    print(f"opened without restoring: exit {unrestored.returncode}, {unrestored.stdout!r}")
+    assert unrestored.returncode != 0 or unrestored.stdout.strip() != "b'b1' 40"
+    (node / "data.mdb").write_bytes(bytes(crashed))  # as the crash left it
+
+    recovered = LoggedStorage(str(node))
+    try:
+        assert recovered.replayed_record_count == 40
+        for (partition, key), value in expected.items():
+            assert recovered.get("default", partition, key) == value, key
+        assert recovered.count("default", 5) == 40
+        assert recovered.partitions() == [("default", 0), ("default", 5)]
+    finally:
+        recovered.close()
+
+
+def test_growing_the_map_keeps_a_checkpoint_to_return_to(tmp_path: Path) -> None:
+    node = tmp_path / "node"
+    storage = LoggedStorage(str(node), map_size_bytes=64 * 1024, checkpoint_bytes=4_000)
+    value = b"x" * 300
+    for group in range(300):
+        storage.apply([put(b"key%d" % group, value)])
+        storage.sync()
+    storage._finish_checkpoint(wait=True)
+    assert storage.checkpoint_count >= 2
+    assert storage.engine._environment.info()["map_size"] > 64 * 1024
+    abandon(storage)
+    recovered = LoggedStorage(str(node))
+    try:
+        assert recovered.count("default", 0) == 300
+        assert recovered.get("default", 0, b"key299") == value
     finally:
         recovered.close()

@@ -226,7 +226,9 @@ class NodeRuntime:
         while True:
             await asyncio.sleep(1.0)
             try:
-                await self.loop.run_in_executor(None, self.storage.sync)
+                # On the loop: with the write-ahead log this is one fdatasync of the
+                # log (~0.3 ms) once a second, less than a hand-off to a thread costs.
+                self.storage.sync()
             except Exception:
                 LOG.exception("background fsync failed")
 

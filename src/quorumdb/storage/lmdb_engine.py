@@ -12,21 +12,25 @@ three are serialized by `_sync_lock`; the lock is never taken on the read/write 
 
 Crash safety: with `sync=False`, a transaction committed but not yet synced can be lost
 or, after an OS crash or power loss (not a process crash), leave the file inconsistent
-if the kernel wrote LMDB's meta page before the data pages it points to. The record
-checksums catch damaged values, not damaged B-tree pages.
+if the kernel wrote LMDB's meta page before the data pages it points to. With
+`pinned_checkpoints` (the write-ahead log's mode) the file is returned to its last
+checkpoint at open, whose pages are all on disk (`storage/lmdb_checkpoint.py`). The
+record checksums catch damaged values.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import zlib
 from collections.abc import Sequence
 from struct import Struct
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 from zlib import crc32
 
 import lmdb
 
+from quorumdb.storage import lmdb_checkpoint
 from quorumdb.storage.interface import CorruptRecordError, StorageError, Write
 
 MAX_KEYSPACE_NAME_BYTES = 200
@@ -102,6 +106,13 @@ def _corrupt(keyspace: str, partition: int, key: bytes) -> CorruptRecordError:
     )
 
 
+class PendingCheckpoint(NamedTuple):
+    """A snapshot being checkpointed: its read transaction and its meta pages."""
+
+    transaction: lmdb.Transaction
+    pages: bytes
+
+
 class LmdbStorage:
     """`Storage` on LMDB; see the module docstring for threading and durability."""
 
@@ -111,13 +122,23 @@ class LmdbStorage:
         *,
         map_size_bytes: int = 1 << 30,
         max_partitions: int = 8192,
+        pinned_checkpoints: bool = False,
     ) -> None:
         """Open (creating if needed) the environment in directory `path`.
 
         The map grows by doubling when full, so `map_size_bytes` is only the start.
         `max_partitions` bounds the number of named databases and is fixed at open.
+        `pinned_checkpoints` (for the write-ahead log): the file is first returned to its
+        last checkpoint (`storage/lmdb_checkpoint.py`), and checkpoints are then taken
+        with `begin_checkpoint`/`complete_checkpoint`.
         """
+        self._path = path
         self._max_partitions = max_partitions
+        self._pinned_checkpoints = pinned_checkpoints
+        if pinned_checkpoints and os.path.exists(
+            os.path.join(path, lmdb_checkpoint.DATA_FILE_NAME)
+        ):
+            lmdb_checkpoint.restore(path)
         self._environment = lmdb.open(
             path,
             map_size=map_size_bytes,
@@ -133,6 +154,11 @@ class LmdbStorage:
             max_spare_txns=1,
         )
         self._meta = self._environment.open_db(_META_DATABASE_NAME)
+        self._page_size_bytes = int(self._environment.stat()["psize"])
+        # The last saved checkpoint's snapshot, held so that LMDB reuses none of its
+        # pages; and the snapshot of a checkpoint being flushed.
+        self._pinned: lmdb.Transaction | None = None
+        self._pending: lmdb.Transaction | None = None
         self._databases: dict[Location, lmdb._Database] = {}
         self._missing: set[Location] = set()  # partitions known not to exist yet
         # One read transaction reused by every `get` until the next write commits: opening
@@ -223,6 +249,37 @@ class LmdbStorage:
                     f"more than max_partitions={self._max_partitions} partitions"
                 ) from error
 
+    def begin_checkpoint(self) -> PendingCheckpoint:
+        """Snapshot the present state for a checkpoint: `sync()`, then `complete_checkpoint`.
+
+        Call on the thread that commits, between commits: the meta pages read here are
+        then exactly the snapshot's."""
+        if not self._pinned_checkpoints:
+            raise StorageError("checkpoints need pinned_checkpoints=True")
+        if self._pending is not None:
+            raise StorageError("a checkpoint is already being taken")
+        transaction = self._environment.begin()
+        pages = lmdb_checkpoint.read_meta_pages(self._path, self._page_size_bytes)
+        self._pending = transaction
+        return PendingCheckpoint(transaction, pages)
+
+    def complete_checkpoint(self, checkpoint: PendingCheckpoint) -> None:
+        """After a `sync()` that began after `begin_checkpoint`: save the snapshot's meta
+        pages, hold the snapshot, and let the previous one's pages be reused."""
+        if checkpoint.transaction is not self._pending:
+            return  # superseded by a checkpoint taken to grow the map
+        lmdb_checkpoint.save(self._path, self._page_size_bytes, checkpoint.pages)
+        self._pending = None
+        previous, self._pinned = self._pinned, checkpoint.transaction
+        if previous is not None:
+            previous.abort()
+
+    def checkpoint_now(self) -> None:
+        """Sync and complete a checkpoint of the present state, on this thread."""
+        checkpoint = self.begin_checkpoint()
+        self.sync()
+        self.complete_checkpoint(checkpoint)
+
     def log_sequence(self) -> int:
         """The newest write-ahead log record applied here (0: none)."""
         with self._environment.begin(db=self._meta) as transaction:
@@ -272,6 +329,10 @@ class LmdbStorage:
                 return
             self._closed = True
             self._drop_reader()
+            for transaction in (self._pending, self._pinned):
+                if transaction is not None:
+                    transaction.abort()
+            self._pending = self._pinned = None
             self._databases.clear()
             self._environment.close()
 
@@ -330,8 +391,23 @@ class LmdbStorage:
         self._missing.difference_update(opened)
 
     def _grow_map(self) -> None:
-        """Double the map size; the caller's failed transaction has already aborted."""
+        """Double the map size; the caller's failed transaction has already aborted.
+
+        LMDB resizes only with no transaction open, so a pinned checkpoint must go: the
+        present state is synced first and becomes the checkpoint, before any commit
+        could reuse the old one's pages."""
         self._drop_reader()
-        with self._sync_lock:
+        with self._sync_lock:  # waits for a checkpoint's sync running in a worker
+            pinned = self._pinned is not None or self._pending is not None
+            if pinned:
+                self._environment.sync(True)
+                for transaction in (self._pending, self._pinned):
+                    if transaction is not None:
+                        transaction.abort()
+                self._pending = self._pinned = None
             map_size_bytes = self._environment.info()["map_size"]
             self._environment.set_mapsize(map_size_bytes * 2)
+        if pinned:
+            self._pending = self._environment.begin()
+            pages = lmdb_checkpoint.read_meta_pages(self._path, self._page_size_bytes)
+            self.complete_checkpoint(PendingCheckpoint(self._pending, pages))

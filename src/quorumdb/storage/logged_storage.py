@@ -5,14 +5,17 @@ record to the write-ahead log; `sync()` is the log's fdatasync, one sequential w
 instead of flushing every LMDB page the group dirtied. Every `checkpoint_bytes` of log,
 a checkpoint flushes LMDB in a worker thread, then deletes the log segments it covers.
 
-Recovery (at open) replays the records after the newest one LMDB holds: each LMDB
-transaction stores its record's sequence, so a replay never undoes a newer write that
-reached the data file (after a process crash the data file holds every commit; the log
-may lack the last unsynced ones). Then it checkpoints and starts a fresh segment.
+A checkpoint takes a snapshot (a read transaction, and LMDB's two meta pages as they
+are at that moment), flushes LMDB, saves the meta pages durably, and from then on holds
+the snapshot, so LMDB reuses none of its pages until the next checkpoint is saved
+(`storage/lmdb_checkpoint.py`). Between checkpoints the kernel may write LMDB's pages
+in any order, so after an OS crash the file's own meta page may point at pages that
+never reached the disk; the checkpoint's pages, though, are all there.
 
-What this does not change: LMDB runs with `sync=False`, so after an OS crash or power
-loss the data file may hold pages of commits after the last checkpoint, in any order
-(see `lmdb_engine`); the log restores their contents, not damaged B-tree pages.
+Recovery (at open): the saved meta pages are written back, which returns LMDB to the
+last checkpoint, intact; then the log's records after the newest one that snapshot
+holds (each LMDB transaction stores its record's sequence) are replayed, LMDB is
+checkpointed and a fresh segment begins.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from collections.abc import Sequence
 
 from quorumdb.storage.interface import StorageError, Write
-from quorumdb.storage.lmdb_engine import LmdbStorage
+from quorumdb.storage.lmdb_engine import LmdbStorage, PendingCheckpoint
 from quorumdb.storage.write_ahead_log import WriteAheadLog, WriteAheadLogError, read_records
 
 DEFAULT_CHECKPOINT_BYTES = 32 * 1024 * 1024
@@ -51,7 +54,10 @@ class LoggedStorage:
         if checkpoint_bytes <= 0:
             raise ValueError(f"checkpoint_bytes must be positive, got {checkpoint_bytes}")
         self.engine = LmdbStorage(
-            path, map_size_bytes=map_size_bytes, max_partitions=max_partitions
+            path,
+            map_size_bytes=map_size_bytes,
+            max_partitions=max_partitions,
+            pinned_checkpoints=True,
         )
         self.log = WriteAheadLog(os.path.join(path, LOG_DIRECTORY))
         self.checkpoint_bytes = checkpoint_bytes
@@ -61,8 +67,10 @@ class LoggedStorage:
         self._checkpointer = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="quorumdb-checkpoint"
         )
-        # A running checkpoint and the first sequence of the segment it makes the oldest.
+        # A running checkpoint, its snapshot, and the first sequence of the segment it
+        # makes the oldest.
         self._checkpoint: concurrent.futures.Future[float] | None = None
+        self._checkpoint_snapshot: PendingCheckpoint | None = None
         self._checkpoint_keeps_from = 0
         self._sync_lock = threading.Lock()
         # Held while a group is applied and logged, and while a segment begins: a segment
@@ -129,7 +137,7 @@ class LoggedStorage:
             try:
                 self._finish_checkpoint(wait=True)
                 self.log.sync()
-                self.engine.sync()
+                self.engine.checkpoint_now()
                 self.log.close()
                 self.log.delete_segments_before(self._next_sequence)
             finally:
@@ -145,6 +153,7 @@ class LoggedStorage:
         with self._append_lock:
             first_sequence = self._next_sequence
             self.log.start_segment(first_sequence)
+            self._checkpoint_snapshot = self.engine.begin_checkpoint()
         self._checkpoint_keeps_from = first_sequence
         self._checkpoint = self._checkpointer.submit(self._timed_engine_sync)
 
@@ -159,6 +168,9 @@ class LoggedStorage:
             return
         self._checkpoint = None
         self.checkpoint_seconds += checkpoint.result()  # raises what the fsync raised
+        if self._checkpoint_snapshot is not None:
+            self.engine.complete_checkpoint(self._checkpoint_snapshot)
+            self._checkpoint_snapshot = None
         self.checkpoint_count += 1
         self.log.delete_segments_before(self._checkpoint_keeps_from)
 
@@ -185,7 +197,7 @@ class LoggedStorage:
                 applied = sequence
         if batch:
             self.engine.apply(batch, log_sequence=newest)
-        self.engine.sync()
+        self.engine.checkpoint_now()
         next_sequence = newest + 1
         self.log.start_segment(next_sequence)
         self.log.delete_segments_before(next_sequence)
