@@ -159,6 +159,7 @@ class LmdbStorage:
         # pages; and the snapshot of a checkpoint being flushed.
         self._pinned: lmdb.Transaction | None = None
         self._pending: lmdb.Transaction | None = None
+        self.checkpoints_saved = 0  # including those taken to grow the map
         self._databases: dict[Location, lmdb._Database] = {}
         self._missing: set[Location] = set()  # partitions known not to exist yet
         # One read transaction reused by every `get` until the next write commits: opening
@@ -269,6 +270,7 @@ class LmdbStorage:
         if checkpoint.transaction is not self._pending:
             return  # superseded by a checkpoint taken to grow the map
         lmdb_checkpoint.save(self._path, self._page_size_bytes, checkpoint.pages)
+        self.checkpoints_saved += 1
         self._pending = None
         previous, self._pinned = self._pinned, checkpoint.transaction
         if previous is not None:
