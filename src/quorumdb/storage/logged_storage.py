@@ -74,7 +74,8 @@ class LoggedStorage:
         self._checkpoint_keeps_from = 0
         self._sync_lock = threading.Lock()
         # Held while a group is applied and logged, and while a segment begins: a segment
-        # named N must start with record N, and `everysec` syncs from another thread.
+        # named N must start with record N, whichever thread syncs (GroupCommit can sync
+        # in a worker thread: `sync_in_thread`).
         self._append_lock = threading.Lock()
         self._closed = False
         try:

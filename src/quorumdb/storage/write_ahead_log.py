@@ -1,10 +1,12 @@
 """The write-ahead log: each group of writes appended to a segment file, one fdatasync per group.
 
 Why: making a group durable by syncing LMDB flushes every page the group dirtied,
-scattered over the data file (1.6 ms per group under replicated load, BENCHMARKS.md);
-appending the group's writes to a log and syncing that is one sequential write
-(0.15-0.2 ms here). LMDB's own pages are flushed only at checkpoints
-(`storage/logged_storage.py`), after which the segments before the checkpoint go.
+scattered over the data file (1.6-2.2 ms per group under the replicated benchmark);
+appending the group's writes to a log and syncing that is one sequential write (0.27
+against 0.53 ms alone, 0.47 against 1.19 ms with three processes syncing at once:
+`scripts/write_ahead_log_benchmark.py`, BENCHMARKS.md). LMDB's own pages are flushed
+only at checkpoints (`storage/logged_storage.py`), after which the segments before the
+checkpoint go.
 
 On disk: segment files named by the sequence of their first record (`%020d.wal`). A
 record is
@@ -106,8 +108,8 @@ def read_records(directory: str) -> Iterator[tuple[int, list[Write]]]:
 class WriteAheadLog:
     """Appends records to the newest segment; `sync` makes every appended record durable.
 
-    `append` may run on one thread while `sync` runs on another (the `everysec` policy
-    syncs from a worker thread): the pending bytes are handed over under a lock, and
+    `append` may run on one thread while `sync` runs on another (GroupCommit's
+    `sync_in_thread`): the pending bytes are handed over under a lock, and
     syncs are serialized by their own lock.
     """
 
