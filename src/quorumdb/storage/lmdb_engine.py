@@ -160,6 +160,10 @@ class LmdbStorage:
         self._pinned: lmdb.Transaction | None = None
         self._pending: lmdb.Transaction | None = None
         self.checkpoints_saved = 0  # including those taken to grow the map
+        # Serializes taking, saving and replacing checkpoints: a sync in a worker thread
+        # may complete one while a commit on the loop grows the map. Taken before
+        # `_sync_lock`, never after it.
+        self._checkpoint_lock = threading.RLock()
         self._databases: dict[Location, lmdb._Database] = {}
         self._missing: set[Location] = set()  # partitions known not to exist yet
         # One read transaction reused by every `get` until the next write commits: opening
@@ -257,24 +261,26 @@ class LmdbStorage:
         then exactly the snapshot's."""
         if not self._pinned_checkpoints:
             raise StorageError("checkpoints need pinned_checkpoints=True")
-        if self._pending is not None:
-            raise StorageError("a checkpoint is already being taken")
-        transaction = self._environment.begin()
-        pages = lmdb_checkpoint.read_meta_pages(self._path, self._page_size_bytes)
-        self._pending = transaction
-        return PendingCheckpoint(transaction, pages)
+        with self._checkpoint_lock:
+            if self._pending is not None:
+                raise StorageError("a checkpoint is already being taken")
+            transaction = self._environment.begin()
+            pages = lmdb_checkpoint.read_meta_pages(self._path, self._page_size_bytes)
+            self._pending = transaction
+            return PendingCheckpoint(transaction, pages)
 
     def complete_checkpoint(self, checkpoint: PendingCheckpoint) -> None:
         """After a `sync()` that began after `begin_checkpoint`: save the snapshot's meta
         pages, hold the snapshot, and let the previous one's pages be reused."""
-        if checkpoint.transaction is not self._pending:
-            return  # superseded by a checkpoint taken to grow the map
-        lmdb_checkpoint.save(self._path, self._page_size_bytes, checkpoint.pages)
-        self.checkpoints_saved += 1
-        self._pending = None
-        previous, self._pinned = self._pinned, checkpoint.transaction
-        if previous is not None:
-            previous.abort()
+        with self._checkpoint_lock:
+            if checkpoint.transaction is not self._pending:
+                return  # superseded by a checkpoint taken to grow the map
+            lmdb_checkpoint.save(self._path, self._page_size_bytes, checkpoint.pages)
+            self.checkpoints_saved += 1
+            self._pending = None
+            previous, self._pinned = self._pinned, checkpoint.transaction
+            if previous is not None:
+                previous.abort()
 
     def checkpoint_now(self) -> None:
         """Sync and complete a checkpoint of the present state, on this thread."""
@@ -399,17 +405,18 @@ class LmdbStorage:
         present state is synced first and becomes the checkpoint, before any commit
         could reuse the old one's pages."""
         self._drop_reader()
-        with self._sync_lock:  # waits for a checkpoint's sync running in a worker
-            pinned = self._pinned is not None or self._pending is not None
+        with self._checkpoint_lock:
+            with self._sync_lock:  # waits for a checkpoint's sync running in a worker
+                pinned = self._pinned is not None or self._pending is not None
+                if pinned:
+                    self._environment.sync(True)
+                    for transaction in (self._pending, self._pinned):
+                        if transaction is not None:
+                            transaction.abort()
+                    self._pending = self._pinned = None
+                map_size_bytes = self._environment.info()["map_size"]
+                self._environment.set_mapsize(map_size_bytes * 2)
             if pinned:
-                self._environment.sync(True)
-                for transaction in (self._pending, self._pinned):
-                    if transaction is not None:
-                        transaction.abort()
-                self._pending = self._pinned = None
-            map_size_bytes = self._environment.info()["map_size"]
-            self._environment.set_mapsize(map_size_bytes * 2)
-        if pinned:
-            self._pending = self._environment.begin()
-            pages = lmdb_checkpoint.read_meta_pages(self._path, self._page_size_bytes)
-            self.complete_checkpoint(PendingCheckpoint(self._pending, pages))
+                self._pending = self._environment.begin()
+                pages = lmdb_checkpoint.read_meta_pages(self._path, self._page_size_bytes)
+                self.complete_checkpoint(PendingCheckpoint(self._pending, pages))
