@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from quorumdb.storage.interface import Write
+from quorumdb.storage.lmdb_engine import LmdbStorage
 from quorumdb.storage.logged_storage import LOG_DIRECTORY, LoggedStorage
 from quorumdb.storage.write_ahead_log import (
     WriteAheadLogError,
@@ -269,6 +270,7 @@ def test_an_os_crash_that_wrote_a_newer_meta_page_but_not_its_pages_recovers(
         expected.update({(0, write.key): write.value for write in writes})
     storage._start_checkpoint()
     storage._finish_checkpoint(wait=True)
+    saved = storage.engine.checkpoints_saved
     at_checkpoint = (node / "data.mdb").read_bytes()
     for group in range(40):  # acknowledged after the checkpoint
         writes = [put(b"key%04d" % (group * 37 % 2000), b"b%d" % group)]
@@ -278,7 +280,7 @@ def test_an_os_crash_that_wrote_a_newer_meta_page_but_not_its_pages_recovers(
         storage.sync()
         expected.update({(write.partition, write.key): write.value for write in writes})
     newest = (node / "data.mdb").read_bytes()
-    assert storage.engine.checkpoints_saved == 2  # at open, and the one above: no other
+    assert storage.engine.checkpoints_saved == saved  # no checkpoint after the one above
     abandon(storage)
     page_bytes = 4096
     crashed = bytearray(at_checkpoint.ljust(len(newest), b"\0"))
@@ -403,3 +405,44 @@ def test_random_histories_recover_exactly_what_was_acknowledged(tmp_path: Path, 
             ), f"run {run} (seed {seed + run}), crash at step {crash_step}"
         finally:
             recovered.close()
+
+
+def test_a_crash_during_replay_returns_to_a_checkpoint_the_replay_did_not_overwrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replay commits unsynced, in several transactions; the later ones may reuse pages
+    the earlier ones freed. If those were the checkpoint's own pages, a crash during the
+    replay would return LMDB to a checkpoint whose pages are gone."""
+    node = tmp_path / "node"
+    storage = LoggedStorage(str(node), checkpoint_bytes=HUGE, map_size_bytes=8 << 20)
+    expected = {}
+    for group in range(60):
+        writes = [
+            put(b"key%03d" % ((group * 7 + index) % 200), b"v%d" % group) for index in range(10)
+        ]
+        storage.apply(writes)
+        storage.sync()
+        expected.update({write.key: write.value for write in writes})
+    abandon(storage)
+    monkeypatch.setattr("quorumdb.storage.logged_storage.REPLAY_BATCH_WRITES", 20)
+    original_apply = LmdbStorage.apply
+    calls = 0
+
+    def crash_on_the_fifth_batch(self: LmdbStorage, writes, log_sequence=None) -> None:  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise OSError("simulated crash during replay")
+        original_apply(self, writes, log_sequence)
+
+    monkeypatch.setattr(LmdbStorage, "apply", crash_on_the_fifth_batch)
+    with pytest.raises(OSError, match="simulated crash"):
+        LoggedStorage(str(node))
+    monkeypatch.setattr(LmdbStorage, "apply", original_apply)
+    # Every page the replay wrote reached the disk; its meta pages are the checkpoint's.
+    recovered = LoggedStorage(str(node))
+    try:
+        assert {key: recovered.get("default", 0, key) for key in expected} == expected
+        assert recovered.count("default", 0) == len(expected)
+    finally:
+        recovered.close()

@@ -178,6 +178,9 @@ class LoggedStorage:
     def _recover(self) -> int:
         """Replay the log after LMDB's newest record, checkpoint, start a fresh segment;
         returns the next record's sequence."""
+        # Pin what is there first: the replay's commits must not reuse the pages of the
+        # checkpoint a crash during the replay would return to.
+        self.engine.checkpoint_now()
         applied = self.engine.log_sequence()
         newest = applied
         batch: list[Write] = []
