@@ -337,10 +337,7 @@ class LmdbStorage:
                 return
             self._closed = True
             self._drop_reader()
-            for transaction in (self._pending, self._pinned):
-                if transaction is not None:
-                    transaction.abort()
-            self._pending = self._pinned = None
+            self._release_snapshots()
             self._databases.clear()
             self._environment.close()
 
@@ -410,13 +407,15 @@ class LmdbStorage:
                 pinned = self._pinned is not None or self._pending is not None
                 if pinned:
                     self._environment.sync(True)
-                    for transaction in (self._pending, self._pinned):
-                        if transaction is not None:
-                            transaction.abort()
-                    self._pending = self._pinned = None
+                    self._release_snapshots()
                 map_size_bytes = self._environment.info()["map_size"]
                 self._environment.set_mapsize(map_size_bytes * 2)
-            if pinned:
-                self._pending = self._environment.begin()
-                pages = lmdb_checkpoint.read_meta_pages(self._path, self._page_size_bytes)
-                self.complete_checkpoint(PendingCheckpoint(self._pending, pages))
+            if pinned:  # nothing committed since the sync: the present state is durable
+                self.complete_checkpoint(self.begin_checkpoint())
+
+    def _release_snapshots(self) -> None:
+        """End the pinned and the pending checkpoint's read transactions."""
+        for transaction in (self._pending, self._pinned):
+            if transaction is not None:
+                transaction.abort()
+        self._pending = self._pinned = None
