@@ -3,9 +3,19 @@
 Writes are first held in an overlay that reads consult, so a request later in the
 same turn sees an earlier one's write. At the end of the turn the overlay becomes
 one storage transaction and one fsync (optionally in a worker thread, while the loop
-keeps serving and collecting the next group). Every reply or message issued after a write waits
-until a sync covering that write has finished (persist before send): nobody learns
-of a write that a crash could still take back.
+keeps serving and collecting the next group).
+
+Before that fsync, a group may wait a few more turns, as long as each brings more
+writes (`collect_turns`, like PostgreSQL's commit_delay but counted in turns, not
+microseconds): requests that arrived while the loop was busy with this turn's callbacks
+are read in the next turn, and joining this group spares them a group, an fsync and a
+transaction of their own. With 50 unpipelined clients that made groups of 34 writes
+into groups of 48 and the node 15-25 % faster (BENCHMARKS.md). An idle node pays one
+extra poll of the loop per group; a loaded one at most `collect_turns` turns of latency.
+
+Every reply or message issued after a write waits until a sync covering that write has
+finished (persist before send): nobody learns of a write that a crash could still take
+back.
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ from quorumdb.runtime.read_cache import ReadCache
 from quorumdb.storage.interface import Storage, Write
 
 LOG = logging.getLogger(__name__)
+
+DEFAULT_COLLECT_TURNS = 4
 
 
 class DurabilityWatcher(Protocol):
@@ -53,6 +65,7 @@ class GroupCommit:
         loop: asyncio.AbstractEventLoop,
         sync_in_thread: bool = False,
         cache_bytes: int = 64 * 1024 * 1024,
+        collect_turns: int = DEFAULT_COLLECT_TURNS,
     ) -> None:
         """`sync_in_thread` overlaps the fsync with serving the next group; on this project's
         machines (fsync ~0.2 ms) the hand-off costs more than it saves, so by default the
@@ -81,6 +94,11 @@ class GroupCommit:
         # attribute, refreshed by `_refresh_pending` wherever the overlay or the sequences
         # change: it is read once per fast reply, and a property cost ~65 ns each time.
         self.pending = False
+        if collect_turns < 0:
+            raise ValueError(f"collect_turns must be at least 0, got {collect_turns}")
+        self.collect_turns = collect_turns
+        self._collect_turns_left = collect_turns
+        self._writes_seen = 0  # write_count when the group last looked for more
 
     # --- StorageReader, seen by the core ----------------------------------------------
 
@@ -156,6 +174,15 @@ class GroupCommit:
         self._waiting.append((target, release, lose))
 
     def _end_of_turn(self) -> None:
+        if self.policy is FsyncPolicy.ALWAYS:
+            if self._collect_turns_left and self.write_count != self._writes_seen:
+                # This turn brought writes: give the next one a chance to join them.
+                self._writes_seen = self.write_count
+                self._collect_turns_left -= 1
+                self.loop.call_soon(self._end_of_turn)
+                return
+            self._collect_turns_left = self.collect_turns
+            self._writes_seen = self.write_count
         self._flush_scheduled = False
         self._apply_overlay()
         if self.policy is FsyncPolicy.ALWAYS:
