@@ -1,13 +1,16 @@
 """What making a group durable costs: syncing LMDB's pages against appending a log record.
 
     PYTHONPATH=src python scripts/write_ahead_log_benchmark.py [--groups 2000]
-        [--writes-per-group 45] [--processes 3] [--replay-mb 32] [--json]
+        [--warmup-groups 6000] [--passes 2] [--writes-per-group 45] [--processes 3]
+        [--replay-mb 32] [--json]
 
 Sections (both use the real storage classes, in temporary directories on the data disk):
   sync     each of 1 and then `--processes` processes at once (as the nodes of a local
            cluster share one disk) applies `--groups` groups of `--writes-per-group` random
-           100-byte writes over 33,000 keys and syncs each: `LmdbStorage` (sync = flush
-           LMDB's dirty pages) and `LoggedStorage` (sync = fdatasync of the log record),
+           100-byte writes over 33,000 keys and syncs each, after `--warmup-groups`
+           untimed ones (past the first checkpoint): `LmdbStorage` (sync = flush
+           LMDB's dirty pages), `LoggedStorage` (sync = fdatasync of the log record, into
+           preallocated space) and the same log growing its file with each record,
            alternating. Reports the mean, p50 and p99 of the sync call and groups/s.
   replay   a log of `--replay-mb` MB written after a checkpoint, then opened from a copy
            of the data file at that checkpoint: the time start-up spends replaying it.
@@ -38,7 +41,9 @@ from quorumdb.storage.logged_storage import LOG_DIRECTORY, LoggedStorage  # noqa
 
 KEY_COUNT = 33_000
 VALUE_BYTES = 100
-ENGINES = ("lmdb", "logged")
+ENGINES = ("lmdb", "logged", "logged-append")
+"""`logged` writes into preallocated spare segments (the default); `logged-append`
+grows its segment with every record, as the log did before spares."""
 DATA_DIRECTORY = os.environ.get("QUORUMDB_BENCH_DIR") or tempfile.gettempdir()
 """Where the temporary stores go: put it on the disk the nodes' data would use."""
 
@@ -48,11 +53,20 @@ def keys() -> list[bytes]:
 
 
 def open_engine(engine: str, path: str) -> LmdbStorage | LoggedStorage:
-    return LmdbStorage(path) if engine == "lmdb" else LoggedStorage(path)
+    if engine == "lmdb":
+        return LmdbStorage(path)
+    if engine == "logged-append":
+        return LoggedStorage(path, log_segment_bytes=0)
+    return LoggedStorage(path)
 
 
-def sync_run(engine: str, groups: int, writes_per_group: int, seed: int) -> list[float]:
-    """Seconds of each group's sync, after filling the key space once."""
+def sync_run(
+    engine: str, groups: int, writes_per_group: int, seed: int, warmup_groups: int
+) -> tuple[list[float], float]:
+    """Seconds of each group's sync and of the timed groups in all, after filling the key
+    space once and `warmup_groups` untimed groups (enough log for a checkpoint: the log's
+    spares are then recycled segments, as on a node that has run a while, instead of
+    zero-filled ones)."""
     generator = random.Random(seed)
     all_keys = keys()
     value = bytes(generator.getrandbits(8) for _ in range(VALUE_BYTES))
@@ -62,37 +76,50 @@ def sync_run(engine: str, groups: int, writes_per_group: int, seed: int) -> list
         storage.apply([Write("bench", 0, key, value) for key in all_keys])
         storage.sync()
         timings = []
-        for _ in range(groups):
+        timed_from = time.perf_counter()
+        for index in range(warmup_groups + groups):
+            if index == warmup_groups:
+                timed_from = time.perf_counter()
             chosen = generator.sample(all_keys, writes_per_group)
             storage.apply([Write("bench", 0, key, value) for key in chosen])
             started = time.perf_counter()
             storage.sync()
-            timings.append(time.perf_counter() - started)
+            if index >= warmup_groups:
+                timings.append(time.perf_counter() - started)
+        timed_seconds = time.perf_counter() - timed_from
         storage.close()
-        return timings
+        return timings, timed_seconds
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _worker(arguments: tuple[str, int, int, int]) -> tuple[list[float], float]:
-    started = time.perf_counter()
-    timings = sync_run(*arguments)
-    return timings, time.perf_counter() - started
+def _worker(arguments: tuple[str, int, int, int, int]) -> tuple[list[float], float]:
+    return sync_run(*arguments)
 
 
 def sync_section(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for processes in sorted({1, args.processes}):
-        for engine in ENGINES:
-            work = [(engine, args.groups, args.writes_per_group, seed) for seed in range(processes)]
+        # Whichever engine runs right after another pays for the disk work its stores
+        # left (deleting LMDB's 1 GB file, discards): each pass runs them in the other
+        # order, so every engine is measured once early and once late.
+        orders = [ENGINES if index % 2 == 0 else ENGINES[::-1] for index in range(args.passes)]
+        for number, engine in ((n, e) for n, order in enumerate(orders, 1) for e in order):
+            work = [
+                (engine, args.groups, args.writes_per_group, seed, args.warmup_groups)
+                for seed in range(processes)
+            ]
             with multiprocessing.Pool(processes) as pool:
                 results = pool.map(_worker, work)
+            os.sync()
+            time.sleep(args.settle_seconds)
             timings = sorted(timing for result, _ in results for timing in result)
             groups_per_second = sum(len(result) / seconds for result, seconds in results)
             rows.append(
                 {
                     "engine": engine,
                     "processes": processes,
+                    "pass": number,
                     "sync_ms_mean": round(1000 * statistics.mean(timings), 3),
                     "sync_ms_p50": round(1000 * timings[len(timings) // 2], 3),
                     "sync_ms_p99": round(1000 * timings[int(len(timings) * 0.99)], 3),
@@ -119,7 +146,7 @@ def replay_section(args: argparse.Namespace) -> dict[str, Any]:
         shutil.copyfile(live / "data.mdb", checkpoint)
         shutil.copyfile(live / lmdb_checkpoint.FILE_NAME, directory / "checkpoint.meta")
         records = writes = 0
-        while storage.log.bytes_written < args.replay_mb * 1024 * 1024:
+        while storage.log_bytes_since_checkpoint < args.replay_mb * 1024 * 1024:
             group = [
                 Write("bench", 0, key, value)
                 for key in generator.sample(all_keys, args.writes_per_group)
@@ -128,7 +155,7 @@ def replay_section(args: argparse.Namespace) -> dict[str, Any]:
             storage.sync()
             records += 1
             writes += len(group)
-        log_bytes = storage.log.bytes_written
+        log_bytes = storage.log_bytes_since_checkpoint
         crashed = directory / "crashed"
         crashed.mkdir()
         shutil.copyfile(checkpoint, crashed / "data.mdb")
@@ -156,6 +183,16 @@ def replay_section(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--groups", type=int, default=2000)
+    parser.add_argument(
+        "--passes", type=int, default=2, help="runs of every engine, alternating their order"
+    )
+    parser.add_argument(
+        "--settle-seconds", type=float, default=2.0, help="pause after each run (disk settles)"
+    )
+    parser.add_argument(
+        "--warmup-groups", type=int, default=6000,
+        help="untimed groups first (6000 x 45 writes is past the first 32 MB checkpoint)",
+    )
     parser.add_argument("--writes-per-group", type=int, default=45)
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--replay-mb", type=float, default=32.0)
@@ -176,11 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"machine: {document['machine']}")
     if "sync" in document:
-        print("\n| engine | processes at once | sync ms mean | p50 | p99 | groups/s (all) |")
-        print("|---|---|---|---|---|---|")
+        print("\n| engine | processes at once | pass | sync ms mean | p50 | p99 | groups/s (all) |")
+        print("|---|---|---|---|---|---|---|")
         for row in document["sync"]:
             print(
-                f"| {row['engine']} | {row['processes']} | {row['sync_ms_mean']} "
+                f"| {row['engine']} | {row['processes']} | {row['pass']} | {row['sync_ms_mean']} "
                 f"| {row['sync_ms_p50']} | {row['sync_ms_p99']} | {row['groups_per_second']:,} |"
             )
     if "replay" in document:

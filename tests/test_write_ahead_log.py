@@ -14,14 +14,17 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from quorumdb.storage.interface import Write
 from quorumdb.storage.lmdb_engine import LmdbStorage
+from quorumdb.storage.log_spares import SPARE_SUFFIX
 from quorumdb.storage.logged_storage import LOG_DIRECTORY, LoggedStorage
 from quorumdb.storage.write_ahead_log import (
+    WriteAheadLog,
     WriteAheadLogError,
     encode_record,
     read_records,
@@ -121,11 +124,11 @@ def test_a_torn_tail_is_ignored_and_writing_goes_on_after_it(tmp_path: Path) -> 
     storage.sync()
     storage.apply([put(b"k", b"2")])
     storage.sync()
+    records_end = storage.log.bytes_written  # preallocated zeros follow
     abandon(storage)
     (_, newest), *_ = reversed(segment_paths(str(live / LOG_DIRECTORY)))
-    size = os.path.getsize(newest)
     with open(newest, "r+b") as file:  # the second record, cut short by a crash
-        file.truncate(size - 3)
+        file.truncate(records_end - 3)
 
     copy = crashed_copy(at_checkpoint, live / LOG_DIRECTORY, tmp_path / "crashed")
     recovered = LoggedStorage(str(copy))
@@ -169,8 +172,84 @@ def test_damage_inside_an_older_segment_refuses_to_open(tmp_path: Path) -> None:
     data = bytearray(older.read_bytes())
     data[-5] ^= 0xFF  # inside the third record's payload
     older.write_bytes(bytes(data))
-    with pytest.raises(WriteAheadLogError, match="not the newest segment"):
+    with pytest.raises(WriteAheadLogError, match="records stop at byte 66 .* records are missing"):
         LoggedStorage(str(tmp_path / "node"))
+
+
+def wait_for_spare(log: WriteAheadLog) -> None:
+    assert log.spares is not None
+    for _ in range(500):
+        if log.spares.ready_count():
+            return
+        time.sleep(0.01)
+    raise AssertionError("no spare was prepared")
+
+
+def write_records(log: WriteAheadLog, sequences: range, value_bytes: int = 100) -> None:
+    """One record per sync; with spares, waits for one whenever the log has asked for it
+    (so every roll finds one ready, as on a disk that keeps up)."""
+    for sequence in sequences:
+        if log.spares is not None and log.bytes_written > log.spares.segment_bytes // 2:
+            wait_for_spare(log)
+        log.append(sequence, [put(b"k%d" % sequence, b"v" * value_bytes)])
+        log.sync()
+
+
+def test_records_go_into_preallocated_spares_and_a_full_segment_rolls(tmp_path: Path) -> None:
+    log = WriteAheadLog(str(tmp_path / "log"), segment_bytes=4096, max_spares=2)
+    log.start_segment(1)  # no spare yet: this one grows with its records
+    write_records(log, range(1, 100))  # about 13 KB of records
+    segments = segment_paths(log.directory)
+    assert len(segments) >= 4
+    for _, path in segments[1:]:
+        # Spares, made as large as a segment before any record went in; the full ones
+        # rolled before growing.
+        assert os.path.getsize(path) == 4096
+    assert log.bytes_written < 4096
+    log.close()
+    assert [sequence for sequence, _ in read_records(log.directory)] == list(range(1, 100))
+
+
+def test_without_spares_segments_hold_only_records(tmp_path: Path) -> None:
+    log = WriteAheadLog(str(tmp_path / "log"), segment_bytes=0)
+    log.start_segment(1)
+    write_records(log, range(1, 30))
+    ((_, path),) = segment_paths(log.directory)
+    assert os.path.getsize(path) == log.bytes_written
+    log.close()
+    assert not [name for name in os.listdir(log.directory) if not name.endswith(".wal")]
+
+
+def test_recycled_segments_keep_old_records_that_reading_never_returns(tmp_path: Path) -> None:
+    directory = str(tmp_path / "log")
+    log = WriteAheadLog(directory, segment_bytes=4096, max_spares=4)
+    log.start_segment(1)
+    write_records(log, range(1, 100))  # several full segments
+    log.close()
+    for name in os.listdir(directory):  # no zero-filled spares: only recycled ones below
+        if name.endswith(SPARE_SUFFIX):
+            os.remove(os.path.join(directory, name))
+    log = WriteAheadLog(directory, segment_bytes=4096, max_spares=4)
+    assert log.spares is not None and log.spares.ready_count() == 0
+    assert len(segment_paths(directory)) >= 3
+    log.delete_segments_before(100)  # as a checkpoint would: they hold nothing needed now
+    assert log.spares.recycled_count >= 2 and segment_paths(directory) == []
+    log.start_segment(100)  # into a recycled file, full of older records
+    write_records(log, range(100, 110), value_bytes=10)
+    log.close()
+    ((_, path),) = segment_paths(directory)
+    data = Path(path).read_bytes()
+    assert os.path.getsize(path) >= 4096 and data.count(b"v" * 100) >= 3  # old records there
+    assert [sequence for sequence, _ in read_records(directory)] == list(range(100, 110))
+
+
+def test_bytes_after_an_older_segment_are_fine_when_the_next_one_continues(tmp_path: Path) -> None:
+    log = tmp_path / "node" / LOG_DIRECTORY
+    older = write_segment(log, 1, 3)
+    write_segment(log, 4, 2)
+    with open(older, "ab") as file:  # spare space: zeros, then an old record
+        file.write(bytes(100) + encode_record(2, [put(b"old", b"x")]))
+    assert [sequence for sequence, _ in read_records(str(log))] == [1, 2, 3, 4, 5]
 
 
 def test_a_log_that_resumes_past_the_data_file_refuses_to_open(tmp_path: Path) -> None:

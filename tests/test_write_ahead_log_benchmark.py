@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_tiny_run_reports_sync_times_of_both_engines_and_a_full_replay(tmp_path: Path) -> None:
+def test_tiny_run_reports_sync_times_of_every_engine_and_a_full_replay(tmp_path: Path) -> None:
     environment = {
         **os.environ,
         "PYTHONPATH": str(ROOT / "src"),
@@ -19,13 +19,21 @@ def test_tiny_run_reports_sync_times_of_both_engines_and_a_full_replay(tmp_path:
     }
     finished = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "write_ahead_log_benchmark.py"),
-         "--groups", "20", "--processes", "2", "--replay-mb", "0.05", "--json"],
+         "--groups", "20", "--warmup-groups", "20", "--settle-seconds", "0",
+         "--processes", "2", "--replay-mb", "0.05",
+         "--json"],
         capture_output=True, text=True, timeout=180, env=environment,
     )  # fmt: skip
     assert finished.returncode == 0, finished.stderr[-3000:]
     document = json.loads(finished.stdout)
-    rows = {(row["engine"], row["processes"]): row for row in document["sync"]}
-    assert set(rows) == {("lmdb", 1), ("logged", 1), ("lmdb", 2), ("logged", 2)}
+    rows = {(row["engine"], row["processes"], row["pass"]): row for row in document["sync"]}
+    engines = ("lmdb", "logged", "logged-append")
+    assert set(rows) == {
+        (engine, processes, number)
+        for engine in engines
+        for processes in (1, 2)
+        for number in (1, 2)
+    }
     for row in rows.values():
         assert 0 < row["sync_ms_p50"] <= row["sync_ms_p99"] and row["groups_per_second"] > 0
     replay = document["replay"]

@@ -28,7 +28,12 @@ from collections.abc import Sequence
 
 from quorumdb.storage.interface import StorageError, Write
 from quorumdb.storage.lmdb_engine import LmdbStorage, PendingCheckpoint
-from quorumdb.storage.write_ahead_log import WriteAheadLog, WriteAheadLogError, read_records
+from quorumdb.storage.write_ahead_log import (
+    DEFAULT_SEGMENT_BYTES,
+    WriteAheadLog,
+    WriteAheadLogError,
+    read_records,
+)
 
 DEFAULT_CHECKPOINT_BYTES = 32 * 1024 * 1024
 """Log written between checkpoints: bounds the log on disk (about twice this) and replay
@@ -50,6 +55,7 @@ class LoggedStorage:
         checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES,
         map_size_bytes: int = 1 << 30,
         max_partitions: int = 8192,
+        log_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
         if checkpoint_bytes <= 0:
             raise ValueError(f"checkpoint_bytes must be positive, got {checkpoint_bytes}")
@@ -59,7 +65,12 @@ class LoggedStorage:
             max_partitions=max_partitions,
             pinned_checkpoints=True,
         )
-        self.log = WriteAheadLog(os.path.join(path, LOG_DIRECTORY))
+        # Enough spares for the segments of a checkpoint's worth of log, so that in steady
+        # state recycling provides them all and none is zero-filled.
+        max_spares = checkpoint_bytes // log_segment_bytes + 1 if log_segment_bytes else 1
+        self.log = WriteAheadLog(
+            os.path.join(path, LOG_DIRECTORY), log_segment_bytes, max(1, min(max_spares, 64))
+        )
         self.checkpoint_bytes = checkpoint_bytes
         self.checkpoint_count = 0
         self.checkpoint_seconds = 0.0
@@ -78,6 +89,7 @@ class LoggedStorage:
         # in a worker thread: `sync_in_thread`).
         self._append_lock = threading.Lock()
         self._closed = False
+        self._log_bytes_at_checkpoint = 0
         try:
             self._next_sequence = self._recover()
         except BaseException:
@@ -107,6 +119,11 @@ class LoggedStorage:
     def log_size_bytes(self) -> int:
         return self.log.size_bytes()
 
+    @property
+    def log_bytes_since_checkpoint(self) -> int:
+        """Log written since the newest checkpoint began: what a crash would replay."""
+        return self.log.total_bytes_synced - self._log_bytes_at_checkpoint
+
     # --- writes --------------------------------------------------------------------------
 
     def apply(self, writes: Sequence[Write]) -> None:
@@ -126,7 +143,8 @@ class LoggedStorage:
                 raise StorageError("sync() on a closed LoggedStorage")
             self.log.sync()
             self._finish_checkpoint(wait=False)
-            if self._checkpoint is None and self.log.bytes_written >= self.checkpoint_bytes:
+            due = self.log_bytes_since_checkpoint >= self.checkpoint_bytes
+            if self._checkpoint is None and due:
                 self._start_checkpoint()
 
     def close(self) -> None:
@@ -154,6 +172,7 @@ class LoggedStorage:
         with self._append_lock:
             first_sequence = self._next_sequence
             self.log.start_segment(first_sequence)
+            self._log_bytes_at_checkpoint = self.log.total_bytes_synced
             self._checkpoint_snapshot = self.engine.begin_checkpoint()
         self._checkpoint_keeps_from = first_sequence
         self._checkpoint = self._checkpointer.submit(self._timed_engine_sync)

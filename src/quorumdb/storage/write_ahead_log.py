@@ -19,6 +19,14 @@ incomplete, fails its checksum or breaks the sequence: the torn tail a crash dur
 append leaves. A segment is only closed after a sync covering all of it, so such a tail
 is only legitimate in the newest segment; anywhere else it means lost records, and
 `read_records` raises instead of replaying around the hole.
+
+Segments are written into spares (`storage/log_spares.py`): files already
+`segment_bytes` (4 MiB) long, mostly segments a checkpoint made obsolete, so most syncs
+grow nothing. When the records outgrow the segment, the next sync begins a new segment
+from a spare, named after its first record (without a spare ready, the segment just
+grows). What follows the last record in a segment is zeros or an old record, never one
+that continues the sequence; so damage in a segment other than the newest shows as the
+next segment not continuing its sequence.
 """
 
 from __future__ import annotations
@@ -32,11 +40,15 @@ from zlib import crc32
 import msgpack
 
 from quorumdb.storage.interface import StorageError, Write
+from quorumdb.storage.log_spares import SparePool
 
 _HEADER = Struct(">IIQ")  # crc32, payload length, sequence
 _HEADER_BYTES = _HEADER.size
 _SUFFIX = ".wal"
 _packb = msgpack.Packer(use_bin_type=True).pack
+
+DEFAULT_SEGMENT_BYTES = 4 << 20
+DEFAULT_MAX_SPARES = 9
 
 
 class WriteAheadLogError(StorageError):
@@ -82,11 +94,13 @@ def read_records(directory: str) -> Iterator[tuple[int, list[Write]]]:
     """Every intact record, oldest first; raises WriteAheadLogError on a hole between segments."""
     segments = segment_paths(directory)
     expected: int | None = None
-    for index, (first_sequence, path) in enumerate(segments):
+    previous_end = ""  # where the previous segment's records stopped, for the error
+    for first_sequence, path in segments:
         if expected is not None and first_sequence != expected:
             raise WriteAheadLogError(
-                f"write-ahead log segment {path} starts at record {first_sequence}, "
-                f"but the previous segment ends before record {expected}: records are missing"
+                f"write-ahead log segment {path} starts at record {first_sequence}, but the "
+                f"previous segment ends before record {expected}{previous_end}: records "
+                "are missing (the previous segment is not the newest, so this is no torn tail)"
             )
         with open(path, "rb") as file:
             data = file.read()
@@ -98,11 +112,7 @@ def read_records(directory: str) -> Iterator[tuple[int, list[Write]]]:
             yield sequence, writes
             expected = sequence + 1
             offset = end
-        if offset < len(data) and index < len(segments) - 1:
-            raise WriteAheadLogError(
-                f"write-ahead log segment {path} is damaged at byte {offset} of {len(data)}, "
-                "and it is not the newest segment: records after that point are lost"
-            )
+        previous_end = f" (its records stop at byte {offset} of {len(data)}, {path})"
 
 
 class WriteAheadLog:
@@ -110,37 +120,60 @@ class WriteAheadLog:
 
     `append` may run on one thread while `sync` runs on another (GroupCommit's
     `sync_in_thread`): the pending bytes are handed over under a lock, and
-    syncs are serialized by their own lock.
+    syncs are serialized by their own lock. `segment_bytes=0` keeps no spares: each
+    segment grows with every record, as before spares existed.
     """
 
-    def __init__(self, directory: str) -> None:
+    def __init__(
+        self,
+        directory: str,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        max_spares: int = DEFAULT_MAX_SPARES,
+    ) -> None:
+        if segment_bytes < 0:
+            raise ValueError(f"segment_bytes must be at least 0, got {segment_bytes}")
         self.directory = directory
         os.makedirs(directory, exist_ok=True)
+        self.spares = SparePool(directory, segment_bytes, max_spares) if segment_bytes else None
         self._pending = bytearray()
+        self._pending_first_sequence = 0
         self._pending_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._descriptor: int | None = None
         self.first_sequence = 0  # of the newest segment
-        self.bytes_written = 0  # since the newest segment began
+        self.bytes_written = 0  # records in the newest segment: where the next one goes
+        self._capacity = 0  # the newest segment's size when it began (a spare's, or 0)
         self.total_bytes_synced = 0
 
     def start_segment(self, first_sequence: int) -> None:
         """Close the current segment (after syncing what it holds) and begin a new one."""
         with self._sync_lock:
             self._sync_locked()
-            self._close_descriptor()
-            path = os.path.join(self.directory, segment_name(first_sequence))
-            # Truncating is safe: a segment named N holds no record when N is next (else
-            # the caller would be past N); at most the torn bytes of a crashed append.
-            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+            self._open_segment_locked(first_sequence)
+
+    def _open_segment_locked(self, first_sequence: int) -> None:
+        self._close_descriptor()
+        path = os.path.join(self.directory, segment_name(first_sequence))
+        spare = self.spares.take() if self.spares is not None else None
+        if spare is not None:
+            # Replaces a file of that name, which can hold no record (else the caller
+            # would be past `first_sequence`): at most the torn bytes of a crashed append.
+            os.rename(spare, path)
+            self._descriptor = os.open(path, os.O_WRONLY)
+            self._capacity = os.fstat(self._descriptor).st_size
+        else:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
             self._descriptor = os.open(path, flags, 0o644)
-            self._sync_directory()
-            self.first_sequence = first_sequence
-            self.bytes_written = 0
+            self._capacity = 0
+        self._sync_directory()
+        self.first_sequence = first_sequence
+        self.bytes_written = 0
 
     def append(self, sequence: int, writes: Sequence[Write]) -> None:
         record = encode_record(sequence, writes)
         with self._pending_lock:
+            if not self._pending:
+                self._pending_first_sequence = sequence
             self._pending += record
 
     def sync(self) -> None:
@@ -152,24 +185,33 @@ class WriteAheadLog:
             pending = self._pending
             if not pending:
                 return
+            first_sequence = self._pending_first_sequence
             self._pending = bytearray()
-        descriptor = self._descriptor
-        if descriptor is None:
+        if self._descriptor is None:
             raise StorageError("write-ahead log has no open segment")
-        view = memoryview(pending)
-        while view:
-            written = os.write(descriptor, view)
-            view = view[written:]
+        end = self.bytes_written + len(pending)
+        spares = self.spares
+        if spares is not None and end > spares.segment_bytes // 2:
+            full = max(self._capacity, spares.segment_bytes)
+            if end > full and self.bytes_written and spares.ready_count():
+                # Everything before `pending` is synced: the segment is complete.
+                self._open_segment_locked(first_sequence)
+                end = len(pending)
+            spares.want_one()  # half full: have the next spare ready in time
+        descriptor = self._descriptor
+        assert descriptor is not None
+        _write_fully(descriptor, pending, self.bytes_written)
+        self.bytes_written = end
         os.fdatasync(descriptor)
-        self.bytes_written += len(pending)
         self.total_bytes_synced += len(pending)
 
     def delete_segments_before(self, first_sequence: int) -> int:
         """Delete the segments older than the one starting at `first_sequence`; how many."""
         deleted = 0
-        for start, path in segment_paths(self.directory):
+        for start, path in segment_paths(self.directory):  # oldest first: no gap on a crash
             if start < first_sequence:
-                os.remove(path)
+                if self.spares is None or not self.spares.recycle(path):
+                    os.remove(path)
                 deleted += 1
         if deleted:
             self._sync_directory()
@@ -190,6 +232,8 @@ class WriteAheadLog:
             if self._descriptor is not None:
                 self._sync_locked()
             self._close_descriptor()
+        if self.spares is not None:
+            self.spares.close()
 
     def _close_descriptor(self) -> None:
         if self._descriptor is not None:
@@ -203,3 +247,11 @@ class WriteAheadLog:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+
+
+def _write_fully(descriptor: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(descriptor, view, offset)
+        view = view[written:]
+        offset += written
