@@ -11,12 +11,15 @@ Most spares are recycled: segments a checkpoint made obsolete, renamed instead o
 deleted (as PostgreSQL recycles its WAL segments), whose blocks are all written. A
 recycled spare still holds old records; that is harmless, because reading a segment
 stops at the first record whose sequence does not follow, and every old record's
-sequence is lower than anything the log will write again. Until a first checkpoint
-has freed segments, a background thread makes spares by reserving their blocks
-(`posix_fallocate`): no faster to write into than a growing file, but no slower either.
-Zero-filling them instead made the first spares fast to sync, but writing the zeros
-slowed LMDB's commits meanwhile (in an ad hoc trial, 0.68-1.0 s of commits for 2,000
-groups against 0.35 s).
+sequence is lower than anything the log will write again.
+
+Until a checkpoint has freed segments, a background thread makes spares. The first one
+after the log opens is zero-filled and synced, as the node starts and nothing competes
+with writing the zeros; the log moves into it as soon as it is ready (durable single-key
+SETs: 46.5-52.4k ops/s against 37.7-49.7k, alternating runs, BENCHMARKS.md). Later ones
+only reserve their blocks (`posix_fallocate`): no faster to write into than a growing
+file, but no slower either, while zero-filling them under load slowed LMDB's commits
+(in an ad hoc trial, 0.68-1.0 s of commits for 2,000 groups against 0.35 s).
 Spares are named `NNNNNN.spare`, never `*.wal`, so reading the log never sees them; a
 `.spare-tmp` left by a crash while preparing one is deleted at open.
 """
@@ -29,6 +32,8 @@ import os
 import threading
 
 LOG = logging.getLogger(__name__)
+
+_ZERO_CHUNK = bytes(1 << 20)
 
 SPARE_SUFFIX = ".spare"
 TEMPORARY_SUFFIX = ".spare-tmp"
@@ -49,6 +54,7 @@ class SparePool:
         self._ready: list[str] = []
         self._next_number = 0
         self._preparing = False
+        self._zero_fill_next = True  # the first spare since open: see the module's notes
         self._closed = False
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         for name in sorted(os.listdir(directory)):
@@ -80,7 +86,8 @@ class SparePool:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     max_workers=1, thread_name_prefix="quorumdb-log-spare"
                 )
-            self._executor.submit(self._prepare, path)
+            self._executor.submit(self._prepare, path, self._zero_fill_next)
+            self._zero_fill_next = False
 
     def recycle(self, segment_path: str) -> bool:
         """Keep an obsolete segment as a spare (renamed) if the pool has room; the caller
@@ -109,12 +116,17 @@ class SparePool:
         self._next_number += 1
         return os.path.join(self.directory, f"{number:06d}{SPARE_SUFFIX}")
 
-    def _prepare(self, path: str) -> None:
+    def _prepare(self, path: str, zero_fill: bool) -> None:
         temporary = path[: -len(SPARE_SUFFIX)] + TEMPORARY_SUFFIX
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                if hasattr(os, "posix_fallocate"):
+                if zero_fill:
+                    zeros = memoryview(_ZERO_CHUNK)
+                    remaining = self.segment_bytes
+                    while remaining > 0:
+                        remaining -= os.write(descriptor, zeros[: min(remaining, len(zeros))])
+                elif hasattr(os, "posix_fallocate"):
                     os.posix_fallocate(descriptor, 0, self.segment_bytes)
                 else:
                     os.ftruncate(descriptor, self.segment_bytes)

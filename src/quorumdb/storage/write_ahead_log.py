@@ -24,9 +24,10 @@ Segments are written into spares (`storage/log_spares.py`): files already
 `segment_bytes` (4 MiB) long, mostly segments a checkpoint made obsolete, so most syncs
 grow nothing. When the records outgrow the segment, the next sync begins a new segment
 from a spare, named after its first record (without a spare ready, the segment just
-grows). What follows the last record in a segment is zeros or an old record, never one
-that continues the sequence; so damage in a segment other than the newest shows as the
-next segment not continuing its sequence.
+grows; a segment that is not in a spare moves into one as soon as one is ready). What
+follows the last record in a segment is zeros or an old record, never one that
+continues the sequence; so damage in a segment other than the newest shows as the next
+segment not continuing its sequence.
 """
 
 from __future__ import annotations
@@ -191,13 +192,15 @@ class WriteAheadLog:
             raise StorageError("write-ahead log has no open segment")
         end = self.bytes_written + len(pending)
         spares = self.spares
-        if spares is not None and end > spares.segment_bytes // 2:
-            full = max(self._capacity, spares.segment_bytes)
-            if end > full and self.bytes_written and spares.ready_count():
-                # Everything before `pending` is synced: the segment is complete.
-                self._open_segment_locked(first_sequence)
-                end = len(pending)
-            spares.want_one()  # half full: have the next spare ready in time
+        if spares is not None:
+            growing = self._capacity < spares.segment_bytes  # not in a spare: move soon
+            if growing or end > spares.segment_bytes // 2:
+                full = growing or end > self._capacity
+                if full and self.bytes_written and spares.ready_count():
+                    # Everything before `pending` is synced: the segment is complete.
+                    self._open_segment_locked(first_sequence)
+                    end = len(pending)
+                spares.want_one()  # growing, or half full: have the next spare in time
         descriptor = self._descriptor
         assert descriptor is not None
         _write_fully(descriptor, pending, self.bytes_written)
