@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from quorumdb.storage import write_ahead_log
 from quorumdb.storage.interface import Write
 from quorumdb.storage.lmdb_engine import LmdbStorage
 from quorumdb.storage.log_spares import SPARE_SUFFIX
@@ -208,6 +209,29 @@ def test_records_go_into_preallocated_spares_and_a_full_segment_rolls(tmp_path: 
     assert log.bytes_written < 4096
     log.close()
     assert [sequence for sequence, _ in read_records(log.directory)] == list(range(1, 100))
+
+
+def test_a_failed_write_keeps_its_records_for_the_next_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = WriteAheadLog(str(tmp_path / "log"), segment_bytes=0)
+    log.start_segment(1)
+    write_records(log, range(1, 3))
+    original = write_ahead_log._write_fully
+
+    def failing(descriptor: int, data: bytes, offset: int) -> None:
+        original(descriptor, data[:5], offset)  # part of it reaches the file
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(write_ahead_log, "_write_fully", failing)
+    log.append(3, [put(b"k3", b"v")])
+    with pytest.raises(OSError):
+        log.sync()
+    monkeypatch.setattr(write_ahead_log, "_write_fully", original)
+    log.append(4, [put(b"k4", b"v")])
+    log.sync()
+    log.close()
+    assert [sequence for sequence, _ in read_records(log.directory)] == [1, 2, 3, 4]
 
 
 def test_without_spares_segments_hold_only_records(tmp_path: Path) -> None:

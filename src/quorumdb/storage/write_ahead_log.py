@@ -188,8 +188,24 @@ class WriteAheadLog:
                 return
             first_sequence = self._pending_first_sequence
             self._pending = bytearray()
-        if self._descriptor is None:
-            raise StorageError("write-ahead log has no open segment")
+        try:
+            end = self._place_locked(pending, first_sequence)
+        except BaseException:
+            # `pending` does not count as written (a partial write is overwritten by
+            # the next try): keep it, or a later sync would leave a hole in the
+            # sequence that no restart could get past.
+            with self._pending_lock:
+                self._pending[:0] = pending
+                self._pending_first_sequence = first_sequence
+            raise
+        self.bytes_written = end
+        assert self._descriptor is not None
+        os.fdatasync(self._descriptor)
+        self.total_bytes_synced += len(pending)
+
+    def _place_locked(self, pending: bytearray, first_sequence: int) -> int:
+        """Write `pending` into the newest segment, first moving to a spare if it is time;
+        returns where the records now end."""
         end = self.bytes_written + len(pending)
         spares = self.spares
         if spares is not None:
@@ -201,12 +217,10 @@ class WriteAheadLog:
                     self._open_segment_locked(first_sequence)
                     end = len(pending)
                 spares.want_one()  # growing, or half full: have the next spare in time
-        descriptor = self._descriptor
-        assert descriptor is not None
-        _write_fully(descriptor, pending, self.bytes_written)
-        self.bytes_written = end
-        os.fdatasync(descriptor)
-        self.total_bytes_synced += len(pending)
+        if self._descriptor is None:
+            raise StorageError("write-ahead log has no open segment")
+        _write_fully(self._descriptor, pending, self.bytes_written)
+        return end
 
     def delete_segments_before(self, first_sequence: int) -> int:
         """Delete the segments older than the one starting at `first_sequence`; how many."""
