@@ -322,6 +322,7 @@ def test_metrics_exposition(nodes, cluster3) -> None:
         assert families["quorumdb_fsync_seconds"].type == "counter"
         # fsync 'always' (the cluster's): groups are made durable by the write-ahead log.
         assert sample_value(families["quorumdb_wal_bytes"], "quorumdb_wal_bytes") > 0
+        assert families["quorumdb_wal_spare_bytes"].type == "gauge"
         assert families["quorumdb_checkpoints"].type == "counter"
         assert families["quorumdb_checkpoint_seconds"].type == "counter"
         assert families["quorumdb_wal_records_replayed"].type == "counter"

@@ -259,6 +259,7 @@ def test_recycled_segments_keep_old_records_that_reading_never_returns(tmp_path:
     newest_first = segment_paths(directory)[-1][0]
     log.delete_segments_before(newest_first)  # as a checkpoint would
     assert log.spares.recycled_count >= 2  # full segments, renamed rather than deleted
+    assert log.spares.size_bytes() >= 2 * 4096
     log.start_segment(100)  # into a recycled file, full of older records
     write_records(log, range(100, 110), value_bytes=10)
     log.close()

@@ -100,6 +100,10 @@ class NodeCollector(Collector):
                 "Bytes of write-ahead log on disk (0 with fsync 'no', which keeps none)",
                 logged.log_size_bytes() if logged else 0,
             ),
+            "quorumdb_wal_spare_bytes": (
+                "Bytes of spare write-ahead log segments made ahead of need",
+                logged.log_spare_bytes() if logged else 0,
+            ),
             "quorumdb_partition_map_version": (
                 "Version of the partition map this node routes by",
                 runtime.node.partition_map.version,

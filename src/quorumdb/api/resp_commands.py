@@ -935,6 +935,7 @@ def _info_text(context: CommandContext, sections: set[str], key_count: int) -> s
             f"writes_persisted:{commit.write_count}\r\n"
             f"storage_bytes:{runtime.storage.size_bytes()}\r\n"
             f"wal_bytes:{logged.log_size_bytes() if logged else 0}\r\n"
+            f"wal_spare_bytes:{logged.log_spare_bytes() if logged else 0}\r\n"
             f"checkpoints:{logged.checkpoint_count if logged else 0}\r\n"
             f"read_cache_bytes:{commit.cache.size_bytes}\r\n"
             f"read_cache_hits:{commit.cache.hit_count}\r\n"

@@ -70,6 +70,18 @@ class SparePool:
         with self._lock:
             return len(self._ready)
 
+    def size_bytes(self) -> int:
+        """Disk the ready spares take (for metrics)."""
+        with self._lock:
+            paths = list(self._ready)
+        total = 0
+        for path in paths:
+            try:
+                total += os.path.getsize(path)
+            except OSError:  # taken meanwhile
+                continue
+        return total
+
     def take(self) -> str | None:
         """A ready spare's path, now the caller's to rename; None if none is ready."""
         with self._lock:

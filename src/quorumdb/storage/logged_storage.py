@@ -119,6 +119,9 @@ class LoggedStorage:
     def log_size_bytes(self) -> int:
         return self.log.size_bytes()
 
+    def log_spare_bytes(self) -> int:
+        return self.log.spares.size_bytes() if self.log.spares is not None else 0
+
     @property
     def log_bytes_since_checkpoint(self) -> int:
         """Log written since the newest checkpoint began: what a crash would replay."""
