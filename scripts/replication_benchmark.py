@@ -339,6 +339,8 @@ class Measurement:
     gc_seconds: float = 0.0  # the quorumdb nodes' garbage-collector pauses meanwhile
     fsync_seconds: float = 0.0  # and the time their group commits spent in fsync
     fsync_count: int = 0
+    loop_stalls: int = 0  # the nodes' event-loop stalls (a timer 30 ms or more late)
+    loop_stall_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -492,17 +494,31 @@ def measure_quorumdb(
     measurement.gc_seconds = after[GC_PAUSE_METRIC] - before[GC_PAUSE_METRIC]
     measurement.fsync_seconds = after[FSYNC_SECONDS_METRIC] - before[FSYNC_SECONDS_METRIC]
     measurement.fsync_count = int(after[FSYNCS_METRIC] - before[FSYNCS_METRIC])
+    measurement.loop_stalls = int(after[LOOP_STALLS_METRIC] - before[LOOP_STALLS_METRIC])
+    measurement.loop_stall_seconds = (
+        after[LOOP_STALL_SECONDS_METRIC] - before[LOOP_STALL_SECONDS_METRIC]
+    )
     return measurement
 
 
 GC_PAUSE_METRIC = "quorumdb_gc_pause_seconds_total"
 FSYNC_SECONDS_METRIC = "quorumdb_fsync_seconds_total"
 FSYNCS_METRIC = "quorumdb_fsyncs_total"
+LOOP_STALLS_METRIC = "quorumdb_event_loop_stalls_total"
+LOOP_STALL_SECONDS_METRIC = "quorumdb_event_loop_stall_seconds_total"
 
 
 def node_totals(cluster: LocalTestCluster) -> dict[str, float]:
-    """GC pauses, fsync time and fsync count so far, from every node's /metrics, summed."""
-    totals = dict.fromkeys((GC_PAUSE_METRIC, FSYNC_SECONDS_METRIC, FSYNCS_METRIC), 0.0)
+    """GC pauses, fsync time and count, event-loop stalls so far, from every node's
+    /metrics, summed."""
+    names = (
+        GC_PAUSE_METRIC,
+        FSYNC_SECONDS_METRIC,
+        FSYNCS_METRIC,
+        LOOP_STALLS_METRIC,
+        LOOP_STALL_SECONDS_METRIC,
+    )
+    totals = dict.fromkeys(names, 0.0)
     for index in range(cluster.node_count):
         text = httpx.get(f"{cluster.http_url(index)}/metrics", timeout=10).text
         for line in text.splitlines():
@@ -773,6 +789,11 @@ def summarize(measurements: list[Measurement]) -> list[dict[str, Any]]:
                     for run in runs
                     if run.fsync_count
                 ],
+                "loop_stalls_by_round": [
+                    (run.loop_stalls, round(1000.0 * run.loop_stall_seconds))
+                    for run in runs
+                    if target.startswith("quorumdb")
+                ],
                 "client_cpu_ms_per_1000_ops": (
                     1000.0 * 1000.0 * sum(run.client_cpu_seconds for run in runs) / operations
                     if operations
@@ -813,6 +834,12 @@ def print_report(document: dict[str, Any]) -> None:
         if row["fsync_ms_mean_by_round"]:
             by_round = ", ".join(f"{value:.2f}" for value in row["fsync_ms_mean_by_round"])
             print(f"{row['target']}: mean fsync by round, ms: {by_round}")
+    for row in document["summary"]:
+        if row["loop_stalls_by_round"]:
+            stalls = ", ".join(
+                f"{count} ({stalled_ms:,} ms)" for count, stalled_ms in row["loop_stalls_by_round"]
+            )
+            print(f"{row['target']}: event-loop stalls of 30 ms or more by round: {stalls}")
     profile = document.get("profile_node0_majority")
     if profile:
         print()

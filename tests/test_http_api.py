@@ -323,6 +323,9 @@ def test_metrics_exposition(nodes, cluster3) -> None:
         # fsync 'always' (the cluster's): groups are made durable by the write-ahead log.
         assert sample_value(families["quorumdb_wal_bytes"], "quorumdb_wal_bytes") > 0
         assert families["quorumdb_wal_spare_bytes"].type == "gauge"
+        assert families["quorumdb_event_loop_stalls"].type == "counter"
+        assert families["quorumdb_event_loop_stall_seconds"].type == "counter"
+        assert families["quorumdb_event_loop_longest_stall_seconds"].type == "gauge"
         assert families["quorumdb_checkpoints"].type == "counter"
         assert families["quorumdb_checkpoint_seconds"].type == "counter"
         assert families["quorumdb_wal_records_replayed"].type == "counter"

@@ -31,6 +31,8 @@ def test_tiny_run_measures_quorumdb_majority_and_names_what_it_skipped() -> None
     assert row["target"] == "quorumdb-majority"
     assert row["throughput_ops_per_second"] > 0 and row["errors"] == 0
     assert row["ratio_to_etcd"] is None
+    ((stalls, stalled_ms),) = row["loop_stalls_by_round"]  # read from the nodes' /metrics
+    assert stalls >= 0 and stalled_ms >= 0 and (stalled_ms == 0) == (stalls == 0)
     (measurement,) = document["measurements"]
     assert measurement["count"] > 0 and measurement["p50_ms"] <= measurement["p99_ms"]
     assert document["machine"]["cpus"] >= 1

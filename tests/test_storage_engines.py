@@ -391,3 +391,22 @@ def test_lmdb_reads_a_partition_first_opened_after_earlier_reads(tmp_path) -> No
         assert reopened.get("ks", 7, b"k") is None
     finally:
         reopened.close()
+
+
+def test_sync_in_steps_writes_the_used_file_back_a_step_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quorumdb.storage import lmdb_engine
+
+    storage = LmdbStorage(str(tmp_path / "db"), map_size_bytes=16 * 1024 * 1024)
+    storage.apply([Write("ks", 0, b"k%05d" % index, b"v" * 200) for index in range(5000)])
+    pauses: list[float] = []
+    monkeypatch.setattr(lmdb_engine.time, "sleep", pauses.append)
+    storage.sync_in_steps(step_bytes=64 * 1024)
+    used = (storage._environment.info()["last_pgno"] + 1) * storage._page_size_bytes
+    assert used > 10 * 64 * 1024  # enough for the steps to mean something
+    assert len(pauses) == -(-used // (64 * 1024))  # one pause after each step
+    assert storage.get("ks", 0, b"k04999") == b"v" * 200
+    storage.close()
+    with pytest.raises(StorageError):
+        storage.sync_in_steps()

@@ -104,6 +104,10 @@ class NodeCollector(Collector):
                 "Bytes of spare write-ahead log segments made ahead of need",
                 logged.log_spare_bytes() if logged else 0,
             ),
+            "quorumdb_event_loop_longest_stall_seconds": (
+                "Longest delay of the event loop's timer beyond its interval since start",
+                runtime.loop_monitor.longest_stall_seconds,
+            ),
             "quorumdb_partition_map_version": (
                 "Version of the partition map this node routes by",
                 runtime.node.partition_map.version,
@@ -156,6 +160,14 @@ class NodeCollector(Collector):
             "quorumdb_peer_messages_received": (
                 "Messages received from other nodes",
                 runtime.transport.received_message_count,
+            ),
+            "quorumdb_event_loop_stalls": (
+                "Times the event loop ran a timer 30 ms or more late (a stall)",
+                runtime.loop_monitor.stall_count,
+            ),
+            "quorumdb_event_loop_stall_seconds": (
+                "Seconds of lateness summed over the event loop's stalls",
+                runtime.loop_monitor.stall_seconds,
             ),
             "quorumdb_peer_connections_rejected": (
                 "Peer connections dropped for malformed traffic",

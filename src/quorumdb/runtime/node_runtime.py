@@ -20,6 +20,7 @@ from quorumdb.core.errors import ErrorCode
 from quorumdb.core.messages import LocalOperation, Message, Operation, Outcome, failure
 from quorumdb.core.node import Node, NodeLimits
 from quorumdb.runtime.group_commit import FsyncPolicy, GroupCommit
+from quorumdb.runtime.loop_monitor import LoopMonitor
 from quorumdb.runtime.metrics import NodeMetrics
 from quorumdb.runtime.transport import PeerTransport, TransportLimits
 from quorumdb.storage.lmdb_engine import LmdbStorage
@@ -94,6 +95,7 @@ class NodeRuntime:
             settings.transport,
         )
         self.metrics = NodeMetrics()
+        self.loop_monitor = LoopMonitor()
         # Fast path for a plain GET of a local key: read_local(now_ms, keyspace, key) gives
         # the value, None, or NOT_LOCAL. The node's own method, not a wrapper: a frame and
         # a clock read per GET were ~7% of its cost, so callers pass a time they already
@@ -108,6 +110,7 @@ class NodeRuntime:
     async def start(self) -> None:
         await self.transport.start()
         self._tasks.append(self.loop.create_task(self._tick_forever()))
+        self._tasks.append(self.loop.create_task(self.loop_monitor.run()))
         if self.settings.fsync is FsyncPolicy.EVERYSEC:
             self._tasks.append(self.loop.create_task(self._sync_every_second()))
 

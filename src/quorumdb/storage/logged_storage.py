@@ -182,7 +182,7 @@ class LoggedStorage:
 
     def _timed_engine_sync(self) -> float:
         started = time.perf_counter()
-        self.engine.sync()
+        self.engine.sync_in_steps()
         return time.perf_counter() - started
 
     def _finish_checkpoint(self, wait: bool) -> None:
