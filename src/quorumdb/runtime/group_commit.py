@@ -10,7 +10,7 @@ writes (`collect_turns`, like PostgreSQL's commit_delay but counted in turns, no
 microseconds): requests that arrived while the loop was busy with this turn's callbacks
 are read in the next turn, and joining this group spares them a group, an fsync and a
 transaction of their own. With 50 unpipelined clients that made groups of 34 writes
-into groups of 48 and the node 15-25 % faster (BENCHMARKS.md). An idle node pays one
+into groups of 48 and the node about 14 % faster (BENCHMARKS.md). An idle node pays one
 extra poll of the loop per group; a loaded one at most `collect_turns` turns of latency.
 
 Every reply or message issued after a write waits until a sync covering that write has

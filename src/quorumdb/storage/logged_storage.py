@@ -66,7 +66,7 @@ class LoggedStorage:
             pinned_checkpoints=True,
         )
         # Enough spares for the segments of a checkpoint's worth of log, so that in steady
-        # state recycling provides them all and none is zero-filled.
+        # state recycling provides them all and none has to be made.
         max_spares = checkpoint_bytes // log_segment_bytes + 1 if log_segment_bytes else 1
         self.log = WriteAheadLog(
             os.path.join(path, LOG_DIRECTORY), log_segment_bytes, max(1, min(max_spares, 64))
