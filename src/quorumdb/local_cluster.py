@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+import httpx
 from rich.console import Console
 
 from quorumdb.core.cluster import local_members
@@ -58,6 +59,10 @@ class LocalCluster:
             self.processes.append(subprocess.Popen(self.command_for(index)))
 
     def wait_ready(self, timeout_seconds: float = READY_TIMEOUT_SECONDS) -> bool:
+        """True once every node serves HTTP; until the deadline, also waits for every node
+        to see every other alive. A node that tried a peer before it listened backs off
+        and answers UNAVAILABLE for what it would forward there until the peer is seen,
+        so serving ports alone left the first requests to chance (flaky under load)."""
         deadline = time.monotonic() + timeout_seconds
         pending = list(self.members)
         while pending and time.monotonic() < deadline:
@@ -66,7 +71,15 @@ class LocalCluster:
             pending = [m for m in pending if not _port_open(m.host, m.http_port)]
             if pending:
                 time.sleep(0.1)
-        return not pending
+        if pending:
+            return False
+        while time.monotonic() < deadline:
+            if any(process.poll() is not None for process in self.processes):
+                return False
+            if all(_sees_everyone_alive(m.host, m.http_port) for m in self.members):
+                break
+            time.sleep(0.1)
+        return True
 
     def stop(self, timeout_seconds: float = 10.0) -> None:
         for process in self.processes:
@@ -99,6 +112,14 @@ class LocalCluster:
             f"  metrics: curl http://{first.host}:{first.http_port}/metrics\n"
             "Ctrl-C stops every node."
         )
+
+
+def _sees_everyone_alive(host: str, http_port: int) -> bool:
+    try:
+        document = httpx.get(f"http://{host}:{http_port}/v1/cluster", timeout=2.0).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    return all(member.get("health") == "alive" for member in document.get("members", []))
 
 
 def _port_open(host: str, port: int) -> bool:
