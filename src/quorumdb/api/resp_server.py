@@ -19,9 +19,10 @@ from quorumdb.api import resp_protocol
 from quorumdb.api.redis_errors import unknown_command
 from quorumdb.api.resp_commands import COMMANDS, FAST_GET, FAST_OPERATIONS, CommandContext
 from quorumdb.api.resp_fast_parser import FastRequestParser
-from quorumdb.api.resp_protocol import encode_bulk
+from quorumdb.api.resp_protocol import NULL_BULK, encode_bulk
 from quorumdb.core.messages import Operation, Outcome
 from quorumdb.core.node import NOT_LOCAL
+from quorumdb.core.records import live_value
 from quorumdb.runtime.metrics import NodeMetrics
 from quorumdb.runtime.node_runtime import NodeRuntime
 
@@ -60,6 +61,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
         self.runtime = server.runtime
         self.metrics = server.runtime.metrics
         self.read_local = server.runtime.read_local
+        self.read_local_record = server.runtime.node.read_local_record
         self.parser = FastRequestParser(server.limits)
         self.transport: asyncio.Transport | None = None
         self.client_id = server.next_client_id
@@ -109,6 +111,11 @@ class RespConnection(asyncio.Protocol, CommandContext):
         table = COMMANDS
         parser = self.parser
         commit = self.runtime.commit
+        replies = commit.replies
+        node = self.runtime.node
+        cached = replies.for_keyspace(self.keyspace, node.fast_path_version)
+        hits = 0
+        hit_key = b""
         try:
             parser.feed(data)
             for command in parser.drain():
@@ -116,22 +123,38 @@ class RespConnection(asyncio.Protocol, CommandContext):
                     # The `get` handler's fast path, inlined: a pipeline of GETs is most of
                     # a cache's traffic, and the handler's call and context hops were about
                     # 5 % of a GET's time (`scripts/resp_path_micro.py`: 1.9 against 2.0 us).
-                    # Keys owned elsewhere take the handler (forwarding).
-                    value = self.read_local(self.now_ms, self.keyspace, command[1])
-                    if value is not NOT_LOCAL:
-                        reply = encode_bulk(value)  # type: ignore[arg-type]
-                        if self._slots or commit.pending:
-                            self.reply_when_durable(reply, FAST_GET)
+                    # Hot keys' replies come ready-made from the reply cache; keys owned
+                    # elsewhere take the handler (forwarding).
+                    key = command[1]
+                    reply = cached.get(key)
+                    if reply is None:
+                        record = self.read_local_record(self.keyspace, key)
+                        if record is NOT_LOCAL:
+                            self._general(table, command)
+                            cached = replies.for_keyspace(self.keyspace, node.fast_path_version)
+                            if self._closing_after_flush:
+                                break
+                            continue
+                        if record is None:
+                            reply = NULL_BULK
+                        elif record[0] == 0:  # type: ignore[index]  # never expires: cacheable
+                            reply = b"$%d\r\n%b\r\n" % (len(record) - 1, record[1:])  # type: ignore[arg-type, index]
+                            replies.put(cached, key, reply)
                         else:
-                            self._output.append(reply)
-                            self._fast_counts[FAST_GET] += 1
-                        continue
-                handler = table.get(command[0]) or table.get(command[0].lower())
-                if handler is None:
-                    error = unknown_command(command[0], command[1:])
-                    self.reply(resp_protocol.encode_error(error))
-                else:
-                    handler(self, command)
+                            reply = encode_bulk(live_value(record, self.now_ms))  # type: ignore[arg-type]
+                        replies.miss_count += 1
+                    else:
+                        hits += 1
+                        hit_key = key
+                    if self._slots or commit.pending:
+                        self.reply_when_durable(reply, FAST_GET)
+                    else:
+                        self._output.append(reply)
+                        self._fast_counts[FAST_GET] += 1
+                    continue
+                self._general(table, command)
+                # A command may have switched keyspace or changed what this node serves.
+                cached = replies.for_keyspace(self.keyspace, node.fast_path_version)
                 if self._closing_after_flush:
                     break
             else:
@@ -146,6 +169,9 @@ class RespConnection(asyncio.Protocol, CommandContext):
             LOG.exception("command failed inside the node")
             self.reply(resp_protocol.encode_error("ERR internal error; see the node's log"))
             self._closing_after_flush = True
+        if hits:
+            replies.hit_count += hits
+            node.note_cached_reads(self.keyspace, hit_key, hits)
         counts = self._fast_counts
         if counts[0] or counts[1]:
             latency_ns = time.perf_counter_ns() - self._chunk_started_ns
@@ -158,6 +184,13 @@ class RespConnection(asyncio.Protocol, CommandContext):
             self._paused = True
             if self.transport is not None:
                 self.transport.pause_reading()
+
+    def _general(self, table: dict[bytes, Any], command: list[bytes]) -> None:
+        handler = table.get(command[0]) or table.get(command[0].lower())
+        if handler is None:
+            self.reply(resp_protocol.encode_error(unknown_command(command[0], command[1:])))
+        else:
+            handler(self, command)
 
     # --- replies in order --------------------------------------------------------------
 

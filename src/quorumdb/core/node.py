@@ -246,6 +246,9 @@ class Node:
         else:
             config = replace(config, bootstrap_voters=(), bootstrap_learners=())
         self.controller = Controller(node_id, founding_metadata(members), storage, rng, config)
+        # Changes whenever what the fast paths consult does (ownership, moves, salted
+        # keys): a cache of their answers (`runtime/reply_cache.py`) must be dropped then.
+        self.fast_path_version = 0
         self._fixed_local: dict[str, tuple[bool, ...]] = {}
         self._other_local: dict[str, tuple[Callable[[bytes], int], frozenset[int]]] = {}
         self._moving_out: set[tuple[str, int]] = set()
@@ -311,6 +314,7 @@ class Node:
         every write reaches the transfer and sealed keys wait."""
         moving = self.rebalancer.moving_out()
         self._moving_out = moving
+        self.fast_path_version += 1
         self._fixed_local = {}
         self._other_local = {}
         for name, placement in self._partition_map.keyspaces.items():
@@ -655,8 +659,17 @@ class Node:
         """The live value (or None) of a key this node owns, else NOT_LOCAL.
 
         A client's read of a salted key must gather its sub-keys (the general path); a
-        `forwarded` read is one such sub-key already, served as it is. One function, not
-        a wrapper: a call layer is a tenth of a GET's Python time."""
+        `forwarded` read is one such sub-key already, served as it is."""
+        raw = self.read_local_record(keyspace, key, forwarded)
+        if raw is NOT_LOCAL:
+            return NOT_LOCAL
+        return live_value(raw, now_ms)  # type: ignore[arg-type]
+
+    def read_local_record(self, keyspace: str, key: bytes, forwarded: bool = False) -> object:
+        """The stored record (or None) of a key this node owns, else NOT_LOCAL, for callers
+        that judge expiry themselves: a record that starts with 0 has none, and is all a
+        reply cache may keep (`runtime/reply_cache.py`). One function, not a wrapper: a
+        call layer is a tenth of a GET's Python time."""
         if not key or len(key) > self.limits.max_key_bytes:
             return NOT_LOCAL
         if self.salted_keys and not forwarded and key in self.salted_keys.get(keyspace, ()):
@@ -673,10 +686,21 @@ class Node:
         self._until_load_sample -= 1
         if not self._until_load_sample:
             self._sample_load(keyspace, partition, key)
-        raw = self.storage.get(keyspace, partition, key)
-        if raw is not None and raw[0] == 0:  # no expiry: the common case, decoded inline
-            return raw[1:]
-        return live_value(raw, now_ms)
+        return self.storage.get(keyspace, partition, key)
+
+    def note_cached_reads(self, keyspace: str, key: bytes, count: int) -> None:
+        """Count `count` reads a cache in front of this node answered (the last of them
+        for `key`) toward the load samples, as if `read_local_record` had served them: a
+        hot key served from a cache is still hot. Called once per batch of reads."""
+        left = self._until_load_sample - count
+        while left <= 0:
+            partition = self._partition_of(keyspace, key)
+            if partition < 0:
+                left = self.limits.load_sample_every
+                break
+            self._sample_load(keyspace, partition, key)
+            left += self.limits.load_sample_every
+        self._until_load_sample = left
 
     def write_local(
         self, keyspace: str, key: bytes, value: bytes, forwarded: bool = False
@@ -701,6 +725,14 @@ class Node:
         if not self._until_load_sample:
             self._sample_load(keyspace, partition, key)
         return Write(keyspace, partition, key, encode_record(value))
+
+    def _partition_of(self, keyspace: str, key: bytes) -> int:
+        """The key's partition if this node serves it on the fast paths, else -1."""
+        local = self._fixed_local.get(keyspace)
+        if local is None:
+            return self._owned_partition(keyspace, key)
+        partition = (crc32(key) if b"{" not in key else key_hash(key)) % len(local)
+        return partition if local[partition] else -1
 
     def _owned_partition(self, keyspace: str, key: bytes) -> int:
         """The key's partition if this node owns it, else -1 (also for unknown keyspaces)."""
@@ -1254,6 +1286,7 @@ class Node:
             for name, record in self.controller.metadata.keyspaces.items()
             if record.salted_keys
         }
+        self.fast_path_version += 1
         return effects
 
     def _release_parked(self, now_ms: int) -> list[Effect]:

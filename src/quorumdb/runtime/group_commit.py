@@ -29,6 +29,7 @@ from enum import Enum
 from typing import Protocol
 
 from quorumdb.runtime.read_cache import ReadCache
+from quorumdb.runtime.reply_cache import ReplyCache
 from quorumdb.storage.interface import Storage, Write
 
 LOG = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class GroupCommit:
         loop: asyncio.AbstractEventLoop,
         sync_in_thread: bool = False,
         cache_bytes: int = 64 * 1024 * 1024,
+        reply_cache_bytes: int = 32 * 1024 * 1024,
         collect_turns: int = DEFAULT_COLLECT_TURNS,
     ) -> None:
         """`sync_in_thread` overlaps the fsync with serving the next group; on this project's
@@ -90,6 +92,9 @@ class GroupCommit:
         self.failed = False
         self.sync_in_thread = sync_in_thread
         self.cache = ReadCache(cache_bytes)
+        # Encoded GET replies of hot keys (the RESP server fills it): every write added
+        # here forgets its key first, so no reply older than a visible write is served.
+        self.replies = ReplyCache(reply_cache_bytes)
         # True while some write is not yet durable, so releases must wait. A plain
         # attribute, refreshed by `_refresh_pending` wherever the overlay or the sequences
         # change: it is read once per fast reply, and a property cost ~65 ns each time.
@@ -129,6 +134,7 @@ class GroupCommit:
     # --- writes and gating -------------------------------------------------------------
 
     def add(self, writes: tuple[Write, ...]) -> None:
+        self.replies.forget_writes(writes)
         overlay = self._overlay
         for write in writes:
             overlay[write[:3]] = write  # (keyspace, partition, key): Write's first fields
@@ -140,6 +146,9 @@ class GroupCommit:
 
     def add_one(self, write: Write) -> None:
         """`add` of a single write, for the SET fast path: no tuple to build and walk."""
+        replies = self.replies
+        if replies.size_bytes:
+            replies.forget(write[0], write[2])
         self._overlay[write[:3]] = write
         self.write_count += 1
         self.pending = True
@@ -204,6 +213,7 @@ class GroupCommit:
             # Nothing of the group was stored (apply is atomic): whoever waits for it
             # must not hear "done". The group's number is reused by the next group.
             LOG.exception("a group of %d writes could not be stored", len(writes))
+            self.replies.clear()  # it may hold replies read from the lost overlay
             self.lost_group_count += 1
             self._refresh_pending()
             self._lose_from(self._applied_sequence + 1)
