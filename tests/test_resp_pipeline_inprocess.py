@@ -54,3 +54,62 @@ def test_pipelined_fast_commands_are_ordered_durable_and_counted(
         await runtime.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("fsync", ["always", "no"])
+def test_a_run_of_sets_answers_in_order_before_what_follows_it(tmp_path: Path, fsync: str) -> None:
+    """Plain SETs in a row share one held reply; whatever ends the run (a general-path
+    command, a GET, bad input) must still answer after them."""
+
+    async def scenario() -> None:
+        settings = node_config.local_settings(0, 1, 19950, str(tmp_path), fsync)
+        runtime = NodeRuntime(settings, asyncio.get_running_loop())
+        transport = RecordingTransport()
+        connection = RespConnection(RespServer(runtime, resp_limits_for(settings)))
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        runs = b"".join(_set(b"r%d" % i, b"v") for i in range(5))
+        connection.data_received(
+            runs + b"*2\r\n$4\r\nINCR\r\n$2\r\nr9\r\n" + runs + _get(b"r0") + runs
+        )
+        connection.data_received(runs + b"*1\r\n$4\r\nPING\r\n" + runs + b"*x\r\n")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        ok = b"+OK\r\n" * 5
+        error = b"-ERR Protocol error: invalid multibulk length\r\n"
+        expected = ok + b":1\r\n" + ok + b"$1\r\nv\r\n" + ok + ok + b"+PONG\r\n" + ok + error
+        assert transport.written == expected
+        assert runtime.metrics.requests_by_operation["set"] == 25
+        assert runtime.metrics.latency_by_operation["set"].count == 25
+        await runtime.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_run_of_sets_answers_before_a_failure_inside_the_node(tmp_path: Path) -> None:
+    """A bug met halfway through a run: the SETs before it were taken, so they answer
+    first, then the error, then the connection closes."""
+
+    async def scenario() -> None:
+        settings = node_config.local_settings(0, 1, 19950, str(tmp_path), "always")
+        runtime = NodeRuntime(settings, asyncio.get_running_loop())
+        transport = RecordingTransport()
+        connection = RespConnection(RespServer(runtime, resp_limits_for(settings)))
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        write_local = connection.write_local
+
+        def broken_for_one_key(keyspace: str, key: bytes, value: bytes) -> object:
+            if key == b"bad":
+                raise RuntimeError("a bug")
+            return write_local(keyspace, key, value)
+
+        connection.write_local = broken_for_one_key  # type: ignore[assignment]
+        runs = b"".join(_set(b"r%d" % i, b"v") for i in range(3))
+        connection.data_received(runs + _set(b"bad", b"v") + runs)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        error = b"-ERR internal error; see the node's log\r\n"
+        assert transport.written == b"+OK\r\n" * 3 + error
+        assert transport.closed
+        await runtime.close()
+
+    asyncio.run(scenario())

@@ -17,9 +17,15 @@ from typing import Any
 
 from quorumdb.api import resp_protocol
 from quorumdb.api.redis_errors import unknown_command
-from quorumdb.api.resp_commands import COMMANDS, FAST_GET, FAST_OPERATIONS, CommandContext
+from quorumdb.api.resp_commands import (
+    COMMANDS,
+    FAST_GET,
+    FAST_OPERATIONS,
+    FAST_SET,
+    CommandContext,
+)
 from quorumdb.api.resp_fast_parser import FastRequestParser
-from quorumdb.api.resp_protocol import NULL_BULK, encode_bulk
+from quorumdb.api.resp_protocol import NULL_BULK, OK, encode_bulk
 from quorumdb.core.messages import Operation, Outcome
 from quorumdb.core.node import NOT_LOCAL
 from quorumdb.core.records import live_value
@@ -29,6 +35,10 @@ from quorumdb.runtime.node_runtime import NodeRuntime
 LOG = logging.getLogger(__name__)
 
 _GET_NAMES = frozenset((b"GET", b"get", b"Get"))
+_SET_NAMES = frozenset((b"SET", b"set", b"Set"))
+# Held replies of one kind, from one chunk, waiting for the same sync share a slot up to
+# this size (a pipeline of SETs is one slot, not one per reply).
+_SHARED_SLOT_BYTES_MAX = 4096
 
 
 class RespServer:
@@ -62,6 +72,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
         self.metrics = server.runtime.metrics
         self.read_local = server.runtime.read_local
         self.read_local_record = server.runtime.node.read_local_record
+        self.write_local = server.runtime.node.write_local
         self.parser = FastRequestParser(server.limits)
         self.transport: asyncio.Transport | None = None
         self.client_id = server.next_client_id
@@ -72,7 +83,8 @@ class RespConnection(asyncio.Protocol, CommandContext):
         self.protocol = 2
         self.created_at_ms = int(time.time() * 1000)
         # Each slot is [reply or None, durable group it waits for (0: none)] plus, for
-        # replies timed on release, [arrival time, fast operation index].
+        # replies timed on release, [arrival time, fast operation index, reply count]
+        # (consecutive such replies of one chunk share a slot, their bytes joined).
         self._slots: deque[list[Any]] = deque()
         self._watching = False
         self._output: list[bytes] = []
@@ -113,13 +125,17 @@ class RespConnection(asyncio.Protocol, CommandContext):
         commit = self.runtime.commit
         replies = commit.replies
         node = self.runtime.node
-        cached = replies.for_keyspace(self.keyspace, node.fast_path_version)
+        keyspace = self.keyspace
+        cached = replies.for_keyspace(keyspace, node.fast_path_version)
         hits = 0
         hit_key = b""
+        # Plain SETs in a row answer together: one held reply for the run, not one each.
+        set_run = 0
         try:
             parser.feed(data)
             for command in parser.drain():
-                if len(command) == 2 and command[0] in _GET_NAMES:
+                size = len(command)
+                if size == 2 and command[0] in _GET_NAMES:
                     # The `get` handler's fast path, inlined: a pipeline of GETs is most of
                     # a cache's traffic, and the handler's call and context hops were about
                     # 5 % of a GET's time (`scripts/resp_path_micro.py`: 1.9 against 2.0 us).
@@ -128,15 +144,11 @@ class RespConnection(asyncio.Protocol, CommandContext):
                     key = command[1]
                     reply = cached.get(key)
                     if reply is None:
-                        record = self.read_local_record(self.keyspace, key)
-                        if record is NOT_LOCAL:
-                            self._general(table, command)
-                            cached = replies.for_keyspace(self.keyspace, node.fast_path_version)
-                            if self._closing_after_flush:
-                                break
-                            continue
+                        record = self.read_local_record(keyspace, key)
                         if record is None:
                             reply = NULL_BULK
+                        elif record is NOT_LOCAL:
+                            pass  # the handler forwards it
                         elif record[0] == 0:  # type: ignore[index]  # never expires: cacheable
                             reply = b"$%d\r\n%b\r\n" % (len(record) - 1, record[1:])  # type: ignore[arg-type, index]
                             replies.put(cached, key, reply)
@@ -146,20 +158,38 @@ class RespConnection(asyncio.Protocol, CommandContext):
                     else:
                         hits += 1
                         hit_key = key
-                    if self._slots or commit.pending:
-                        self.reply_when_durable(reply, FAST_GET)
-                    else:
-                        self._output.append(reply)
-                        self._fast_counts[FAST_GET] += 1
-                    continue
+                    if reply is not None:
+                        if set_run:
+                            self.reply_when_durable(OK * set_run, FAST_SET, set_run)
+                            set_run = 0
+                        if self._slots or commit.pending:
+                            self.reply_when_durable(reply, FAST_GET)
+                        else:
+                            self._output.append(reply)
+                            self._fast_counts[FAST_GET] += 1
+                        continue
+                elif size == 3 and command[0] in _SET_NAMES and not commit.failed:
+                    # The `set` handler's plain case, inlined for the same reason.
+                    write = self.write_local(keyspace, command[1], command[2])
+                    if write is not None:
+                        commit.add_one(write)
+                        set_run += 1
+                        continue
+                if set_run:
+                    self.reply_when_durable(OK * set_run, FAST_SET, set_run)
+                    set_run = 0
                 self._general(table, command)
                 # A command may have switched keyspace or changed what this node serves.
-                cached = replies.for_keyspace(self.keyspace, node.fast_path_version)
+                keyspace = self.keyspace
+                cached = replies.for_keyspace(keyspace, node.fast_path_version)
                 if self._closing_after_flush:
                     break
             else:
+                if set_run:
+                    self.reply_when_durable(OK * set_run, FAST_SET, set_run)
+                    set_run = 0
                 parser.raise_if_failed()  # the input after those commands was bad
-        except resp_protocol.RespProtocolError as error:
+        except resp_protocol.RespProtocolError as error:  # raised with no run open
             self.metrics.protocol_errors += 1
             self.reply(resp_protocol.encode_error(str(error)))
             self._closing_after_flush = True
@@ -167,6 +197,8 @@ class RespConnection(asyncio.Protocol, CommandContext):
             # A bug or a storage fault, not the client's doing: say so, log the evidence,
             # and drop only this connection (its later replies could be out of order).
             LOG.exception("command failed inside the node")
+            if set_run:
+                self.reply_when_durable(OK * set_run, FAST_SET, set_run)
             self.reply(resp_protocol.encode_error("ERR internal error; see the node's log"))
             self._closing_after_flush = True
         if hits:
@@ -214,18 +246,32 @@ class RespConnection(asyncio.Protocol, CommandContext):
 
         self.runtime.submit(operation, finished, self.redirects)
 
-    def reply_when_durable(self, data: bytes, operation_index: int) -> None:
-        """A reply that may reveal a write not yet synced waits for the covering fsync."""
+    def reply_when_durable(self, data: bytes, operation_index: int, count: int = 1) -> None:
+        """A reply (`count` replies, joined) that may reveal a write not yet synced waits
+        for the covering fsync."""
         commit = self.runtime.commit
         if not commit.pending:
-            self._fast_counts[operation_index] += 1
+            self._fast_counts[operation_index] += count
             if self._slots:
                 self._slots.append([data, 0])
             else:
                 self._output.append(data)
             return
         target = commit.durable_target()
-        self._slots.append([data, target, self._chunk_started_ns, operation_index])
+        slots = self._slots
+        if slots:
+            last = slots[-1]
+            if (
+                len(last) > 2
+                and last[1] == target
+                and last[3] == operation_index
+                and last[2] == self._chunk_started_ns
+                and len(last[0]) < _SHARED_SLOT_BYTES_MAX
+            ):
+                last[0] += data
+                last[4] += count
+                return
+        slots.append([data, target, self._chunk_started_ns, operation_index, count])
         if not self._watching:
             self._watching = True
             commit.watch(self)
@@ -267,7 +313,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
             slots.popleft()
             output.append(head[0])
             if len(head) > 2:
-                timed.add(head[2], head[3])
+                timed.add(head[2], head[3], head[4])
         timed.record()
         if write_now:
             self._flush()
@@ -317,17 +363,17 @@ class _TimedRun:
         self._operation = 0
         self._count = 0
 
-    def add(self, started_ns: int, operation_index: int) -> None:
+    def add(self, started_ns: int, operation_index: int, count: int) -> None:
         if self._count:
             if started_ns == self._started_ns and operation_index == self._operation:
-                self._count += 1
+                self._count += count
                 return
             self.record()
         else:
             self._now_ns = self._now_ns or time.perf_counter_ns()
         self._started_ns = started_ns
         self._operation = operation_index
-        self._count = 1
+        self._count = count
 
     def record(self) -> None:
         if self._count:

@@ -51,7 +51,7 @@ from quorumdb.core.partitioning import FixedLayout, PartitioningError, key_hash
 from quorumdb.core.partitioning.key_range_policy import PartitionLoad
 from quorumdb.core.range_splits import RangeMeasurements, parse_measurements
 from quorumdb.core.rebalancer import Rebalancer, estimate_partition_bytes
-from quorumdb.core.records import decode_record, encode_record, live_value
+from quorumdb.core.records import PLAIN_RECORD_PREFIX, decode_record, encode_record, live_value
 from quorumdb.core.replication import lost_found
 from quorumdb.core.replication.failover import FailoverCoordinator
 from quorumdb.core.replication.log_format import Change
@@ -96,6 +96,7 @@ _REPLICATION_MESSAGES = (
 _CAPTURED = -3  # the request id replicated operations reply to before replication
 SIZES_INTERVAL_MS = 5_000  # how often a node publishes its partition sizes
 INTERNAL_REQUESTS_FROM = 1 << 62  # request ids of the node's own proposals; replies dropped
+_new_tuple = tuple.__new__
 NOT_LOCAL = object()  # sentinel of the fast paths: "take the general path instead"
 EXPIRY_MAX_MS = 2**63 - 1  # the stored field is a signed 64-bit integer
 DEFAULT_MAX_KEY_BYTES = 511  # LMDB's compiled-in key size limit
@@ -724,7 +725,9 @@ class Node:
         self._until_load_sample -= 1
         if not self._until_load_sample:
             self._sample_load(keyspace, partition, key)
-        return Write(keyspace, partition, key, encode_record(value))
+        # `encode_record(value)` and `Write(...)`, inlined: a named tuple's constructor is
+        # a Python-level call, and this runs once per SET (about 0.2 us saved of ~2.5).
+        return _new_tuple(Write, (keyspace, partition, key, PLAIN_RECORD_PREFIX + value))
 
     def _partition_of(self, keyspace: str, key: bytes) -> int:
         """The key's partition if this node serves it on the fast paths, else -1."""

@@ -17,9 +17,12 @@ class RecordFormatError(ValueError):
     """Stored bytes that are not a record this version understands."""
 
 
+PLAIN_RECORD_PREFIX = b"\x00"  # a record that never expires: this byte, then the value
+
+
 def encode_record(value: bytes, expire_at_ms: int | None = None) -> bytes:
     if expire_at_ms is None:
-        return b"\x00" + value
+        return PLAIN_RECORD_PREFIX + value
     return b"\x01" + _EXPIRY.pack(expire_at_ms) + value
 
 
