@@ -48,6 +48,7 @@ from quorumdb.core.messages import (
     failure,
 )
 from quorumdb.core.partitioning import FixedLayout, PartitioningError, key_hash
+from quorumdb.core.partitioning.hashing import OPEN_BRACE
 from quorumdb.core.partitioning.key_range_policy import PartitionLoad
 from quorumdb.core.range_splits import RangeMeasurements, parse_measurements
 from quorumdb.core.rebalancer import Rebalancer, estimate_partition_bytes
@@ -677,7 +678,7 @@ class Node:
             return NOT_LOCAL
         local = self._fixed_local.get(keyspace)
         if local is not None:
-            partition = (crc32(key) if b"{" not in key else key_hash(key)) % len(local)
+            partition = (crc32(key) if OPEN_BRACE not in key else key_hash(key)) % len(local)
             if not local[partition]:
                 return NOT_LOCAL
         else:
@@ -715,7 +716,7 @@ class Node:
             return None
         local = self._fixed_local.get(keyspace)
         if local is not None:
-            partition = (crc32(key) if b"{" not in key else key_hash(key)) % len(local)
+            partition = (crc32(key) if OPEN_BRACE not in key else key_hash(key)) % len(local)
             if not local[partition]:
                 return None
         else:
@@ -734,7 +735,7 @@ class Node:
         local = self._fixed_local.get(keyspace)
         if local is None:
             return self._owned_partition(keyspace, key)
-        partition = (crc32(key) if b"{" not in key else key_hash(key)) % len(local)
+        partition = (crc32(key) if OPEN_BRACE not in key else key_hash(key)) % len(local)
         return partition if local[partition] else -1
 
     def _owned_partition(self, keyspace: str, key: bytes) -> int:
