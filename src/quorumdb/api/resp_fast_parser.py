@@ -139,7 +139,14 @@ class FastRequestParser:
     def _check_held(self) -> None:
         reader = self._reader
         if not reader.has_data():
-            return  # every request read was complete: nothing is held
+            # hiredis holds no unparsed bytes: every request read was complete, or the
+            # input ends with a multibulk header it has taken in (`*99999999\r\n`). Only
+            # the latter has a digit before the final line end, and needs the check.
+            last = self._recent_chunks[-1] if self._recent_chunks else b""
+            if len(last) < 3:
+                last = self._recent()
+            if len(last) < 3 or not 48 <= last[-3] <= 57:  # b"0" to b"9"
+                return
         try:
             if reader.len() > self._limits.max_request_bytes:
                 raise self._fail("ERR Protocol error: request too large")
