@@ -102,6 +102,17 @@ def test_an_incomplete_request_larger_than_the_limit_fails() -> None:
     assert commands == [] and failed
 
 
+def test_a_request_of_many_small_arguments_is_held_to_the_limit_too() -> None:
+    """hiredis drops the bytes of arguments it has parsed, so its buffer stays small while
+    an unfinished request of many arguments grows in memory; the limit counts what was
+    fed since the last whole request instead."""
+    limits = RespLimits(max_request_bytes=4096)
+    parser = FastRequestParser(limits)
+    chunks = [multibulk(b"PING") + b"*100000\r\n"] + [b"$1\r\nx\r\n" * 100] * 10
+    commands, failed = run(parser, chunks)
+    assert commands == [[b"PING"]] and failed
+
+
 def test_a_request_within_the_limit_passes() -> None:
     limits = RespLimits(max_request_bytes=4096)
     request = multibulk(b"SET", b"k", b"v" * 3000)

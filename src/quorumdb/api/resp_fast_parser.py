@@ -40,6 +40,7 @@ class FastRequestParser:
         "_fresh",
         "_recent_chunks",
         "_recent_bytes",
+        "_unfinished_bytes",
         "_queue",
     )
 
@@ -55,6 +56,10 @@ class FastRequestParser:
         # a tenth of a pipelined GET's parsing.
         self._recent_chunks: deque[bytes] = deque()
         self._recent_bytes = 0
+        # Bytes fed since a drain last returned a whole request: an upper bound (give or
+        # take one read) of the unfinished request's size. hiredis's own buffer drops the
+        # bytes of arguments it has parsed, so it cannot bound a request of many of them.
+        self._unfinished_bytes = 0
         self._queue: deque[list[bytes]] = deque()  # drained but not yet taken one by one
 
     @property
@@ -76,6 +81,7 @@ class FastRequestParser:
             return
         self._fresh = False
         self._reader.feed(data)
+        self._unfinished_bytes += len(data)
         if len(data) > 4 * RECENT_BYTES:
             data = data[-RECENT_BYTES:]  # not a whole large read kept alive
         chunks = self._recent_chunks
@@ -114,6 +120,8 @@ class FastRequestParser:
                 self._fail(_redis_wording(str(error)))
                 break
             if command is False:
+                if commands:
+                    self._unfinished_bytes = 0
                 self._check_held()
                 break
             if type(command) is not list or len(command) > max_arguments:
@@ -138,6 +146,9 @@ class FastRequestParser:
 
     def _check_held(self) -> None:
         reader = self._reader
+        if self._unfinished_bytes > self._limits.max_request_bytes:
+            self._fail("ERR Protocol error: request too large")
+            return
         if not reader.has_data():
             # hiredis holds no unparsed bytes: every request read was complete, or the
             # input ends with a multibulk header it has taken in (`*99999999\r\n`). Only
