@@ -95,14 +95,14 @@ def test_a_run_of_sets_answers_before_a_failure_inside_the_node(tmp_path: Path) 
         transport = RecordingTransport()
         connection = RespConnection(RespServer(runtime, resp_limits_for(settings)))
         connection.connection_made(transport)  # type: ignore[arg-type]
-        write_local = connection.write_local
+        write_partition = connection.write_partition
 
-        def broken_for_one_key(keyspace: str, key: bytes, value: bytes) -> object:
+        def broken_for_one_key(keyspace: str, key: bytes, value: bytes) -> int:
             if key == b"bad":
                 raise RuntimeError("a bug")
-            return write_local(keyspace, key, value)
+            return write_partition(keyspace, key, value)
 
-        connection.write_local = broken_for_one_key  # type: ignore[assignment]
+        connection.write_partition = broken_for_one_key  # type: ignore[method-assign]
         runs = b"".join(_set(b"r%d" % i, b"v") for i in range(3))
         connection.data_received(runs + _set(b"bad", b"v") + runs)
         for _ in range(5):

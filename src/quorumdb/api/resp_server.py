@@ -28,7 +28,7 @@ from quorumdb.api.resp_fast_parser import FastRequestParser
 from quorumdb.api.resp_protocol import NULL_BULK, OK, encode_bulk
 from quorumdb.core.messages import Operation, Outcome
 from quorumdb.core.node import NOT_LOCAL
-from quorumdb.core.records import live_value
+from quorumdb.core.records import PLAIN_RECORD_PREFIX, live_value
 from quorumdb.runtime.metrics import NodeMetrics
 from quorumdb.runtime.node_runtime import NodeRuntime
 
@@ -72,7 +72,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
         self.metrics = server.runtime.metrics
         self.read_local = server.runtime.read_local
         self.read_local_record = server.runtime.node.read_local_record
-        self.write_local = server.runtime.node.write_local
+        self.write_partition = server.runtime.node.write_partition
         self.parser = FastRequestParser(server.limits)
         self.transport: asyncio.Transport | None = None
         self.client_id = server.next_client_id
@@ -170,9 +170,11 @@ class RespConnection(asyncio.Protocol, CommandContext):
                         continue
                 elif size == 3 and command[0] in _SET_NAMES and not commit.failed:
                     # The `set` handler's plain case, inlined for the same reason.
-                    write = self.write_local(keyspace, command[1], command[2])
-                    if write is not None:
-                        commit.add_one(write)
+                    key = command[1]
+                    value = command[2]
+                    partition = self.write_partition(keyspace, key, value)
+                    if partition >= 0:
+                        commit.add_one(keyspace, partition, key, PLAIN_RECORD_PREFIX + value)
                         set_run += 1
                         continue
                 if set_run:

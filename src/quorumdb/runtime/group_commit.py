@@ -76,7 +76,9 @@ class GroupCommit:
         self.storage = storage
         self.policy = policy
         self.loop = loop
-        self._overlay: dict[tuple[str, int, bytes], Write] = {}
+        # (keyspace, partition, key) -> record, or None for a delete: the writes of the
+        # group being collected (Write tuples are built once per group, at apply).
+        self._overlay: dict[tuple[str, int, bytes], bytes | None] = {}
         self._flush_scheduled = False
         self._applied_sequence = 0  # groups handed to storage.apply
         self._durable_sequence = 0  # groups covered by a finished sync
@@ -109,10 +111,9 @@ class GroupCommit:
 
     def get(self, keyspace: str, partition: int, key: bytes) -> bytes | None:
         location = (keyspace, partition, key)
-        if self._overlay:
-            write = self._overlay.get(location)
-            if write is not None:
-                return write.value
+        overlay = self._overlay
+        if overlay and location in overlay:
+            return overlay[location]
         cache = self.cache
         record = cache.get(location)
         if record is None:
@@ -137,19 +138,19 @@ class GroupCommit:
         self.replies.forget_writes(writes)
         overlay = self._overlay
         for write in writes:
-            overlay[write[:3]] = write  # (keyspace, partition, key): Write's first fields
+            overlay[write[:3]] = write[3]  # (keyspace, partition, key): Write's first fields
         self.write_count += len(writes)
         self.pending = True
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._end_of_turn)
 
-    def add_one(self, write: Write) -> None:
-        """`add` of a single write, for the SET fast path: no tuple to build and walk."""
+    def add_one(self, keyspace: str, partition: int, key: bytes, record: bytes) -> None:
+        """`add` of a single put, for the SET fast path: no Write or tuple of them built."""
         replies = self.replies
         if replies.size_bytes:
-            replies.forget(write[0], write[2])
-        self._overlay[write[:3]] = write
+            replies.forget(keyspace, key)
+        self._overlay[(keyspace, partition, key)] = record
         self.write_count += 1
         self.pending = True
         if not self._flush_scheduled:
@@ -204,7 +205,10 @@ class GroupCommit:
     def _apply_overlay(self) -> None:
         if not self._overlay:
             return
-        writes = list(self._overlay.values())
+        writes = [
+            Write(location[0], location[1], location[2], record)
+            for location, record in self._overlay.items()
+        ]
         self._overlay = {}
         self.cache.forget(writes)  # first: whatever apply does, no stale record survives
         try:

@@ -19,6 +19,7 @@ from quorumdb.core.effects import Effect, Persist, Reply, Send
 from quorumdb.core.errors import ErrorCode
 from quorumdb.core.messages import LocalOperation, Message, Operation, Outcome, failure
 from quorumdb.core.node import Node, NodeLimits
+from quorumdb.core.records import PLAIN_RECORD_PREFIX
 from quorumdb.runtime.group_commit import FsyncPolicy, GroupCommit
 from quorumdb.runtime.loop_monitor import LoopMonitor
 from quorumdb.runtime.metrics import NodeMetrics
@@ -159,10 +160,10 @@ class NodeRuntime:
         The caller must release its reply through `commit.release_after_pending`."""
         if self.commit.failed:
             return False
-        write = self.node.write_local(keyspace, key, value)
-        if write is None:
+        partition = self.node.write_partition(keyspace, key, value)
+        if partition < 0:
             return False
-        self.commit.add_one(write)
+        self.commit.add_one(keyspace, partition, key, PLAIN_RECORD_PREFIX + value)
         return True
 
     async def call(self, operation: Operation | LocalOperation) -> Outcome:
