@@ -245,3 +245,28 @@ def test_random_command_streams_answer_as_without_the_cache(tmp_path: Path) -> N
     without = asyncio.run(run(tmp_path / "plain", False))
     assert with_cache.endswith(b"|hits:1") and without.endswith(b"|hits:0")
     assert with_cache[:-7] == without[:-7]
+
+
+def test_batches_of_cached_reads_sample_as_the_same_reads_one_by_one(tmp_path: Path) -> None:
+    seed = int(os.environ.get("QUORUMDB_TEST_SEED", random.randrange(2**32)))
+    print(
+        f"seed {seed}; replay: QUORUMDB_TEST_SEED={seed} "
+        "pytest tests/test_reply_cache.py -k batches"
+    )
+    rng = random.Random(seed)
+    counts = [rng.randrange(1, 40) for _ in range(200)]
+
+    async def scenario() -> None:
+        batched = new_runtime(tmp_path / "batched")
+        one_by_one = new_runtime(tmp_path / "one_by_one", base_port=19980)
+        for count in counts:
+            batched.node.note_cached_reads("default", b"hot", count)
+            for _ in range(count):
+                one_by_one.node.read_local_record("default", b"hot")
+        assert batched.node.load.partition_totals == one_by_one.node.load.partition_totals
+        assert batched.node.load.hottest(0) == one_by_one.node.load.hottest(0)
+        assert batched.node.load.partition_totals["default"]  # some samples were taken
+        await batched.close()
+        await one_by_one.close()
+
+    asyncio.run(scenario())

@@ -47,20 +47,21 @@ class _Sketch:
         self.counts: dict[tuple[str, bytes], int] = {}
         self.errors: dict[tuple[str, bytes], int] = {}
 
-    def add(self, item: tuple[str, bytes]) -> None:
+    def add(self, item: tuple[str, bytes], weight: int = 1) -> None:
+        """`weight` occurrences of `item` at once (weighted space-saving)."""
         counts = self.counts
         count = counts.get(item)
         if count is not None:
-            counts[item] = count + 1
+            counts[item] = count + weight
             return
         if len(counts) < self.capacity:
-            counts[item] = 1
+            counts[item] = weight
             self.errors[item] = 0
             return
         victim = min(counts, key=counts.__getitem__)
         floor = counts.pop(victim)
         del self.errors[victim]
-        counts[item] = floor + 1
+        counts[item] = floor + weight
         self.errors[item] = floor
 
 
@@ -86,13 +87,13 @@ class LoadTracker:
         self._previous_sketch = _Sketch(hot_key_capacity)
         self._previous_window_ms = 0
 
-    def record_sample(self, keyspace: str, partition: int, key: bytes) -> None:
-        """One sampled request, standing for `sample_every` requests."""
+    def record_sample(self, keyspace: str, partition: int, key: bytes, samples: int = 1) -> None:
+        """`samples` sampled requests to one key, each standing for `sample_every`."""
         totals = self.partition_totals.get(keyspace)
         if totals is None:
             totals = self.partition_totals[keyspace] = {}
-        totals[partition] = totals.get(partition, 0) + self.sample_every
-        self._sketch.add((keyspace, key))
+        totals[partition] = totals.get(partition, 0) + self.sample_every * samples
+        self._sketch.add((keyspace, key), samples)
 
     def on_tick(self, now_ms: int) -> None:
         """Roll the window when it is over (no request carries a clock, ticks do)."""

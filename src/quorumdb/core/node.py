@@ -692,16 +692,20 @@ class Node:
     def note_cached_reads(self, keyspace: str, key: bytes, count: int) -> None:
         """Count `count` reads a cache in front of this node answered (the last of them
         for `key`) toward the load samples, as if `read_local_record` had served them: a
-        hot key served from a cache is still hot. Called once per batch of reads."""
+        hot key served from a cache is still hot. Called once per batch of reads, and
+        records the batch's samples in one go."""
         left = self._until_load_sample - count
-        while left <= 0:
-            partition = self._partition_of(keyspace, key)
-            if partition < 0:
-                left = self.limits.load_sample_every
-                break
-            self._sample_load(keyspace, partition, key)
-            left += self.limits.load_sample_every
-        self._until_load_sample = left
+        if left > 0:
+            self._until_load_sample = left
+            return
+        every = self.limits.load_sample_every
+        samples = 1 + (-left) // every  # the countdown reached zero this many times
+        self._until_load_sample = left + samples * every
+        partition = self._partition_of(keyspace, key)
+        if partition >= 0:
+            self.load.record_sample(keyspace, partition, key, samples)
+            if keyspace in self.ranges.keyspaces:
+                self.ranges.record(keyspace, partition, key)
 
     def write_local(
         self, keyspace: str, key: bytes, value: bytes, forwarded: bool = False
