@@ -103,6 +103,8 @@ def test_a_hot_get_is_answered_from_the_cache(tmp_path: Path) -> None:
         assert (replies.miss_count, replies.hit_count) == (1, 2)
         assert replies.keyspaces["default"] == {b"hot": b"$5\r\nvalue\r\n"}
         assert runtime.metrics.requests_by_operation["get"] == 3
+        info = await client.send(resp(b"INFO", b"persistence"))
+        assert b"reply_cache_hits:2\r\n" in info and b"reply_cache_misses:1\r\n" in info
         await runtime.close()
 
     asyncio.run(scenario())

@@ -92,6 +92,10 @@ class NodeCollector(Collector):
                 "Bytes held by the read cache",
                 runtime.commit.cache.size_bytes,
             ),
+            "quorumdb_reply_cache_bytes": (
+                "Bytes held by the reply cache (encoded GET replies of hot keys)",
+                runtime.commit.replies.size_bytes,
+            ),
             "quorumdb_storage_bytes": (
                 "Bytes used by the storage engine",
                 runtime.storage.size_bytes(),
@@ -148,6 +152,14 @@ class NodeCollector(Collector):
             "quorumdb_read_cache_misses": (
                 "Reads that went to storage",
                 runtime.commit.cache.miss_count,
+            ),
+            "quorumdb_reply_cache_hits": (
+                "GETs answered from the reply cache",
+                runtime.commit.replies.hit_count,
+            ),
+            "quorumdb_reply_cache_misses": (
+                "GETs of local keys the reply cache could not answer",
+                runtime.commit.replies.miss_count,
             ),
             "quorumdb_connections_received": (
                 "Client connections accepted",

@@ -940,6 +940,9 @@ def _info_text(context: CommandContext, sections: set[str], key_count: int) -> s
             f"read_cache_bytes:{commit.cache.size_bytes}\r\n"
             f"read_cache_hits:{commit.cache.hit_count}\r\n"
             f"read_cache_misses:{commit.cache.miss_count}\r\n"
+            f"reply_cache_bytes:{commit.replies.size_bytes}\r\n"
+            f"reply_cache_hits:{commit.replies.hit_count}\r\n"
+            f"reply_cache_misses:{commit.replies.miss_count}\r\n"
         )
     if "stats" in sections:
         blocks.append(
