@@ -11,6 +11,8 @@ Sections:
            (requests for other nodes' keys are forwarded) against the smart routing that the
            Python client does (each request straight to its owner).
   memory   RSS of one node holding 1,000,000 keys with 100-byte values.
+  ceiling  (not run by default) the `redis` runs with -P 16 plus a bare asyncio server
+           over a dict (scripts/bare_resp_server.py): how close any Python server gets.
 
 Installs redis-server and redis-tools with apt-get when missing. Every server it starts
 is stopped by PID. Figures are medians over alternating rounds; compare the ratios, as
@@ -64,6 +66,19 @@ def redis_server(durable: bool, data_dir: str) -> Iterator[int]:
 
 
 @contextmanager
+def bare_server() -> Iterator[int]:
+    port = free_base_port(1)
+    script = Path(__file__).resolve().parent / "bare_resp_server.py"
+    process = subprocess.Popen([sys.executable, str(script), str(port)])
+    try:
+        wait_for_port("127.0.0.1", port, process=process)  # type: ignore[arg-type]
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
 def quorumdb_nodes(count: int, fsync: str, data_dir: str) -> Iterator[LocalTestCluster]:
     with LocalTestCluster(count, Path(data_dir), fsync=fsync) as cluster:
         yield cluster
@@ -108,6 +123,35 @@ def compare_with_redis(
                         "quorumdb_ops_per_second": round(q_rate),
                         "ratio": round(q_rate / redis_rate, 3),
                     })  # fmt: skip
+    return rows
+
+
+def ceiling(requests: int, rounds: int) -> list[dict[str, object]]:
+    """Redis, the bare Python server and quorumdb (fsync no), -P 16, alternating."""
+    samples: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as redis_dir, tempfile.TemporaryDirectory() as q_dir:
+        with (
+            redis_server(False, redis_dir) as redis_port,
+            bare_server() as bare_port,
+            quorumdb_nodes(1, "no", q_dir) as q,
+        ):
+            servers = (("redis", redis_port), ("bare", bare_port), ("quorumdb", q.resp_port(0)))
+            for _ in range(rounds):
+                for name, port in servers:
+                    for test, rate in redis_benchmark(port, requests, 16).items():
+                        samples.setdefault((name, test), []).append(rate)
+    rows: list[dict[str, object]] = []
+    for test in ("SET", "GET"):
+        redis_rate, bare_rate, q_rate = (
+            statistics.median(samples[(name, test)]) for name in ("redis", "bare", "quorumdb")
+        )
+        rows.append({
+            "test": test, "redis_ops_per_second": round(redis_rate),
+            "bare_ops_per_second": round(bare_rate), "quorumdb_ops_per_second": round(q_rate),
+            "bare_to_redis": round(bare_rate / redis_rate, 3),
+            "quorumdb_to_redis": round(q_rate / redis_rate, 3),
+            "quorumdb_to_bare": round(q_rate / bare_rate, 3),
+        })  # fmt: skip
     return rows
 
 
@@ -228,6 +272,16 @@ def main() -> int:
             f"{section}: redis-benchmark -t set,get -n {args.requests} -c 50{keys}",
             {"test": "{}", "pipeline": "{}", "redis_ops_per_second": "{:,}",
              "quorumdb_ops_per_second": "{:,}", "ratio": "{:.2f}"},
+            rows,
+        )  # fmt: skip
+    if "ceiling" in sections:
+        rows = ceiling(args.requests, args.rounds)
+        results["ceiling"] = rows
+        print_table(
+            f"ceiling: redis-benchmark -t set,get -n {args.requests} -c 50 -P 16",
+            {"test": "{}", "redis_ops_per_second": "{:,}", "bare_ops_per_second": "{:,}",
+             "quorumdb_ops_per_second": "{:,}", "bare_to_redis": "{:.2f}",
+             "quorumdb_to_redis": "{:.2f}", "quorumdb_to_bare": "{:.2f}"},
             rows,
         )  # fmt: skip
     if "cluster" in sections:

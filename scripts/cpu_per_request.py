@@ -30,9 +30,22 @@ def measure(pid: int, port: int, test: str, requests: int, pipeline: int) -> tup
     before = cpu_seconds(pid)
     started = time.monotonic()
     subprocess.run(
-        ["redis-benchmark", "-p", str(port), "-t", test, "-n", str(requests), "-c", "50",
-         "-P", str(pipeline), "-q"],
-        check=True, stdout=subprocess.DEVNULL,
+        [
+            "redis-benchmark",
+            "-p",
+            str(port),
+            "-t",
+            test,
+            "-n",
+            str(requests),
+            "-c",
+            "50",
+            "-P",
+            str(pipeline),
+            "-q",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     elapsed = time.monotonic() - started
     return (cpu_seconds(pid) - before) / requests * 1e6, requests / elapsed
@@ -52,14 +65,38 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as data_dir:
         base = free_base_port(1)
         node = subprocess.Popen(
-            [sys.executable, "-m", "quorumdb", "node", "--port", str(base), "--data-dir",
-             data_dir, "--fsync", args.fsync, "--log-level", "warning"])
+            [
+                sys.executable,
+                "-m",
+                "quorumdb",
+                "node",
+                "--port",
+                str(base),
+                "--data-dir",
+                data_dir,
+                "--fsync",
+                args.fsync,
+                "--log-level",
+                "warning",
+            ]
+        )
         servers.append(("quorumdb", node, base))
         if args.redis:
             redis_port = free_base_port(1)
             redis = subprocess.Popen(
-                ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no",
-                 "--dir", data_dir], stdout=subprocess.DEVNULL)
+                [
+                    "redis-server",
+                    "--port",
+                    str(redis_port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    data_dir,
+                ],
+                stdout=subprocess.DEVNULL,
+            )
             servers.append(("redis", redis, redis_port))
         try:
             for _, _, port in servers:
@@ -67,8 +104,10 @@ def main() -> int:
             for name, process, port in servers:
                 for test in ("set", "get"):
                     cpu_us, rate = measure(process.pid, port, test, args.requests, args.pipeline)
-                    print(f"{name:9s} {test:4s} P{args.pipeline:<3d} cpu {cpu_us:6.2f} us/request"
-                          f"  {rate:10,.0f} requests/s (wall, noisy)")
+                    print(
+                        f"{name:9s} {test:4s} P{args.pipeline:<3d} cpu {cpu_us:6.2f} us/request"
+                        f"  {rate:10,.0f} requests/s (wall, noisy)"
+                    )
         finally:
             for _, process, _ in servers:
                 process.terminate()

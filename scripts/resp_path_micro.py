@@ -4,7 +4,10 @@ Feeds 16-command chunks (what `redis-benchmark -P 16` sends) straight into one
 connection object backed by a real node runtime and LMDB, so the figure moves only
 with the code, not with the machine's network stack or the other processes.
 
-    python scripts/resp_path_micro.py [--chunks 5000] [--profile]
+    python scripts/resp_path_micro.py [--chunks 5000] [--profile] [--bare]
+
+`--bare` measures the bare server's loop (scripts/bare_resp_server.py) on the same
+chunks: the floor for Python and hiredis alone.
 """
 
 from __future__ import annotations
@@ -27,6 +30,20 @@ from quorumdb.runtime.process import resp_limits_for
 
 SET_CHUNK = b"*3\r\n$3\r\nSET\r\n$16\r\nkey:__rand_int__\r\n$3\r\nxxx\r\n" * 16
 GET_CHUNK = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n" * 16
+
+
+def measure_bare(chunks: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bare_resp_server import BareProtocol
+
+    protocol = BareProtocol()
+    protocol.connection_made(RecordingTransport(keep=False))  # type: ignore[arg-type]
+    for name, chunk in (("SET", SET_CHUNK), ("GET", GET_CHUNK)):
+        started = time.perf_counter()
+        for _ in range(chunks):
+            protocol.data_received(chunk)
+        elapsed = time.perf_counter() - started
+        print(f"{name}: {elapsed / chunks / 16 * 1e6:.2f} us per command (bare server)")
 
 
 async def measure(chunks: int, fsync: str, profile: bool) -> None:
@@ -59,8 +76,12 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=5000)
     parser.add_argument("--fsync", default="no", choices=["always", "everysec", "no"])
     parser.add_argument("--profile", action="store_true", help="profile the GET path")
+    parser.add_argument("--bare", action="store_true", help="the bare server's loop instead")
     args = parser.parse_args()
-    asyncio.run(measure(args.chunks, args.fsync, args.profile))
+    if args.bare:
+        measure_bare(args.chunks)
+    else:
+        asyncio.run(measure(args.chunks, args.fsync, args.profile))
     return 0
 
 

@@ -190,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         "--settle-seconds", type=float, default=2.0, help="pause after each run (disk settles)"
     )
     parser.add_argument(
-        "--warmup-groups", type=int, default=6000,
+        "--warmup-groups",
+        type=int,
+        default=6000,
         help="untimed groups first (6000 x 45 writes is past the first 32 MB checkpoint)",
     )
     parser.add_argument("--writes-per-group", type=int, default=45)
