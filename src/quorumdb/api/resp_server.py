@@ -146,7 +146,8 @@ class RespConnection(asyncio.Protocol, CommandContext):
                     if reply is None:
                         record = self.read_local_record(keyspace, key)
                         if record is None:
-                            reply = NULL_BULK
+                            reply = NULL_BULK  # absent: as cacheable as a value
+                            replies.put(cached, key, reply)
                         elif record is NOT_LOCAL:
                             pass  # the handler forwards it
                         elif record[0] == 0:  # type: ignore[index]  # never expires: cacheable

@@ -9,7 +9,8 @@ fast).
 
 What keeps it correct:
 - Only the RESP GET path fills it, after the node said the key is local and not salted
-  (`Node.read_local_record`), and only with records that never expire.
+  (`Node.read_local_record`), and only with records that never expire or with the null
+  reply of an absent key (a cache's misses are reads too).
 - Group commit forgets a key the moment a write to it is added (before the write is
   visible to any read), and forgets everything if a group fails to be stored.
 - The RESP server drops it all whenever the node's `fast_path_version` changes (a new
