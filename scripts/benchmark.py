@@ -22,6 +22,7 @@ the machine is shared and absolute rates move with its load.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -49,13 +50,8 @@ def ensure_redis() -> None:
 
 
 @contextmanager
-def redis_server(durable: bool, data_dir: str) -> Iterator[int]:
-    port = free_base_port(1)
-    arguments = ["redis-server", "--port", str(port), "--save", "", "--dir", data_dir]
-    if durable:
-        arguments += ["--appendonly", "yes", "--appendfsync", "always"]
-    else:
-        arguments += ["--appendonly", "no"]
+def serving(arguments: list[str], port: int) -> Iterator[int]:
+    """A server process started with `arguments`, stopped by PID when done."""
     process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL)
     try:
         wait_for_port("127.0.0.1", port, process=process)  # type: ignore[arg-type]
@@ -65,17 +61,20 @@ def redis_server(durable: bool, data_dir: str) -> Iterator[int]:
         process.wait(10)
 
 
-@contextmanager
-def bare_server() -> Iterator[int]:
+def redis_server(durable: bool, data_dir: str) -> contextlib.AbstractContextManager[int]:
+    port = free_base_port(1)
+    arguments = ["redis-server", "--port", str(port), "--save", "", "--dir", data_dir]
+    if durable:
+        arguments += ["--appendonly", "yes", "--appendfsync", "always"]
+    else:
+        arguments += ["--appendonly", "no"]
+    return serving(arguments, port)
+
+
+def bare_server() -> contextlib.AbstractContextManager[int]:
     port = free_base_port(1)
     script = Path(__file__).resolve().parent / "bare_resp_server.py"
-    process = subprocess.Popen([sys.executable, str(script), str(port)])
-    try:
-        wait_for_port("127.0.0.1", port, process=process)  # type: ignore[arg-type]
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
+    return serving([sys.executable, str(script), str(port)], port)
 
 
 @contextmanager

@@ -25,16 +25,24 @@ def _get(key: bytes) -> bytes:
     return b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
 
 
+def _connection(
+    tmp_path: Path, fsync: str
+) -> tuple[NodeRuntime, RespConnection, RecordingTransport]:
+    """One node runtime and one RESP connection on it (call inside a running loop)."""
+    settings = node_config.local_settings(0, 1, 19950, str(tmp_path), fsync)
+    runtime = NodeRuntime(settings, asyncio.get_running_loop())
+    transport = RecordingTransport()
+    connection = RespConnection(RespServer(runtime, resp_limits_for(settings)))
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    return runtime, connection, transport
+
+
 @pytest.mark.parametrize("fsync", ["always", "no"])
 def test_pipelined_fast_commands_are_ordered_durable_and_counted(
     tmp_path: Path, fsync: str
 ) -> None:
     async def scenario() -> None:
-        settings = node_config.local_settings(0, 1, 19950, str(tmp_path), fsync)
-        runtime = NodeRuntime(settings, asyncio.get_running_loop())
-        transport = RecordingTransport()
-        connection = RespConnection(RespServer(runtime, resp_limits_for(settings)))
-        connection.connection_made(transport)  # type: ignore[arg-type]
+        runtime, connection, transport = _connection(tmp_path, fsync)
         chunk = b"".join(_set(b"k%d" % i, b"v%d" % i) + _get(b"k%d" % i) for i in range(16))
         connection.data_received(chunk)
         connection.data_received(_get(b"missing") * 3)
@@ -62,11 +70,7 @@ def test_a_run_of_sets_answers_in_order_before_what_follows_it(tmp_path: Path, f
     command, a GET, bad input) must still answer after them."""
 
     async def scenario() -> None:
-        settings = node_config.local_settings(0, 1, 19950, str(tmp_path), fsync)
-        runtime = NodeRuntime(settings, asyncio.get_running_loop())
-        transport = RecordingTransport()
-        connection = RespConnection(RespServer(runtime, resp_limits_for(settings)))
-        connection.connection_made(transport)  # type: ignore[arg-type]
+        runtime, connection, transport = _connection(tmp_path, fsync)
         runs = b"".join(_set(b"r%d" % i, b"v") for i in range(5))
         connection.data_received(
             runs + b"*2\r\n$4\r\nINCR\r\n$2\r\nr9\r\n" + runs + _get(b"r0") + runs
@@ -90,11 +94,7 @@ def test_a_run_of_sets_answers_before_a_failure_inside_the_node(tmp_path: Path) 
     first, then the error, then the connection closes."""
 
     async def scenario() -> None:
-        settings = node_config.local_settings(0, 1, 19950, str(tmp_path), "always")
-        runtime = NodeRuntime(settings, asyncio.get_running_loop())
-        transport = RecordingTransport()
-        connection = RespConnection(RespServer(runtime, resp_limits_for(settings)))
-        connection.connection_made(transport)  # type: ignore[arg-type]
+        runtime, connection, transport = _connection(tmp_path, "always")
         write_partition = connection.write_partition
 
         def broken_for_one_key(keyspace: str, key: bytes, value: bytes) -> int:
