@@ -94,6 +94,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
         self._chunk_started_ns = 0
         self.now_ms = 0
         self._fast_counts = [0] * len(FAST_OPERATIONS)
+        self._max_pipeline_depth = self.runtime.settings.max_pipeline_depth
 
     # --- asyncio protocol ------------------------------------------------------------
 
@@ -126,7 +127,9 @@ class RespConnection(asyncio.Protocol, CommandContext):
         replies = commit.replies
         node = self.runtime.node
         keyspace = self.keyspace
-        cached = replies.for_keyspace(keyspace, node.fast_path_version)
+        cached = replies.keyspaces.get(keyspace)
+        if cached is None or replies.routing_version != node.fast_path_version:
+            cached = replies.for_keyspace(keyspace, node.fast_path_version)
         hits = 0
         hit_key = b""
         # Plain SETs in a row answer together: one held reply for the run, not one each.
@@ -208,14 +211,21 @@ class RespConnection(asyncio.Protocol, CommandContext):
             replies.hit_count += hits
             node.note_cached_reads(self.keyspace, hit_key, hits)
         counts = self._fast_counts
-        if counts[0] or counts[1]:
+        if counts[FAST_GET] or counts[FAST_SET]:
             latency_ns = time.perf_counter_ns() - self._chunk_started_ns
-            for index, count in enumerate(counts):
-                if count:
-                    self.metrics.record_many(FAST_OPERATIONS[index], latency_ns, count)
+            for index in (FAST_GET, FAST_SET):
+                if counts[index]:
+                    self.metrics.record_many(FAST_OPERATIONS[index], latency_ns, counts[index])
                     counts[index] = 0
-        self._flush()
-        if not self._paused and len(self._slots) > self.runtime.settings.max_pipeline_depth:
+        output = self._output
+        if output:  # `_flush`'s common case, inlined
+            transport = self.transport
+            if transport is not None:
+                transport.write(output[0] if len(output) == 1 else b"".join(output))
+            output.clear()
+        if self._closing_after_flush or self._flush_scheduled:
+            self._flush()
+        if self._slots and not self._paused and len(self._slots) > self._max_pipeline_depth:
             self._paused = True
             if self.transport is not None:
                 self.transport.pause_reading()
@@ -323,7 +333,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
         elif output and not self._flush_scheduled:
             self._flush_scheduled = True
             self.runtime.loop.call_soon(self._flush)
-        if self._paused and len(slots) <= self.runtime.settings.max_pipeline_depth // 2:
+        if self._paused and len(slots) <= self._max_pipeline_depth // 2:
             self._paused = False
             if self.transport is not None:
                 self.transport.resume_reading()
