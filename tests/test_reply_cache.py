@@ -16,7 +16,8 @@ from cluster_harness import free_base_port
 from fake_transport import RecordingTransport
 from quorumdb.api.resp_server import RespConnection, RespServer
 from quorumdb.core.cluster_metadata import command
-from quorumdb.core.messages import ChangeMetadata
+from quorumdb.core.keyspace import KeyspaceConfig
+from quorumdb.core.messages import ChangeMetadata, CreateKeyspace
 from quorumdb.runtime import node_config
 from quorumdb.runtime.node_runtime import NodeRuntime
 from quorumdb.runtime.process import resp_limits_for
@@ -176,7 +177,9 @@ def test_reads_served_from_the_cache_still_count_as_load(tmp_path: Path) -> None
     asyncio.run(scenario())
 
 
-def test_a_key_salted_after_it_was_cached_is_read_through_its_sub_keys(tmp_path: Path) -> None:
+def test_salted_keys_and_switched_keyspaces_are_never_answered_from_stale_entries(
+    tmp_path: Path,
+) -> None:
     async def scenario() -> None:
         runtime = new_runtime(tmp_path, base_port=free_base_port(1))
         await runtime.start()
@@ -197,6 +200,21 @@ def test_a_key_salted_after_it_was_cached_is_read_through_its_sub_keys(tmp_path:
             for expected in (6, 7, 8):
                 assert await client.send(resp(b"INCR", b"likes")) == b":%d\r\n" % expected
                 assert await client.send(resp(b"GET", b"likes")) == b"$1\r\n%d\r\n" % expected
+            # A keyspace switched in the middle of a read: the GETs after it look in the
+            # other keyspace's entries (a ring keyspace: the general routing path).
+            for name, partitioning in ((b"other", "fixed:8"), (b"ringed", "ring:vnodes=8")):
+                created = await runtime.call(
+                    CreateKeyspace(KeyspaceConfig(name.decode(), partitioning))
+                )
+                assert created.error is None, created
+                get = resp(b"GET", b"k")
+                use_other = resp(b"QUORUMDB.KEYSPACE", name)
+                use_default = resp(b"QUORUMDB.KEYSPACE", b"default")
+                await client.send(resp(b"SET", b"k", b"in default"), get, get)
+                answered = await client.send(get, use_other, get, resp(b"SET", b"k", b"x"), get)
+                assert answered == b"$10\r\nin default\r\n+OK\r\n$-1\r\n+OK\r\n$1\r\nx\r\n"
+                answered = await client.send(get, use_default, get)
+                assert answered == b"$1\r\nx\r\n+OK\r\n$10\r\nin default\r\n"
         finally:
             await runtime.close()
 
