@@ -306,6 +306,35 @@ def test_checkpoints_delete_the_segments_they_cover(tmp_path: Path) -> None:
         recovered.close()
 
 
+@pytest.mark.parametrize("trigger", ["groups", "file growth"])
+def test_small_writes_that_churn_lmdb_pages_take_checkpoints_too(
+    tmp_path: Path, trigger: str
+) -> None:
+    """Each commit copies a few LMDB pages, and while a checkpoint's snapshot is held none
+    of the freed ones is reused: one key written over and over grew the data file ~15 KB
+    per group while its log grew ~60 bytes, so checkpoints counted by log bytes never
+    came. Counting groups (or the file's growth) bounds the file."""
+    if trigger == "groups":
+        storage = LoggedStorage(str(tmp_path / "node"), checkpoint_groups=200)
+    else:
+        storage = LoggedStorage(
+            str(tmp_path / "node"), checkpoint_bytes=1 << 20, checkpoint_groups=1 << 30
+        )
+    try:
+        for group in range(2_000):
+            storage.apply([put(b"hot", b"v%d" % group)])
+            storage.sync()
+        storage._finish_checkpoint(wait=True)
+        print(f"{storage.checkpoint_count} checkpoints, data file {storage.size_bytes()} B")
+        assert storage.log_bytes_since_checkpoint < 1 << 20  # never due by log bytes
+        assert storage.checkpoint_count >= 5
+        if trigger == "groups":
+            assert storage.size_bytes() <= 12 << 20  # ~30 MB without checkpoints
+        assert storage.get("default", 0, b"hot") == b"v1999"
+    finally:
+        storage.close()
+
+
 def test_a_clean_close_leaves_nothing_to_replay(tmp_path: Path) -> None:
     storage = LoggedStorage(str(tmp_path / "node"))
     storage.apply([put(b"k", b"v")])

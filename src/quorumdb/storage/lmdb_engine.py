@@ -357,9 +357,7 @@ class LmdbStorage:
 
     def size_bytes(self) -> int:
         """Bytes of the data file in use (pages up to the high-water mark, free ones too)."""
-        info = self._environment.info()
-        page_size_bytes = self._environment.stat()["psize"]
-        return (info["last_pgno"] + 1) * page_size_bytes
+        return (self._environment.info()["last_pgno"] + 1) * self._page_size_bytes
 
     def close(self) -> None:
         """Close the environment; idempotent.

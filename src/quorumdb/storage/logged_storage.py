@@ -2,8 +2,9 @@
 
 Each group commits to LMDB without a sync (readers see it at once) and appends one
 record to the write-ahead log; `sync()` is the log's fdatasync, one sequential write,
-instead of flushing every LMDB page the group dirtied. Every `checkpoint_bytes` of log,
-a checkpoint flushes LMDB in a worker thread, then deletes the log segments it covers.
+instead of flushing every LMDB page the group dirtied. Every `checkpoint_groups` groups,
+or `checkpoint_bytes` of log or of growth of LMDB's data file, a checkpoint flushes LMDB
+in a worker thread, then deletes the log segments it covers.
 
 A checkpoint takes a snapshot (a read transaction, and LMDB's two meta pages as they
 are at that moment), flushes LMDB, saves the meta pages durably, and from then on holds
@@ -39,6 +40,14 @@ DEFAULT_CHECKPOINT_BYTES = 32 * 1024 * 1024
 """Log written between checkpoints: bounds the log on disk (about twice this) and replay
 at start-up (about a second per 30 MB here)."""
 
+DEFAULT_CHECKPOINT_GROUPS = 1024
+"""Groups between checkpoints, whatever their size. Each commit copies a few LMDB pages
+(about seven for one small write: leaf and branch of its partition's tree, of the log
+sequence's, and the free list's), and while a checkpoint's snapshot is held none of the
+freed ones is reused: counted in log bytes alone, a node writing one hot key grew its
+data file ~20 KB per group and took no checkpoint until the map was full. Bounds the
+pages in flight to about two intervals' worth."""
+
 REPLAY_BATCH_WRITES = 20_000
 """Writes per LMDB transaction while replaying."""
 
@@ -53,12 +62,15 @@ class LoggedStorage:
         path: str,
         *,
         checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES,
+        checkpoint_groups: int = DEFAULT_CHECKPOINT_GROUPS,
         map_size_bytes: int = 1 << 30,
         max_partitions: int = 8192,
         log_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
         if checkpoint_bytes <= 0:
             raise ValueError(f"checkpoint_bytes must be positive, got {checkpoint_bytes}")
+        if checkpoint_groups <= 0:
+            raise ValueError(f"checkpoint_groups must be positive, got {checkpoint_groups}")
         self.engine = LmdbStorage(
             path,
             map_size_bytes=map_size_bytes,
@@ -72,6 +84,7 @@ class LoggedStorage:
             os.path.join(path, LOG_DIRECTORY), log_segment_bytes, max(1, min(max_spares, 64))
         )
         self.checkpoint_bytes = checkpoint_bytes
+        self.checkpoint_groups = checkpoint_groups
         self.checkpoint_count = 0
         self.checkpoint_seconds = 0.0
         self.replayed_record_count = 0
@@ -90,6 +103,7 @@ class LoggedStorage:
         self._append_lock = threading.Lock()
         self._closed = False
         self._log_bytes_at_checkpoint = 0
+        self._engine_bytes_at_checkpoint = 0
         try:
             self._next_sequence = self._recover()
         except BaseException:
@@ -146,8 +160,12 @@ class LoggedStorage:
                 raise StorageError("sync() on a closed LoggedStorage")
             self.log.sync()
             self._finish_checkpoint(wait=False)
-            due = self.log_bytes_since_checkpoint >= self.checkpoint_bytes
-            if self._checkpoint is None and due:
+            if self._checkpoint is None and (
+                self._next_sequence - self._checkpoint_keeps_from >= self.checkpoint_groups
+                or self.log_bytes_since_checkpoint >= self.checkpoint_bytes
+                or self.engine.size_bytes() - self._engine_bytes_at_checkpoint
+                >= self.checkpoint_bytes
+            ):
                 self._start_checkpoint()
 
     def close(self) -> None:
@@ -176,6 +194,7 @@ class LoggedStorage:
             first_sequence = self._next_sequence
             self.log.start_segment(first_sequence)
             self._log_bytes_at_checkpoint = self.log.total_bytes_synced
+            self._engine_bytes_at_checkpoint = self.engine.size_bytes()
             self._checkpoint_snapshot = self.engine.begin_checkpoint()
         self._checkpoint_keeps_from = first_sequence
         self._checkpoint = self._checkpointer.submit(self._timed_engine_sync)
@@ -224,7 +243,9 @@ class LoggedStorage:
         if batch:
             self.engine.apply(batch, log_sequence=newest)
         self.engine.checkpoint_now()
+        self._engine_bytes_at_checkpoint = self.engine.size_bytes()
         next_sequence = newest + 1
+        self._checkpoint_keeps_from = next_sequence
         self.log.start_segment(next_sequence)
         self.log.delete_segments_before(next_sequence)
         return next_sequence
