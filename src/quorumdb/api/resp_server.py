@@ -184,6 +184,10 @@ class RespConnection(asyncio.Protocol, CommandContext):
                 if set_run:
                     self.reply_when_durable(OK * set_run, FAST_SET, set_run)
                     set_run = 0
+                if hits:  # counted in their keyspace, which the command may switch
+                    replies.hit_count += hits
+                    node.note_cached_reads(keyspace, hit_key, hits)
+                    hits = 0
                 self._general(table, command)
                 # A command may have switched keyspace or changed what this node serves.
                 keyspace = self.keyspace
@@ -209,7 +213,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
             self._closing_after_flush = True
         if hits:
             replies.hit_count += hits
-            node.note_cached_reads(self.keyspace, hit_key, hits)
+            node.note_cached_reads(keyspace, hit_key, hits)
         counts = self._fast_counts
         if counts[FAST_GET] or counts[FAST_SET]:
             latency_ns = time.perf_counter_ns() - self._chunk_started_ns
