@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from cluster_harness import free_base_port
@@ -19,10 +20,12 @@ from quorumdb.core.cluster_metadata import command
 from quorumdb.core.keyspace import KeyspaceConfig
 from quorumdb.core.messages import ChangeMetadata, CreateKeyspace
 from quorumdb.runtime import node_config
+from quorumdb.runtime.group_commit import FsyncPolicy, GroupCommit
 from quorumdb.runtime.node_runtime import NodeRuntime
 from quorumdb.runtime.process import resp_limits_for
 from quorumdb.runtime.reply_cache import ENTRY_OVERHEAD_BYTES, ReplyCache
-from quorumdb.storage.interface import Write
+from quorumdb.storage.interface import StorageError, Write
+from quorumdb.storage.lmdb_engine import LmdbStorage
 
 
 def resp(*arguments: bytes) -> bytes:
@@ -288,5 +291,32 @@ def test_batches_of_cached_reads_sample_as_the_same_reads_one_by_one(tmp_path: P
         assert batched.node.load.partition_totals["default"]  # some samples were taken
         await batched.close()
         await one_by_one.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_group_that_fails_to_be_stored_takes_the_replies_read_from_it(tmp_path: Path) -> None:
+    """A GET in the same turn as a write reads it from the overlay and caches its reply;
+    if the group then cannot be stored, that reply shows a value that never existed."""
+
+    class FailingOnPoison(LmdbStorage):
+        def apply(self, writes: Sequence[Write], log_sequence: int | None = None) -> None:
+            if any(write.key == b"poison" for write in writes):
+                raise StorageError("simulated: the storage transaction failed")
+            super().apply(writes, log_sequence)
+
+    async def scenario() -> None:
+        storage = FailingOnPoison(str(tmp_path / "lmdb"))
+        commit = GroupCommit(storage, FsyncPolicy.NO, asyncio.get_running_loop())
+        entries = commit.replies.for_keyspace("default", routing_version=0)
+        commit.add_one("default", 0, b"k", b"\x00new")
+        assert commit.get("default", 0, b"k") == b"\x00new"  # what the GET path reads
+        commit.replies.put(entries, b"k", b"$3\r\nnew\r\n")
+        commit.add((Write("default", 0, b"poison", b"\x00x"),))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert commit.lost_group_count == 1
+        assert commit.get("default", 0, b"k") is None and not entries
+        storage.close()
 
     asyncio.run(scenario())
