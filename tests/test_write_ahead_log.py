@@ -311,7 +311,7 @@ def test_small_writes_that_churn_lmdb_pages_take_checkpoints_too(
     tmp_path: Path, trigger: str
 ) -> None:
     """Each commit copies a few LMDB pages, and while a checkpoint's snapshot is held none
-    of the freed ones is reused: one key written over and over grew the data file ~15 KB
+    of the freed ones is reused: one key written over and over grew the data file ~20 KB
     per group while its log grew ~60 bytes, so checkpoints counted by log bytes never
     came. Counting groups (or the file's growth) bounds the file."""
     if trigger == "groups":

@@ -127,7 +127,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
         replies = commit.replies
         node = self.runtime.node
         keyspace = self.keyspace
-        cached = replies.keyspaces.get(keyspace)
+        cached = replies.keyspaces.get(keyspace)  # `for_keyspace`, its common case inlined
         if cached is None or replies.routing_version != node.fast_path_version:
             cached = replies.for_keyspace(keyspace, node.fast_path_version)
         hits = 0
@@ -148,23 +148,25 @@ class RespConnection(asyncio.Protocol, CommandContext):
                     reply = cached.get(key)
                     if reply is None:
                         record = self.read_local_record(keyspace, key)
-                        if record is None:
+                        if record is NOT_LOCAL:
+                            pass  # the handler forwards it
+                        elif record is None:
                             reply = NULL_BULK  # absent: as cacheable as a value
                             replies.put(cached, key, reply)
-                        elif record is NOT_LOCAL:
-                            pass  # the handler forwards it
+                            replies.miss_count += 1
                         elif record[0] == 0:  # type: ignore[index]  # never expires: cacheable
                             reply = b"$%d\r\n%b\r\n" % (len(record) - 1, record[1:])  # type: ignore[arg-type, index]
                             replies.put(cached, key, reply)
+                            replies.miss_count += 1
                         else:
                             reply = encode_bulk(live_value(record, self.now_ms))  # type: ignore[arg-type]
-                        replies.miss_count += 1
+                            replies.miss_count += 1
                     else:
                         hits += 1
                         hit_key = key
                     if reply is not None:
                         if set_run:
-                            self.reply_when_durable(OK * set_run, FAST_SET, set_run)
+                            self._reply_sets(set_run)
                             set_run = 0
                         if self._slots or commit.pending:
                             self.reply_when_durable(reply, FAST_GET)
@@ -182,7 +184,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
                         set_run += 1
                         continue
                 if set_run:
-                    self.reply_when_durable(OK * set_run, FAST_SET, set_run)
+                    self._reply_sets(set_run)
                     set_run = 0
                 if hits:  # counted in their keyspace, which the command may switch
                     replies.hit_count += hits
@@ -196,7 +198,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
                     break
             else:
                 if set_run:
-                    self.reply_when_durable(OK * set_run, FAST_SET, set_run)
+                    self._reply_sets(set_run)
                     set_run = 0
                 parser.raise_if_failed()  # the input after those commands was bad
         except resp_protocol.RespProtocolError as error:  # raised with no run open
@@ -208,7 +210,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
             # and drop only this connection (its later replies could be out of order).
             LOG.exception("command failed inside the node")
             if set_run:
-                self.reply_when_durable(OK * set_run, FAST_SET, set_run)
+                self._reply_sets(set_run)
             self.reply(resp_protocol.encode_error("ERR internal error; see the node's log"))
             self._closing_after_flush = True
         if hits:
@@ -233,6 +235,10 @@ class RespConnection(asyncio.Protocol, CommandContext):
             self._paused = True
             if self.transport is not None:
                 self.transport.pause_reading()
+
+    def _reply_sets(self, count: int) -> None:
+        """The held reply of a run of `count` plain SETs, all in the overlay already."""
+        self.reply_when_durable(OK * count, FAST_SET, count)
 
     def _general(self, table: dict[bytes, Any], command: list[bytes]) -> None:
         handler = table.get(command[0]) or table.get(command[0].lower())

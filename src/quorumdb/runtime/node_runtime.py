@@ -97,10 +97,10 @@ class NodeRuntime:
         )
         self.metrics = NodeMetrics()
         self.loop_monitor = LoopMonitor()
-        # Fast path for a plain GET of a local key: read_local(now_ms, keyspace, key) gives
-        # the value, None, or NOT_LOCAL. The node's own method, not a wrapper: a frame and
-        # a clock read per GET were ~7% of its cost, so callers pass a time they already
-        # have (the RESP server: the arrival of the chunk holding the command).
+        # A plain GET of a local key: read_local(now_ms, keyspace, key) gives the value,
+        # None, or NOT_LOCAL (the `get` handler; the RESP read loop calls the node's
+        # `read_local_record` itself). The node's own method, not a wrapper; callers pass a
+        # time they already have (the RESP server: the arrival of the chunk).
         self.read_local = self.node.read_local
         self._known_members = self.node.partition_map.members
         self._callbacks: dict[int, OutcomeCallback] = {}

@@ -77,15 +77,9 @@ class ReplyCache:
                 self.size_bytes -= len(key) + len(reply) + ENTRY_OVERHEAD_BYTES
 
     def forget_writes(self, writes: Iterable[Write]) -> None:
-        if not self.size_bytes:
-            return
-        keyspaces = self.keyspaces
-        for write in writes:
-            entries = keyspaces.get(write[0])
-            if entries:
-                reply = entries.pop(write[2], None)
-                if reply is not None:
-                    self.size_bytes -= len(write[2]) + len(reply) + ENTRY_OVERHEAD_BYTES
+        if self.size_bytes:
+            for write in writes:
+                self.forget(write[0], write[2])
 
     def clear(self) -> None:
         for entries in self.keyspaces.values():

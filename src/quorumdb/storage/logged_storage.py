@@ -42,8 +42,8 @@ at start-up (about a second per 30 MB here)."""
 
 DEFAULT_CHECKPOINT_GROUPS = 1024
 """Groups between checkpoints, whatever their size. Each commit copies a few LMDB pages
-(about seven for one small write: leaf and branch of its partition's tree, of the log
-sequence's, and the free list's), and while a checkpoint's snapshot is held none of the
+(about four for one small write, measured: the leaf and branch it changed, the log
+sequence's, the free list's), and while a checkpoint's snapshot is held none of the
 freed ones is reused: counted in log bytes alone, a node writing one hot key grew its
 data file ~20 KB per group and took no checkpoint until the map was full. Bounds the
 pages in flight to about two intervals' worth."""
