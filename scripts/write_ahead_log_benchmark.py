@@ -140,8 +140,7 @@ def replay_section(args: argparse.Namespace) -> dict[str, Any]:
         storage = LoggedStorage(str(live), checkpoint_bytes=1 << 40)
         storage.apply([Write("bench", 0, key, value) for key in all_keys])
         storage.sync()
-        storage._start_checkpoint()  # the log after this point is what a crash replays
-        storage._finish_checkpoint(wait=True)
+        storage.checkpoint_now()  # the log after this point is what a crash replays
         checkpoint = directory / "checkpoint.mdb"
         shutil.copyfile(live / "data.mdb", checkpoint)
         shutil.copyfile(live / lmdb_checkpoint.FILE_NAME, directory / "checkpoint.meta")

@@ -329,6 +329,9 @@ def test_metrics_exposition(nodes, cluster3) -> None:
         assert families["quorumdb_checkpoints"].type == "counter"
         assert families["quorumdb_checkpoint_seconds"].type == "counter"
         assert families["quorumdb_wal_records_replayed"].type == "counter"
+        assert families["quorumdb_memtable_writes"].type == "gauge"
+        assert families["quorumdb_memtable_bytes"].type == "gauge"
+        assert families["quorumdb_memtable_flushes"].type == "counter"
         pauses = families["quorumdb_gc_pause_seconds"]
         assert pauses.type == "counter"
         assert {s.labels["generation"] for s in pauses.samples} == {"0", "1", "2"}

@@ -108,6 +108,14 @@ class NodeCollector(Collector):
                 "Bytes of spare write-ahead log segments made ahead of need",
                 logged.log_spare_bytes() if logged else 0,
             ),
+            "quorumdb_memtable_writes": (
+                "Writes in the write-ahead log not yet in LMDB (read from the memtable)",
+                logged.memtable_write_count if logged else 0,
+            ),
+            "quorumdb_memtable_bytes": (
+                "Key and value bytes held by the memtable",
+                logged.memtable_bytes if logged else 0,
+            ),
             "quorumdb_event_loop_longest_stall_seconds": (
                 "Longest delay of the event loop's timer beyond its interval since start",
                 runtime.loop_monitor.longest_stall_seconds,
@@ -139,6 +147,10 @@ class NodeCollector(Collector):
             "quorumdb_checkpoint_seconds": (
                 "Seconds checkpoints spent flushing LMDB (in a worker thread)",
                 logged.checkpoint_seconds if logged else 0.0,
+            ),
+            "quorumdb_memtable_flushes": (
+                "LMDB transactions that wrote the memtable",
+                logged.memtable_flush_count if logged else 0,
             ),
             "quorumdb_wal_records_replayed": (
                 "Write-ahead log records replayed into LMDB at start-up",

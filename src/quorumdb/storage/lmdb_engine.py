@@ -385,6 +385,12 @@ class LmdbStorage:
                 self._missing.add(location)
         return database
 
+    def holds_partition(self, keyspace: str, partition: int) -> bool:
+        """Whether the partition's database exists (a write to it creates no database)."""
+        return (keyspace, partition) in self._databases or (
+            self._database(keyspace, partition) is not None
+        )
+
     def _drop_reader(self) -> None:
         if self._reader is not None:
             self._reader.abort()
@@ -401,6 +407,10 @@ class LmdbStorage:
             database = self._environment.open_db(name, create=False)
         except lmdb.NotFoundError:
             return None
+        except lmdb.DbsFullError as error:
+            raise StorageError(
+                f"more than max_partitions={self._max_partitions} partitions"
+            ) from error
         # A handle opened after a transaction began is not valid inside it (EINVAL).
         self._drop_reader()
         self._databases[(keyspace, partition)] = database
