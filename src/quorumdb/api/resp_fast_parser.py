@@ -82,14 +82,31 @@ class FastRequestParser:
         self._fresh = False
         self._reader.feed(data)
         self._unfinished_bytes += len(data)
+        self._remember(data)
+
+    def _remember(self, data: bytes) -> None:
         if len(data) > 4 * RECENT_BYTES:
             data = data[-RECENT_BYTES:]  # not a whole large read kept alive
         chunks = self._recent_chunks
         chunks.append(data)
         size = self._recent_bytes + len(data)
-        while size - len(chunks[0]) >= RECENT_BYTES:
-            size -= len(chunks.popleft())
+        if size > 2 * RECENT_BYTES:
+            # Trimmed now and then, not on every read: small reads (one unpipelined
+            # command) pay an append, and every ~100 reads one join of 8 KiB.
+            while size - len(chunks[0]) >= RECENT_BYTES:
+                size -= len(chunks.popleft())
         self._recent_bytes = size
+
+    def parse(self, data: bytes) -> list[list[bytes]]:
+        """`feed(data)` then `drain()`, in one call: the server's path for every read."""
+        if self._exact is not None or self._error is not None or self._queue or self._fresh:
+            self.feed(data)
+            return self.drain()
+        if data:
+            self._reader.feed(data)
+            self._unfinished_bytes += len(data)
+            self._remember(data)
+        return self._drain_reader()
 
     def _recent(self) -> bytes:
         chunks = self._recent_chunks
@@ -109,7 +126,11 @@ class FastRequestParser:
             return queued
         if self._error is not None:
             raise self._error
-        gets = self._reader.gets
+        return self._drain_reader()
+
+    def _drain_reader(self) -> list[list[bytes]]:
+        reader = self._reader
+        gets = reader.gets
         commands: list[list[bytes]] = []
         append = commands.append
         max_arguments = self._limits.max_arguments
@@ -122,7 +143,14 @@ class FastRequestParser:
             if command is False:
                 if commands:
                     self._unfinished_bytes = 0
-                self._check_held()
+                last = self._recent_chunks[-1] if self._recent_chunks else b""
+                if (
+                    reader.has_data()
+                    or len(last) < 3
+                    or 48 <= last[-3] <= 57  # b"0" to b"9": may end in a header
+                    or self._unfinished_bytes > self._limits.max_request_bytes
+                ):
+                    self._check_held()
                 break
             if type(command) is not list or len(command) > max_arguments:
                 self._fail(
