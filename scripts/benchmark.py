@@ -71,10 +71,10 @@ def redis_server(durable: bool, data_dir: str) -> contextlib.AbstractContextMana
     return serving(arguments, port)
 
 
-def bare_server() -> contextlib.AbstractContextManager[int]:
+def bare_server(*options: str) -> contextlib.AbstractContextManager[int]:
     port = free_base_port(1)
     script = Path(__file__).resolve().parent / "bare_resp_server.py"
-    return serving([sys.executable, str(script), str(port)], port)
+    return serving([sys.executable, str(script), str(port), *options], port)
 
 
 @contextmanager
@@ -126,30 +126,41 @@ def compare_with_redis(
 
 
 def ceiling(requests: int, rounds: int) -> list[dict[str, object]]:
-    """Redis, the bare Python server and quorumdb (fsync no), -P 16, alternating."""
+    """Redis, the bare Python server (plain, and with ready-made GET replies) and quorumdb
+    (fsync no), -P 16, alternating."""
     samples: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as redis_dir, tempfile.TemporaryDirectory() as q_dir:
         with (
             redis_server(False, redis_dir) as redis_port,
             bare_server() as bare_port,
+            bare_server("--ready-replies") as ready_port,
             quorumdb_nodes(1, "no", q_dir) as q,
         ):
-            servers = (("redis", redis_port), ("bare", bare_port), ("quorumdb", q.resp_port(0)))
+            servers = (
+                ("redis", redis_port),
+                ("bare", bare_port),
+                ("ready", ready_port),
+                ("quorumdb", q.resp_port(0)),
+            )
             for _ in range(rounds):
                 for name, port in servers:
                     for test, rate in redis_benchmark(port, requests, 16).items():
                         samples.setdefault((name, test), []).append(rate)
     rows: list[dict[str, object]] = []
     for test in ("SET", "GET"):
-        redis_rate, bare_rate, q_rate = (
-            statistics.median(samples[(name, test)]) for name in ("redis", "bare", "quorumdb")
+        redis_rate, bare_rate, ready_rate, q_rate = (
+            statistics.median(samples[(name, test)])
+            for name in ("redis", "bare", "ready", "quorumdb")
         )
         rows.append({
             "test": test, "redis_ops_per_second": round(redis_rate),
-            "bare_ops_per_second": round(bare_rate), "quorumdb_ops_per_second": round(q_rate),
+            "bare_ops_per_second": round(bare_rate),
+            "bare_ready_replies_ops_per_second": round(ready_rate),
+            "quorumdb_ops_per_second": round(q_rate),
             "bare_to_redis": round(bare_rate / redis_rate, 3),
+            "bare_ready_replies_to_redis": round(ready_rate / redis_rate, 3),
             "quorumdb_to_redis": round(q_rate / redis_rate, 3),
-            "quorumdb_to_bare": round(q_rate / bare_rate, 3),
+            "quorumdb_to_bare_ready_replies": round(q_rate / ready_rate, 3),
         })  # fmt: skip
     return rows
 
@@ -279,8 +290,9 @@ def main() -> int:
         print_table(
             f"ceiling: redis-benchmark -t set,get -n {args.requests} -c 50 -P 16",
             {"test": "{}", "redis_ops_per_second": "{:,}", "bare_ops_per_second": "{:,}",
-             "quorumdb_ops_per_second": "{:,}", "bare_to_redis": "{:.2f}",
-             "quorumdb_to_redis": "{:.2f}", "quorumdb_to_bare": "{:.2f}"},
+             "bare_ready_replies_ops_per_second": "{:,}", "quorumdb_ops_per_second": "{:,}",
+             "bare_to_redis": "{:.2f}", "bare_ready_replies_to_redis": "{:.2f}",
+             "quorumdb_to_redis": "{:.2f}", "quorumdb_to_bare_ready_replies": "{:.2f}"},
             rows,
         )  # fmt: skip
     if "cluster" in sections:

@@ -143,6 +143,7 @@ class FastRequestParser:
             if command is False:
                 if commands:
                     self._unfinished_bytes = 0
+                # `_check_held`'s first tests, cheaply: most reads end a whole request.
                 last = self._recent_chunks[-1] if self._recent_chunks else b""
                 if (
                     reader.has_data()

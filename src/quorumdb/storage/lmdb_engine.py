@@ -387,9 +387,7 @@ class LmdbStorage:
 
     def holds_partition(self, keyspace: str, partition: int) -> bool:
         """Whether the partition's database exists (a write to it creates no database)."""
-        return (keyspace, partition) in self._databases or (
-            self._database(keyspace, partition) is not None
-        )
+        return self._database(keyspace, partition) is not None
 
     def _drop_reader(self) -> None:
         if self._reader is not None:
