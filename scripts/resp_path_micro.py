@@ -8,7 +8,8 @@ with the code, not with the machine's network stack or the other processes.
     python scripts/resp_path_micro.py --unpipelined-durable [--chunks 2000]
 
 `--bare` measures the bare server's loop (scripts/bare_resp_server.py) on the same
-chunks: the floor for Python and hiredis alone.
+chunks: the floor for Python and hiredis alone; `--bare --ready-replies`, its mode that
+keeps each value as its encoded GET reply.
 
 `--unpipelined-durable` is `redis-benchmark -c 50` without `-P`, durable: 50 connections
 each send one SET, the loop runs group commit (`--fsync always`, with fdatasync replaced
@@ -39,9 +40,12 @@ SET_CHUNK = b"*3\r\n$3\r\nSET\r\n$16\r\nkey:__rand_int__\r\n$3\r\nxxx\r\n" * 16
 GET_CHUNK = b"*2\r\n$3\r\nGET\r\n$16\r\nkey:__rand_int__\r\n" * 16
 
 
-def measure_bare(chunks: int) -> None:
+def measure_bare(chunks: int, ready_replies: bool) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bare_resp_server
     from bare_resp_server import BareProtocol
+
+    bare_resp_server.READY_REPLIES = ready_replies
 
     protocol = BareProtocol()
     protocol.connection_made(RecordingTransport(keep=False))  # type: ignore[arg-type]
@@ -50,7 +54,8 @@ def measure_bare(chunks: int) -> None:
         for _ in range(chunks):
             protocol.data_received(chunk)
         elapsed = time.perf_counter() - started
-        print(f"{name}: {elapsed / chunks / 16 * 1e6:.2f} us per command (bare server)")
+        kind = "bare server, ready replies" if ready_replies else "bare server"
+        print(f"{name}: {elapsed / chunks / 16 * 1e6:.2f} us per command ({kind})")
 
 
 async def measure(chunks: int, fsync: str, profile: bool) -> None:
@@ -130,6 +135,9 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="profile the GET path")
     parser.add_argument("--bare", action="store_true", help="the bare server's loop instead")
     parser.add_argument(
+        "--ready-replies", action="store_true", help="with --bare: its --ready-replies mode"
+    )
+    parser.add_argument(
         "--unpipelined-durable",
         action="store_true",
         help="50 connections, one SET each per group, fsync always (fdatasync stubbed)",
@@ -138,7 +146,7 @@ def main() -> int:
     if args.unpipelined_durable:
         asyncio.run(measure_unpipelined_durable(args.chunks, 50))
     elif args.bare:
-        measure_bare(args.chunks)
+        measure_bare(args.chunks, args.ready_replies)
     else:
         asyncio.run(measure(args.chunks, args.fsync, args.profile))
     return 0
