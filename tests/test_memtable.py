@@ -112,6 +112,23 @@ def test_the_memtable_is_written_to_lmdb_at_its_bounds(tmp_path: Path) -> None:
         storage.close()
 
 
+def test_a_key_rewritten_counts_once_in_the_memtables_bytes(tmp_path: Path) -> None:
+    """`memtable_bytes` is what the memtable holds: a hot key rewritten many times holds
+    one record, so it neither overstates the memory nor forces early LMDB commits."""
+    storage = LoggedStorage(str(tmp_path / "node"), memtable_bytes_max=10_000)
+    try:
+        storage.apply([put(b"first", b"x")])  # makes the partition
+        for group in range(1_000):
+            storage.apply([put(b"hot", b"%03d" % group + b"v" * 97)])
+        assert storage.memtable_bytes == len(b"hot") + 100
+        storage.apply([delete(b"hot")])
+        assert storage.memtable_bytes == len(b"hot")
+        assert storage.memtable_flush_count == 0
+        assert storage.get("default", 0, b"hot") is None
+    finally:
+        storage.close()
+
+
 def test_a_clean_close_writes_the_memtable_to_lmdb(tmp_path: Path) -> None:
     path = str(tmp_path / "node")
     storage = LoggedStorage(path)

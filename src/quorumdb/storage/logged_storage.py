@@ -29,6 +29,7 @@ checkpointed and a fresh segment begins.
 from __future__ import annotations
 
 import concurrent.futures
+import enum
 import os
 import threading
 import time
@@ -64,6 +65,15 @@ REPLAY_BATCH_WRITES = 20_000
 """Writes per LMDB transaction while replaying."""
 
 LOG_DIRECTORY = "wal"
+
+
+class _Absent(enum.Enum):
+    """A dict lookup's default that no record (bytes or None) can be."""
+
+    ABSENT = enum.auto()
+
+
+_ABSENT = _Absent.ABSENT
 
 
 class LoggedStorage:
@@ -145,9 +155,9 @@ class LoggedStorage:
     def get(self, keyspace: str, partition: int, key: bytes) -> bytes | None:
         memtable = self._memtable
         if memtable:
-            location = (keyspace, partition, key)
-            if location in memtable:
-                return memtable[location]
+            record = memtable.get((keyspace, partition, key), _ABSENT)
+            if record is not _ABSENT:
+                return record
         return self.engine.get(keyspace, partition, key)
 
     def scan(
@@ -226,8 +236,12 @@ class LoggedStorage:
             else:
                 added_bytes = 0
                 for write in writes:
+                    location = write[:3]  # (keyspace, partition, key)
                     value = write.value
-                    memtable[write[:3]] = value  # (keyspace, partition, key)
+                    replaced = memtable.pop(location, _ABSENT)
+                    if replaced is not _ABSENT:  # a key rewritten holds one record, not two
+                        added_bytes -= len(write.key) + (len(replaced) if replaced else 0)
+                    memtable[location] = value
                     added_bytes += len(write.key) + (len(value) if value is not None else 0)
                 self._memtable_bytes += added_bytes
             self.log.append(sequence, writes)
