@@ -211,9 +211,14 @@ def test_a_checkpoint_whose_fsync_failed_stops_all_later_writes_and_syncs(
         storage.apply([put(b"k", b"again")])
     with pytest.raises(StorageError, match="failed earlier"):
         storage.sync()
-    storage._checkpointer.shutdown(wait=True)
-    storage.log.close()
-    storage.engine.close()
+    acknowledged = storage.get("default", 0, b"k")
+    storage.close()  # keeps the log: no checkpoint may be trusted after the failure
+    reopened = LoggedStorage(str(tmp_path / "node"))
+    try:
+        assert reopened.replayed_record_count > 0
+        assert reopened.get("default", 0, b"k") == acknowledged
+    finally:
+        reopened.close()
 
 
 def test_a_node_reads_through_its_memtable_and_reports_it(tmp_path: Path) -> None:

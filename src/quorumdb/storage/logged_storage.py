@@ -301,6 +301,11 @@ class LoggedStorage:
             self._closed = True
             try:
                 self._finish_checkpoint(wait=True)
+                if self._failure is not None:
+                    # LMDB's pages on disk are unknown: keep every log segment, so that
+                    # the next open returns to the last good checkpoint and replays them.
+                    self.log.close()
+                    return
                 self.flush_memtable()
                 self.log.sync()
                 self.engine.checkpoint_now()
