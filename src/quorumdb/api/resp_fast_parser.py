@@ -160,14 +160,19 @@ class FastRequestParser:
                     else "ERR Protocol error: invalid multibulk length"
                 )
                 break
-            for argument in command:
-                if type(argument) is not bytes:
-                    self._fail("ERR Protocol error: expected an array of bulk strings")
-                    break
-            else:
-                if command:
+            if len(command) == 2:  # GET and its kind, most of a pipeline: no loop
+                if type(command[0]) is bytes and type(command[1]) is bytes:
                     append(command)
-                continue
+                    continue
+            else:
+                for argument in command:
+                    if type(argument) is not bytes:
+                        break
+                else:
+                    if command:
+                        append(command)
+                    continue
+            self._fail("ERR Protocol error: expected an array of bulk strings")
             break
         if not commands and self._error is not None:
             raise self._error

@@ -132,6 +132,8 @@ class RespConnection(asyncio.Protocol, CommandContext):
             cached = replies.for_keyspace(keyspace, node.fast_path_version)
         hits = 0
         hit_key = b""
+        output = self._output  # cleared in place, never replaced
+        answered_gets = 0  # GETs answered at once, added to `_fast_counts` after the loop
         # Plain SETs in a row answer together: one held reply for the run, not one each.
         set_run = 0
         try:
@@ -171,8 +173,8 @@ class RespConnection(asyncio.Protocol, CommandContext):
                         if self._slots or commit.pending:
                             self.reply_when_durable(reply, FAST_GET)
                         else:
-                            self._output.append(reply)
-                            self._fast_counts[FAST_GET] += 1
+                            output.append(reply)
+                            answered_gets += 1
                         continue
                 elif size == 3 and command[0] in _SET_NAMES and not commit.failed:
                     # The `set` handler's plain case, inlined for the same reason.
@@ -218,13 +220,13 @@ class RespConnection(asyncio.Protocol, CommandContext):
             replies.hit_count += hits
             node.note_cached_reads(keyspace, hit_key, hits)
         counts = self._fast_counts
+        counts[FAST_GET] += answered_gets
         if counts[FAST_GET] or counts[FAST_SET]:
             latency_ns = time.perf_counter_ns() - self._chunk_started_ns
             for index in (FAST_GET, FAST_SET):
                 if counts[index]:
                     self.metrics.record_many(FAST_OPERATIONS[index], latency_ns, counts[index])
                     counts[index] = 0
-        output = self._output
         if output:  # `_flush`'s common case, inlined
             transport = self.transport
             if transport is not None:
