@@ -5,7 +5,7 @@ dict that reads consult before LMDB; `sync()` is the log's fdatasync, one sequen
 write, instead of flushing every LMDB page the group dirtied. The memtable is written to
 LMDB, all of it in one transaction and without a sync, once it holds
 `memtable_writes_max` writes or `memtable_bytes_max` bytes, before a checkpoint, a scan
-or a count. One LMDB commit per group cost ~35 us here even for one key: with a
+or a count. One LMDB commit per group cost ~40 us here even for one key: with a
 checkpoint's snapshot held, every commit copies its pages to fresh ones at the end of
 the file (page faults on new memory), and the checkpoint then writes all of them back;
 a memtable of a few thousand writes makes that once per few thousand writes, with a hot
@@ -58,8 +58,7 @@ pages in flight to about two intervals' worth."""
 
 DEFAULT_MEMTABLE_WRITES_MAX = 4096
 DEFAULT_MEMTABLE_BYTES_MAX = 16 * 1024 * 1024
-"""Bounds of the memtable: reaching either writes it to LMDB before the next group (a
-transaction of a few milliseconds for 4096 random keys)."""
+"""Bounds of the memtable: reaching either writes it to LMDB before the next group."""
 
 REPLAY_BATCH_WRITES = 20_000
 """Writes per LMDB transaction while replaying."""
@@ -240,7 +239,9 @@ class LoggedStorage:
                     value = write.value
                     replaced = memtable.pop(location, _ABSENT)
                     if replaced is not _ABSENT:  # a key rewritten holds one record, not two
-                        added_bytes -= len(write.key) + (len(replaced) if replaced else 0)
+                        added_bytes -= len(write.key)
+                        if replaced is not None:
+                            added_bytes -= len(replaced)
                     memtable[location] = value
                     added_bytes += len(write.key) + (len(value) if value is not None else 0)
                 self._memtable_bytes += added_bytes
