@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quorumdb.api.resp_fast_parser import FastRequestParser
+from quorumdb.api.resp_fast_parser import DecodeError, FastRequestParser
 from quorumdb.api.resp_protocol import RespLimits, RespProtocolError, RespRequestParser
 
 
@@ -20,10 +20,19 @@ def multibulk(*arguments: bytes) -> bytes:
 def run(parser: FastRequestParser | RespRequestParser, chunks: list[bytes], entry: str = "feed"):
     """Commands produced, and whether the stream failed (only RespProtocolError may escape).
 
-    `entry` "parse" reads as the server does: `parse` per read, then `raise_if_failed`."""
+    `entry` "parse" reads with `parse` per read, then `raise_if_failed`; "unchecked" as the
+    server does: a loop over `unchecked` that takes a two-argument command of byte strings
+    as it is and checks any other, then `end_of_read` and `raise_if_failed`."""
     commands: list[list[bytes]] = []
     try:
         for chunk in chunks:
+            if entry == "unchecked":
+                assert isinstance(parser, FastRequestParser)
+                taken, error = read_unchecked(parser, chunk)
+                commands.extend(taken)
+                if error is not None:
+                    raise error
+                continue
             if entry == "parse":
                 assert isinstance(parser, FastRequestParser)
                 commands.extend(parser.parse(chunk))
@@ -37,7 +46,33 @@ def run(parser: FastRequestParser | RespRequestParser, chunks: list[bytes], entr
     return commands, False
 
 
-ENTRIES = pytest.mark.parametrize("entry", ["feed", "parse"])
+def read_unchecked(
+    parser: FastRequestParser, chunk: bytes
+) -> tuple[list[list[bytes]], RespProtocolError | None]:
+    taken: list[list[bytes]] = []
+    command = None
+    try:
+        for command in parser.unchecked(chunk):
+            if type(command) is list and len(command) == 2:
+                if type(command[0]) is bytes and type(command[1]) is bytes:
+                    taken.append(command)
+                    continue
+            checked = parser.check(command)
+            if checked is not None:
+                taken.append(checked)
+    except DecodeError as error:
+        return taken, parser.decode_failed(error)
+    except RespProtocolError as error:
+        return taken, error
+    parser.end_of_read(command is not None)
+    try:
+        parser.raise_if_failed()
+    except RespProtocolError as error:
+        return taken, error
+    return taken, None
+
+
+ENTRIES = pytest.mark.parametrize("entry", ["feed", "parse", "unchecked"])
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:

@@ -113,3 +113,39 @@ def test_a_run_of_sets_answers_before_a_failure_inside_the_node(tmp_path: Path) 
         await runtime.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"*2\r\n$3\r\nGET\r\n:5\r\n",  # an integer key
+        b"*2\r\n*1\r\n$3\r\nGET\r\n$1\r\nk\r\n",  # an array where the name goes
+        b"*2\r\n$3\r\nGET\r\n*1\r\n$1\r\nk\r\n",  # an array where the key goes
+        b"*2\r\n$3\r\nGET\r\n$-1\r\n",  # a null key
+    ],
+)
+def test_cached_gets_answer_before_a_malformed_get(tmp_path: Path, bad: bytes) -> None:
+    """GETs of a cached key are answered as hiredis hands them over, unchecked by the
+    parser: one that is not an array of byte strings must still fail the stream after the
+    replies before it, and no other shape may pass for a GET."""
+
+    async def scenario() -> None:
+        runtime, connection, transport = _connection(tmp_path, "no")
+        connection.data_received(_set(b"k", b"v") + _get(b"k"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert transport.written == b"+OK\r\n$1\r\nv\r\n"
+        assert b"k" in runtime.commit.replies.keyspaces["default"]  # the cache holds it
+        transport.chunks.clear()
+        mixed_case = b"*2\r\n$3\r\nGet\r\n$1\r\nk\r\n"
+        connection.data_received(_get(b"k") * 3 + mixed_case + bad + _get(b"k"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        replies = b"$1\r\nv\r\n" * 4
+        assert transport.written.startswith(replies + b"-ERR Protocol error")
+        assert transport.written.count(b"\r\n") == 8 + 1  # nothing after the error
+        assert transport.closed
+        assert runtime.metrics.requests_by_operation["get"] == 5
+        await runtime.close()
+
+    asyncio.run(scenario())

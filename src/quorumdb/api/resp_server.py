@@ -24,7 +24,7 @@ from quorumdb.api.resp_commands import (
     FAST_SET,
     CommandContext,
 )
-from quorumdb.api.resp_fast_parser import FastRequestParser
+from quorumdb.api.resp_fast_parser import DecodeError, FastRequestParser
 from quorumdb.api.resp_protocol import NULL_BULK, OK, encode_bulk
 from quorumdb.core.messages import Operation, Outcome
 from quorumdb.core.node import NOT_LOCAL
@@ -34,7 +34,6 @@ from quorumdb.runtime.node_runtime import NodeRuntime
 
 LOG = logging.getLogger(__name__)
 
-_GET_NAMES = frozenset((b"GET", b"get", b"Get"))
 _SET_NAMES = frozenset((b"SET", b"set", b"Set"))
 # Held replies of one kind, from one chunk, waiting for the same sync share a slot up to
 # this size (a pipeline of SETs is one slot, not one per reply).
@@ -123,6 +122,7 @@ class RespConnection(asyncio.Protocol, CommandContext):
         now_ms = 0
         table = COMMANDS
         parser = self.parser
+        check = parser.check
         commit = self.runtime.commit
         replies = commit.replies
         node = self.runtime.node
@@ -130,81 +130,88 @@ class RespConnection(asyncio.Protocol, CommandContext):
         cached = replies.keyspaces.get(keyspace)  # `for_keyspace`, its common case inlined
         if cached is None or replies.routing_version != node.fast_path_version:
             cached = replies.for_keyspace(keyspace, node.fast_path_version)
-        hits = 0
-        hit_key = b""
         output = self._output  # cleared in place, never replaced
-        answered_gets = 0  # GETs answered at once, added to `_fast_counts` after the loop
+        append = output.append
+        slots = self._slots
+        # A GET's reply can go out at once only behind no held reply and no write that is
+        # not yet durable (it might reveal it); only this loop's commands change that.
+        held = bool(slots) or commit.pending
+        hits = 0  # GETs answered at once from the reply cache, counted after the loop
+        hit_key = b""
         # Plain SETs in a row answer together: one held reply for the run, not one each.
         set_run = 0
+        command: Any = None
         try:
-            for command in parser.parse(data):
-                size = len(command)
-                if size == 2 and command[0] in _GET_NAMES:
-                    # The `get` handler's fast path, inlined: a pipeline of GETs is most of
-                    # a cache's traffic, and the handler's call and context hops were about
-                    # 5 % of a GET's time (`scripts/resp_path_micro.py`: 1.9 against 2.0 us).
-                    # Hot keys' replies come ready-made from the reply cache; keys owned
-                    # elsewhere take the handler (forwarding).
-                    key = command[1]
+            # Parsing and answering in one walk over the read: hiredis's commands come
+            # unchecked, and what is not a GET of a cached key is checked first.
+            for command in parser.unchecked(data):
+                if (
+                    type(command) is list
+                    and len(command) == 2
+                    and type(key := command[1]) is bytes
+                    and (command[0] == b"GET" or command[0] == b"get")
+                ):
+                    # The `get` handler's fast path, inlined (its call and context hops
+                    # were about 5 % of a GET): a hot key's reply comes ready-made from
+                    # the reply cache.
                     reply = cached.get(key)
-                    if reply is None:
-                        record = self.read_local_record(keyspace, key)
-                        if record is NOT_LOCAL:
-                            pass  # the handler forwards it
-                        elif record is None:
-                            reply = NULL_BULK  # absent: as cacheable as a value
-                            replies.put(cached, key, reply)
-                            replies.miss_count += 1
-                        elif record[0] == 0:  # type: ignore[index]  # never expires: cacheable
-                            reply = b"$%d\r\n%b\r\n" % (len(record) - 1, record[1:])  # type: ignore[arg-type, index]
-                            replies.put(cached, key, reply)
-                            replies.miss_count += 1
-                        else:
-                            now_ms = now_ms or time.time_ns() // 1_000_000
-                            reply = encode_bulk(live_value(record, now_ms))  # type: ignore[arg-type]
-                            replies.miss_count += 1
-                    else:
+                    if reply is not None and not held:
+                        append(reply)
                         hits += 1
                         hit_key = key
-                    if reply is not None:
-                        if set_run:
-                            self._reply_sets(set_run)
-                            set_run = 0
-                        if self._slots or commit.pending:
-                            self.reply_when_durable(reply, FAST_GET)
-                        else:
-                            output.append(reply)
-                            answered_gets += 1
                         continue
-                elif size == 3 and command[0] in _SET_NAMES and not commit.failed:
+                    if set_run:
+                        self._reply_sets(set_run)
+                        set_run = 0
+                    if self._get(keyspace, key, reply, cached):
+                        held = bool(slots) or commit.pending
+                        continue
+                    # owned elsewhere: the handler forwards it
+                elif type(command) is not list or len(command) != 3:
+                    command = check(command)
+                    if command is None:
+                        continue  # an empty request: nothing to answer
+                elif (
+                    type(command[0]) is bytes
+                    and command[0] in _SET_NAMES
+                    and type(key := command[1]) is bytes
+                    and type(value := command[2]) is bytes
+                    and not commit.failed
+                ):
                     # The `set` handler's plain case, inlined for the same reason.
-                    key = command[1]
-                    value = command[2]
                     partition = self.write_partition(keyspace, key, value)
                     if partition >= 0:
                         commit.add_one(keyspace, partition, key, PLAIN_RECORD_PREFIX + value)
                         set_run += 1
+                        held = True
                         continue
+                else:
+                    command = check(command)
                 if set_run:
                     self._reply_sets(set_run)
                     set_run = 0
                 if hits:  # counted in their keyspace, which the command may switch
-                    replies.hit_count += hits
-                    node.note_cached_reads(keyspace, hit_key, hits)
+                    self._count_hits(keyspace, hit_key, hits)
                     hits = 0
                 self.now_ms = now_ms = now_ms or time.time_ns() // 1_000_000
                 self._general(table, command)
                 # A command may have switched keyspace or changed what this node serves.
                 keyspace = self.keyspace
                 cached = replies.for_keyspace(keyspace, node.fast_path_version)
+                held = bool(slots) or commit.pending
                 if self._closing_after_flush:
                     break
             else:
+                parser.end_of_read(command is not None)
                 if set_run:
                     self._reply_sets(set_run)
                     set_run = 0
                 parser.raise_if_failed()  # the input after those commands was bad
-        except resp_protocol.RespProtocolError as error:  # raised with no run open
+        except (resp_protocol.RespProtocolError, DecodeError) as error:
+            if isinstance(error, DecodeError):
+                error = parser.decode_failed(error)
+            if set_run:
+                self._reply_sets(set_run)
             self.metrics.protocol_errors += 1
             self.reply(resp_protocol.encode_error(str(error)))
             self._closing_after_flush = True
@@ -217,10 +224,8 @@ class RespConnection(asyncio.Protocol, CommandContext):
             self.reply(resp_protocol.encode_error("ERR internal error; see the node's log"))
             self._closing_after_flush = True
         if hits:
-            replies.hit_count += hits
-            node.note_cached_reads(keyspace, hit_key, hits)
+            self._count_hits(keyspace, hit_key, hits)
         counts = self._fast_counts
-        counts[FAST_GET] += answered_gets
         if counts[FAST_GET] or counts[FAST_SET]:
             latency_ns = time.perf_counter_ns() - self._chunk_started_ns
             for index in (FAST_GET, FAST_SET):
@@ -234,10 +239,41 @@ class RespConnection(asyncio.Protocol, CommandContext):
             output.clear()
         if self._closing_after_flush or self._flush_scheduled:
             self._flush()
-        if self._slots and not self._paused and len(self._slots) > self._max_pipeline_depth:
+        if slots and not self._paused and len(slots) > self._max_pipeline_depth:
             self._paused = True
             if self.transport is not None:
                 self.transport.pause_reading()
+
+    def _count_hits(self, keyspace: str, key: bytes, count: int) -> None:
+        """`count` GETs of `keyspace` answered at once from the reply cache (`key` the last)."""
+        self.runtime.commit.replies.hit_count += count
+        self._fast_counts[FAST_GET] += count
+        self.runtime.node.note_cached_reads(keyspace, key, count)
+
+    def _get(
+        self, keyspace: str, key: bytes, reply: bytes | None, cached: dict[bytes, bytes]
+    ) -> bool:
+        """A GET that is not a cached reply sent at once: `reply` is the cached one, if any.
+        False if the key is owned elsewhere (the general handler forwards it)."""
+        replies = self.runtime.commit.replies
+        if reply is not None:
+            replies.hit_count += 1
+            self.runtime.node.note_cached_reads(keyspace, key, 1)
+        else:
+            record = self.read_local_record(keyspace, key)
+            if record is NOT_LOCAL:
+                return False
+            replies.miss_count += 1
+            if record is None:
+                reply = NULL_BULK  # absent: as cacheable as a value
+                replies.put(cached, key, reply)
+            elif record[0] == 0:  # type: ignore[index]  # never expires: cacheable
+                reply = b"$%d\r\n%b\r\n" % (len(record) - 1, record[1:])  # type: ignore[arg-type, index]
+                replies.put(cached, key, reply)
+            else:
+                reply = encode_bulk(live_value(record, time.time_ns() // 1_000_000))  # type: ignore[arg-type]
+        self.reply_when_durable(reply, FAST_GET)
+        return True
 
     def _reply_sets(self, count: int) -> None:
         """The held reply of a run of `count` plain SETs, all in the overlay already."""
