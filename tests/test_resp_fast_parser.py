@@ -22,7 +22,7 @@ def run(parser: FastRequestParser | RespRequestParser, chunks: list[bytes], entr
 
     `entry` "parse" reads with `parse` per read, then `raise_if_failed`; "unchecked" as the
     server does: a loop over `unchecked` that takes a two-argument command of byte strings
-    as it is and checks any other, then `end_of_read` and `raise_if_failed`."""
+    as it is and checks any other, then `end_of_read`."""
     commands: list[list[bytes]] = []
     try:
         for chunk in chunks:
@@ -64,9 +64,8 @@ def read_unchecked(
         return taken, parser.decode_failed(error)
     except RespProtocolError as error:
         return taken, error
-    parser.end_of_read(command is not None)
     try:
-        parser.raise_if_failed()
+        parser.end_of_read(command is not None)
     except RespProtocolError as error:
         return taken, error
     return taken, None

@@ -147,17 +147,22 @@ class FastRequestParser:
         The consumer takes a command it recognizes as well formed as it is (a list of
         byte strings) and passes any other to `check`; it catches `DecodeError` around
         the loop and passes it to `decode_failed`; after the loop it calls `end_of_read`
-        with whether it took any command, then `raise_if_failed`. When the stream is not
-        on hiredis's fast path, the commands come already checked."""
+        with whether it took any command. When the stream is not on hiredis's fast path,
+        the commands come already checked."""
         if self._exact is not None or self._error is not None or self._queue or self._fresh:
             self._read_unchecked = False
             self.feed(data)
             return self.drain()
         self._read_unchecked = True
-        if data:
+        size = len(data)
+        if size:
             self._reader.feed(data)
-            self._unfinished_bytes += len(data)
-            self._remember(data)
+            self._unfinished_bytes += size
+            if size <= 4 * RECENT_BYTES and self._recent_bytes + size <= 2 * RECENT_BYTES:
+                self._recent_chunks.append(data)  # `_remember`'s common case, inlined
+                self._recent_bytes += size
+            else:
+                self._remember(data)
         return iter(self._gets, _NEED_MORE)
 
     def check(self, command: Any) -> list[bytes] | None:
@@ -177,8 +182,10 @@ class FastRequestParser:
         return self._fail(_redis_wording(str(error)))
 
     def end_of_read(self, took_command: bool) -> None:
-        """After an `unchecked` loop ran out of complete commands: judge what is left."""
+        """After an `unchecked` loop ran out of complete commands: judge what is left, and
+        raise the stream's error if it failed (every command before it was taken)."""
         if not self._read_unchecked or self._error is not None:
+            self.raise_if_failed()
             return
         if took_command:
             self._unfinished_bytes = 0
@@ -191,6 +198,8 @@ class FastRequestParser:
             or self._unfinished_bytes > self._limits.max_request_bytes
         ):
             self._check_held()
+            if self._error is not None:
+                raise self._error
 
     def _drain_reader(self) -> list[list[bytes]]:
         self._read_unchecked = True
@@ -213,7 +222,10 @@ class FastRequestParser:
         except RespProtocolError:
             pass  # recorded; raised below or by the next call
         else:
-            self.end_of_read(command is not None)
+            try:
+                self.end_of_read(command is not None)
+            except RespProtocolError:
+                pass  # as above
         if not commands and self._error is not None:
             raise self._error
         return commands

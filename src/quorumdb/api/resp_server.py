@@ -35,6 +35,8 @@ from quorumdb.runtime.node_runtime import NodeRuntime
 LOG = logging.getLogger(__name__)
 
 _SET_NAMES = frozenset((b"SET", b"set", b"Set"))
+_GET_NAME = FAST_OPERATIONS[FAST_GET]
+_SET_NAME = FAST_OPERATIONS[FAST_SET]
 # Held replies of one kind, from one chunk, waiting for the same sync share a slot up to
 # this size (a pipeline of SETs is one slot, not one per reply).
 _SHARED_SLOT_BYTES_MAX = 4096
@@ -72,6 +74,8 @@ class RespConnection(asyncio.Protocol, CommandContext):
         self.read_local = server.runtime.read_local
         self.read_local_record = server.runtime.node.read_local_record
         self.write_partition = server.runtime.node.write_partition
+        self._commit = server.runtime.commit
+        self._node = server.runtime.node
         self.parser = FastRequestParser(server.limits)
         self.transport: asyncio.Transport | None = None
         self.client_id = server.next_client_id
@@ -123,9 +127,9 @@ class RespConnection(asyncio.Protocol, CommandContext):
         table = COMMANDS
         parser = self.parser
         check = parser.check
-        commit = self.runtime.commit
+        commit = self._commit
         replies = commit.replies
-        node = self.runtime.node
+        node = self._node
         keyspace = self.keyspace
         cached = replies.keyspaces.get(keyspace)  # `for_keyspace`, its common case inlined
         if cached is None or replies.routing_version != node.fast_path_version:
@@ -191,7 +195,9 @@ class RespConnection(asyncio.Protocol, CommandContext):
                     self._reply_sets(set_run)
                     set_run = 0
                 if hits:  # counted in their keyspace, which the command may switch
-                    self._count_hits(keyspace, hit_key, hits)
+                    replies.hit_count += hits
+                    self._fast_counts[FAST_GET] += hits
+                    node.note_cached_reads(keyspace, hit_key, hits)
                     hits = 0
                 self.now_ms = now_ms = now_ms or time.time_ns() // 1_000_000
                 self._general(table, command)
@@ -202,11 +208,10 @@ class RespConnection(asyncio.Protocol, CommandContext):
                 if self._closing_after_flush:
                     break
             else:
-                parser.end_of_read(command is not None)
                 if set_run:
                     self._reply_sets(set_run)
                     set_run = 0
-                parser.raise_if_failed()  # the input after those commands was bad
+                parser.end_of_read(command is not None)  # raises if the rest is bad
         except (resp_protocol.RespProtocolError, DecodeError) as error:
             if isinstance(error, DecodeError):
                 error = parser.decode_failed(error)
@@ -223,15 +228,19 @@ class RespConnection(asyncio.Protocol, CommandContext):
                 self._reply_sets(set_run)
             self.reply(resp_protocol.encode_error("ERR internal error; see the node's log"))
             self._closing_after_flush = True
-        if hits:
-            self._count_hits(keyspace, hit_key, hits)
         counts = self._fast_counts
+        if hits:
+            replies.hit_count += hits
+            counts[FAST_GET] += hits
+            node.note_cached_reads(keyspace, hit_key, hits)
         if counts[FAST_GET] or counts[FAST_SET]:
             latency_ns = time.perf_counter_ns() - self._chunk_started_ns
-            for index in (FAST_GET, FAST_SET):
-                if counts[index]:
-                    self.metrics.record_many(FAST_OPERATIONS[index], latency_ns, counts[index])
-                    counts[index] = 0
+            if counts[FAST_GET]:
+                self.metrics.record_many(_GET_NAME, latency_ns, counts[FAST_GET])
+                counts[FAST_GET] = 0
+            if counts[FAST_SET]:
+                self.metrics.record_many(_SET_NAME, latency_ns, counts[FAST_SET])
+                counts[FAST_SET] = 0
         if output:  # `_flush`'s common case, inlined
             transport = self.transport
             if transport is not None:
@@ -243,12 +252,6 @@ class RespConnection(asyncio.Protocol, CommandContext):
             self._paused = True
             if self.transport is not None:
                 self.transport.pause_reading()
-
-    def _count_hits(self, keyspace: str, key: bytes, count: int) -> None:
-        """`count` GETs of `keyspace` answered at once from the reply cache (`key` the last)."""
-        self.runtime.commit.replies.hit_count += count
-        self._fast_counts[FAST_GET] += count
-        self.runtime.node.note_cached_reads(keyspace, key, count)
 
     def _get(
         self, keyspace: str, key: bytes, reply: bytes | None, cached: dict[bytes, bytes]
