@@ -12,7 +12,8 @@ Sections:
            Python client does (each request straight to its owner).
   memory   RSS of one node holding 1,000,000 keys with 100-byte values.
   ceiling  (not run by default) the `redis` runs with -P 16 plus a bare asyncio server
-           over a dict (scripts/bare_resp_server.py): how close any Python server gets.
+           over a dict (scripts/bare_resp_server.py): how close any Python server gets;
+           also the CPU time each server process spends per request.
 
 Installs redis-server and redis-tools with apt-get when missing. Every server it starts
 is stopped by PID. Figures are medians over alternating rounds; compare the ratios, as
@@ -35,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -49,19 +51,32 @@ def ensure_redis() -> None:
     subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server", "redis-tools"], check=True)
 
 
+@dataclass(frozen=True)
+class Served:
+    port: int
+    pid: int
+
+
 @contextmanager
-def serving(arguments: list[str], port: int) -> Iterator[int]:
+def serving(arguments: list[str], port: int) -> Iterator[Served]:
     """A server process started with `arguments`, stopped by PID when done."""
     process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL)
     try:
         wait_for_port("127.0.0.1", port, process=process)  # type: ignore[arg-type]
-        yield port
+        yield Served(port, process.pid)
     finally:
         process.terminate()
         process.wait(10)
 
 
-def redis_server(durable: bool, data_dir: str) -> contextlib.AbstractContextManager[int]:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_server(durable: bool, data_dir: str) -> contextlib.AbstractContextManager[Served]:
     port = free_base_port(1)
     arguments = ["redis-server", "--port", str(port), "--save", "", "--dir", data_dir]
     if durable:
@@ -71,7 +86,7 @@ def redis_server(durable: bool, data_dir: str) -> contextlib.AbstractContextMana
     return serving(arguments, port)
 
 
-def bare_server(*options: str) -> contextlib.AbstractContextManager[int]:
+def bare_server(*options: str) -> contextlib.AbstractContextManager[Served]:
     port = free_base_port(1)
     script = Path(__file__).resolve().parent / "bare_resp_server.py"
     return serving([sys.executable, str(script), str(port), *options], port)
@@ -84,9 +99,9 @@ def quorumdb_nodes(count: int, fsync: str, data_dir: str) -> Iterator[LocalTestC
 
 
 def redis_benchmark(
-    port: int, requests: int, pipeline: int, random_keys: int = 0
+    port: int, requests: int, pipeline: int, random_keys: int = 0, tests: str = "set,get"
 ) -> dict[str, float]:
-    command = ["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", str(requests),
+    command = ["redis-benchmark", "-p", str(port), "-t", tests, "-n", str(requests),
                "-c", "50", "-P", str(pipeline), "--csv"]  # fmt: skip
     if random_keys:
         command += ["-r", str(random_keys)]
@@ -105,11 +120,11 @@ def compare_with_redis(
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as redis_dir, tempfile.TemporaryDirectory() as q_dir:
         fsync = "always" if durable else "no"
-        with redis_server(durable, redis_dir) as redis_port, quorumdb_nodes(1, fsync, q_dir) as q:
+        with redis_server(durable, redis_dir) as redis, quorumdb_nodes(1, fsync, q_dir) as q:
             for pipeline in (1, 16):
                 samples: dict[tuple[str, str], list[float]] = {}
                 for _ in range(rounds):
-                    for name, port in (("redis", redis_port), ("quorumdb", q.resp_port(0))):
+                    for name, port in (("redis", redis.port), ("quorumdb", q.resp_port(0))):
                         rates = redis_benchmark(port, requests, pipeline, random_keys)
                         for test, rate in rates.items():
                             samples.setdefault((name, test), []).append(rate)
@@ -127,30 +142,35 @@ def compare_with_redis(
 
 def ceiling(requests: int, rounds: int) -> list[dict[str, object]]:
     """Redis, the bare Python server (plain, and with ready-made GET replies) and quorumdb
-    (fsync no), -P 16, alternating."""
-    samples: dict[tuple[str, str], list[float]] = {}
+    (fsync no), -P 16, alternating: each one's rate, and the CPU time the server process
+    spent per request (user plus system, most of it the kernel's socket work), which a
+    busy shared machine moves much less than it moves rates."""
+    rates: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    names = ("redis", "bare", "ready", "quorumdb")
     with tempfile.TemporaryDirectory() as redis_dir, tempfile.TemporaryDirectory() as q_dir:
         with (
-            redis_server(False, redis_dir) as redis_port,
-            bare_server() as bare_port,
-            bare_server("--ready-replies") as ready_port,
+            redis_server(False, redis_dir) as redis,
+            bare_server() as bare,
+            bare_server("--ready-replies") as ready,
             quorumdb_nodes(1, "no", q_dir) as q,
         ):
-            servers = (
-                ("redis", redis_port),
-                ("bare", bare_port),
-                ("ready", ready_port),
-                ("quorumdb", q.resp_port(0)),
-            )
+            servers = (redis, bare, ready, Served(q.resp_port(0), q.processes[0].pid))
             for _ in range(rounds):
-                for name, port in servers:
-                    for test, rate in redis_benchmark(port, requests, 16).items():
-                        samples.setdefault((name, test), []).append(rate)
+                for name, server in zip(names, servers, strict=True):
+                    for test in ("SET", "GET"):  # one at a time, to time each alone
+                        before = cpu_seconds(server.pid)
+                        rate = redis_benchmark(server.port, requests, 16, tests=test.lower())
+                        spent = cpu_seconds(server.pid) - before
+                        rates.setdefault((name, test), []).append(rate[test])
+                        cpu.setdefault((name, test), []).append(spent / requests * 1e6)
     rows: list[dict[str, object]] = []
     for test in ("SET", "GET"):
         redis_rate, bare_rate, ready_rate, q_rate = (
-            statistics.median(samples[(name, test)])
-            for name in ("redis", "bare", "ready", "quorumdb")
+            statistics.median(rates[(name, test)]) for name in names
+        )
+        redis_cpu, bare_cpu, ready_cpu, q_cpu = (
+            statistics.median(cpu[(name, test)]) for name in names
         )
         rows.append({
             "test": test, "redis_ops_per_second": round(redis_rate),
@@ -161,6 +181,8 @@ def ceiling(requests: int, rounds: int) -> list[dict[str, object]]:
             "bare_ready_replies_to_redis": round(ready_rate / redis_rate, 3),
             "quorumdb_to_redis": round(q_rate / redis_rate, 3),
             "quorumdb_to_bare_ready_replies": round(q_rate / ready_rate, 3),
+            "redis_cpu_us": round(redis_cpu, 2), "bare_cpu_us": round(bare_cpu, 2),
+            "bare_ready_replies_cpu_us": round(ready_cpu, 2), "quorumdb_cpu_us": round(q_cpu, 2),
         })  # fmt: skip
     return rows
 
@@ -293,6 +315,12 @@ def main() -> int:
              "bare_ready_replies_ops_per_second": "{:,}", "quorumdb_ops_per_second": "{:,}",
              "bare_to_redis": "{:.2f}", "bare_ready_replies_to_redis": "{:.2f}",
              "quorumdb_to_redis": "{:.2f}", "quorumdb_to_bare_ready_replies": "{:.2f}"},
+            rows,
+        )  # fmt: skip
+        print_table(
+            "ceiling: server CPU time per request, microseconds (user + system)",
+            {"test": "{}", "redis_cpu_us": "{:.2f}", "bare_cpu_us": "{:.2f}",
+             "bare_ready_replies_cpu_us": "{:.2f}", "quorumdb_cpu_us": "{:.2f}"},
             rows,
         )  # fmt: skip
     if "cluster" in sections:
