@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from cpu_per_request import cpu_seconds  # noqa: E402  (this script's directory)
+
 from cluster_harness import LocalTestCluster, free_base_port, wait_for_port  # noqa: E402
 from quorumdb.bench.runner import BenchConfig, run_bench  # noqa: E402
 from quorumdb.bench.workload import WorkloadConfig  # noqa: E402
@@ -67,13 +69,6 @@ def serving(arguments: list[str], port: int) -> Iterator[Served]:
     finally:
         process.terminate()
         process.wait(10)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process has used (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def redis_server(durable: bool, data_dir: str) -> contextlib.AbstractContextManager[Served]:
