@@ -20,14 +20,23 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from cluster_harness import free_base_port, wait_for_port  # noqa: E402
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds the process has used (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as file:
         fields = file.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def measure(pid: int, port: int, test: str, requests: int, pipeline: int) -> tuple[float, float]:
-    before = cpu_seconds(pid)
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
+
+
+def measure(
+    pid: int, port: int, test: str, requests: int, pipeline: int
+) -> tuple[float, float, float]:
+    """CPU microseconds per request, the system (kernel) share of them, requests/s."""
+    user_before, system_before = cpu_times(pid)
     started = time.monotonic()
     subprocess.run(
         [
@@ -48,7 +57,10 @@ def measure(pid: int, port: int, test: str, requests: int, pipeline: int) -> tup
         stdout=subprocess.DEVNULL,
     )
     elapsed = time.monotonic() - started
-    return (cpu_seconds(pid) - before) / requests * 1e6, requests / elapsed
+    user_after, system_after = cpu_times(pid)
+    spent = user_after - user_before + system_after - system_before
+    system_share = (system_after - system_before) / spent if spent else 0.0
+    return spent / requests * 1e6, system_share, requests / elapsed
 
 
 def main() -> int:
@@ -103,9 +115,12 @@ def main() -> int:
                 wait_for_port("127.0.0.1", port)
             for name, process, port in servers:
                 for test in ("set", "get"):
-                    cpu_us, rate = measure(process.pid, port, test, args.requests, args.pipeline)
+                    cpu_us, system_share, rate = measure(
+                        process.pid, port, test, args.requests, args.pipeline
+                    )
                     print(
                         f"{name:9s} {test:4s} P{args.pipeline:<3d} cpu {cpu_us:6.2f} us/request"
+                        f" ({system_share:4.0%} in the kernel)"
                         f"  {rate:10,.0f} requests/s (wall, noisy)"
                     )
         finally:
