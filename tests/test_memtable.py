@@ -211,6 +211,9 @@ def test_a_checkpoint_whose_fsync_failed_stops_all_later_writes_and_syncs(
         storage.apply([put(b"k", b"again")])
     with pytest.raises(StorageError, match="failed earlier"):
         storage.sync()
+    monkeypatch.undo()  # a working fsync again: still no checkpoint may be taken
+    with pytest.raises(StorageError, match="failed earlier"):
+        storage.checkpoint_now()
     acknowledged = storage.get("default", 0, b"k")
     storage.close()  # keeps the log: no checkpoint may be trusted after the failure
     reopened = LoggedStorage(str(tmp_path / "node"))

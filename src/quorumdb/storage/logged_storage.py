@@ -256,8 +256,13 @@ class LoggedStorage:
         )
 
     def checkpoint_now(self) -> None:
-        """Write the memtable to LMDB and take a checkpoint, waiting for it to be saved."""
+        """Write the memtable to LMDB and take a checkpoint, waiting for it to be saved.
+
+        Refused after a checkpoint's failed fsync: a new one would delete log segments
+        that the next open needs to replay."""
         with self._append_lock:
+            if self._failure is not None:
+                raise StorageError(f"storage failed earlier: {self._failure}")
             self._finish_checkpoint(wait=True)
             self._flush_memtable_locked()
             self._start_checkpoint_locked()
