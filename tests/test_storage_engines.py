@@ -328,8 +328,20 @@ def test_lmdb_too_many_partitions_is_a_storage_error(tmp_path: Path) -> None:
         with pytest.raises(StorageError, match="max_partitions"):
             storage.apply([put("ks", 4, b"k", b"v")])
         assert storage.partitions() == [("ks", partition) for partition in range(4)]
+        # Every handle slot is taken; partitions never written still read as empty.
+        assert storage.get("ks", 7, b"k") is None
+        assert storage.scan("ks", 7, b"", None, 10) == []
+        assert storage.get("other", 0, b"k") is None
+        assert storage.get("ks", 3, b"k") == b"v"
     finally:
         storage.close()
+    reopened = LmdbStorage(str(tmp_path / "db"), max_partitions=2)
+    try:  # more partitions on disk than this open may hold: the data is there, unreadable
+        assert reopened.get("ks", 0, b"k") == reopened.get("ks", 1, b"k") == b"v"
+        with pytest.raises(StorageError, match="max_partitions"):
+            reopened.get("ks", 3, b"k")
+    finally:
+        reopened.close()
 
 
 # SimDisk only

@@ -406,6 +406,11 @@ class LmdbStorage:
         except lmdb.NotFoundError:
             return None
         except lmdb.DbsFullError as error:
+            # LMDB wants a free handle slot before it looks the name up: with every slot
+            # taken, a partition never written is still just empty, not an error.
+            with self._environment.begin() as transaction:
+                if transaction.get(name) is None:  # named databases are main-db keys
+                    return None
             raise StorageError(
                 f"more than max_partitions={self._max_partitions} partitions"
             ) from error
