@@ -20,9 +20,9 @@ def multibulk(*arguments: bytes) -> bytes:
 def run(parser: FastRequestParser | RespRequestParser, chunks: list[bytes], entry: str = "feed"):
     """Commands produced, and whether the stream failed (only RespProtocolError may escape).
 
-    `entry` "parse" reads with `parse` per read, then `raise_if_failed`; "unchecked" as the
-    server does: a loop over `unchecked` that takes a two-argument command of byte strings
-    as it is and checks any other, then `end_of_read`."""
+    `entry` "feed" reads with `feed` and `next_command`; "unchecked" as the server does: a
+    loop over `unchecked` that takes a two-argument command of byte strings as it is and
+    checks any other, then `end_of_read`."""
     commands: list[list[bytes]] = []
     try:
         for chunk in chunks:
@@ -32,11 +32,6 @@ def run(parser: FastRequestParser | RespRequestParser, chunks: list[bytes], entr
                 commands.extend(taken)
                 if error is not None:
                     raise error
-                continue
-            if entry == "parse":
-                assert isinstance(parser, FastRequestParser)
-                commands.extend(parser.parse(chunk))
-                parser.raise_if_failed()
                 continue
             parser.feed(chunk)
             while (command := parser.next_command()) is not None:
@@ -71,7 +66,7 @@ def read_unchecked(
     return taken, None
 
 
-ENTRIES = pytest.mark.parametrize("entry", ["feed", "parse", "unchecked"])
+ENTRIES = pytest.mark.parametrize("entry", ["feed", "unchecked"])
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:

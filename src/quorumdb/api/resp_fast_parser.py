@@ -108,17 +108,6 @@ class FastRequestParser:
                 size -= len(chunks.popleft())
         self._recent_bytes = size
 
-    def parse(self, data: bytes) -> list[list[bytes]]:
-        """`feed(data)` then `drain()`, in one call: the server's path for every read."""
-        if self._exact is not None or self._error is not None or self._queue or self._fresh:
-            self.feed(data)
-            return self.drain()
-        if data:
-            self._reader.feed(data)
-            self._unfinished_bytes += len(data)
-            self._remember(data)
-        return self._drain_reader()
-
     def _recent(self) -> bytes:
         chunks = self._recent_chunks
         recent = chunks[-1] if len(chunks) == 1 else b"".join(chunks)
