@@ -4,6 +4,10 @@ Wall-clock throughput on a shared 2-core machine moves with whatever else runs; 
 server's own CPU seconds per request moves much less, so use this to compare changes.
 
     python scripts/cpu_per_request.py [--requests 200000] [--pipeline 16] [--redis]
+    python scripts/cpu_per_request.py --tree /tmp/before --tree . --rounds 6
+
+With `--tree` (repeated), one node per checkout runs side by side and they take turns,
+`--rounds` times: the way to compare two builds on a noisy machine.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from cluster_harness import free_base_port, wait_for_port  # noqa: E402
@@ -63,70 +69,85 @@ def measure(
     return spent / requests * 1e6, system_share, requests / elapsed
 
 
+def start_node(
+    source: Path | None, data_dir: str, fsync: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A quorumdb node from `source` (a checkout: its src/ goes first on the path), or
+    from this environment's quorumdb."""
+    port = free_base_port(1)
+    environment = dict(os.environ)
+    if source is not None:
+        paths = [str(source / "src"), environment.get("PYTHONPATH", "")]
+        environment["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
+    command = [sys.executable, "-m", "quorumdb", "node", "--port", str(port),
+               "--data-dir", data_dir, "--fsync", fsync, "--log-level", "warning"]  # fmt: skip
+    return subprocess.Popen(command, env=environment), port
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--pipeline", type=int, default=16)
     parser.add_argument("--fsync", default="no")
     parser.add_argument("--redis", action="store_true", help="also measure redis-server")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        type=Path,
+        help="a checkout to measure (repeat to compare builds: e.g. a `git worktree` of "
+        "the commit before a change and this one); default: this environment's quorumdb",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="servers take turns this many times; medians"
+    )
     args = parser.parse_args()
     if shutil.which("redis-benchmark") is None:
         print("redis-benchmark not found (apt-get install redis-tools)", file=sys.stderr)
         return 2
+    trees: list[Path | None] = list(args.tree) if args.tree else [None]
     servers: list[tuple[str, subprocess.Popen[bytes], int]] = []
+    samples: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as data_dir:
-        base = free_base_port(1)
-        node = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "quorumdb",
-                "node",
-                "--port",
-                str(base),
-                "--data-dir",
-                data_dir,
-                "--fsync",
-                args.fsync,
-                "--log-level",
-                "warning",
-            ]
-        )
-        servers.append(("quorumdb", node, base))
-        if args.redis:
-            redis_port = free_base_port(1)
-            redis = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(redis_port),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    data_dir,
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-            servers.append(("redis", redis, redis_port))
         try:
+            for index, tree in enumerate(trees):
+                node_dir = os.path.join(data_dir, f"node{index}")
+                os.mkdir(node_dir)
+                node, port = start_node(tree, node_dir, args.fsync)
+                name = "quorumdb" if tree is None else f"{index}:{tree.resolve().name}"
+                servers.append((name, node, port))
+            if args.redis:
+                redis_port = free_base_port(1)
+                redis = subprocess.Popen(
+                    ["redis-server", "--port", str(redis_port), "--save", "",
+                     "--appendonly", "no", "--dir", data_dir],
+                    stdout=subprocess.DEVNULL,
+                )  # fmt: skip
+                servers.append(("redis", redis, redis_port))
             for _, _, port in servers:
                 wait_for_port("127.0.0.1", port)
-            for name, process, port in servers:
-                for test in ("set", "get"):
-                    cpu_us, system_share, rate = measure(
-                        process.pid, port, test, args.requests, args.pipeline
-                    )
-                    print(
-                        f"{name:9s} {test:4s} P{args.pipeline:<3d} cpu {cpu_us:6.2f} us/request"
-                        f" ({system_share:4.0%} in the kernel)"
-                        f"  {rate:10,.0f} requests/s (wall, noisy)"
-                    )
+            for round_number in range(1, args.rounds + 1):
+                for name, process, port in servers:
+                    for test in ("set", "get"):
+                        cpu_us, system_share, rate = measure(
+                            process.pid, port, test, args.requests, args.pipeline
+                        )
+                        samples.setdefault((name, test), []).append(cpu_us)
+                        print(
+                            f"round {round_number} {name:12s} {test:4s} P{args.pipeline:<3d} "
+                            f"cpu {cpu_us:6.2f} us/request ({system_share:4.0%} in the kernel)"
+                            f"  {rate:10,.0f} requests/s (wall, noisy)",
+                            flush=True,
+                        )
         finally:
             for _, process, _ in servers:
                 process.terminate()
                 process.wait(10)
+    if args.rounds > 1:
+        for (name, test), values in samples.items():
+            print(
+                f"median {name:12s} {test:4s} cpu {statistics.median(values):6.2f} us/request"
+                f" (runs: {', '.join(f'{value:.2f}' for value in values)})"
+            )
     return 0
 
 
