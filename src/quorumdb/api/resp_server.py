@@ -258,10 +258,10 @@ class RespConnection(asyncio.Protocol, CommandContext):
     ) -> bool:
         """A GET that is not a cached reply sent at once: `reply` is the cached one, if any.
         False if the key is owned elsewhere (the general handler forwards it)."""
-        replies = self.runtime.commit.replies
+        replies = self._commit.replies
         if reply is not None:
             replies.hit_count += 1
-            self.runtime.node.note_cached_reads(keyspace, key, 1)
+            self._node.note_cached_reads(keyspace, key, 1)
         else:
             record = self.read_local_record(keyspace, key)
             if record is NOT_LOCAL:
