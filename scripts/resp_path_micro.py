@@ -62,12 +62,14 @@ async def measure(chunks: int, fsync: str, profile: bool) -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         settings = node_config.local_settings(0, 1, 19900, data_dir, fsync)
         runtime = NodeRuntime(settings, asyncio.get_running_loop())
-        connection = RespConnection(RespServer(runtime, resp_limits_for(settings)))
+        server = RespServer(runtime, resp_limits_for(settings))
+        connection = RespConnection(server)
         connection.connection_made(RecordingTransport(keep=False))  # type: ignore[arg-type]
         for name, chunk in (("SET", SET_CHUNK), ("GET", GET_CHUNK)):
             started = time.perf_counter()
             for index in range(chunks):
                 connection.data_received(chunk)
+                server.flush_all()  # each chunk's write, as at the end of the loop's turn
                 if index % 10 == 0:
                     await asyncio.sleep(0)  # let group commit run, as the loop would
             await asyncio.sleep(0.01)
@@ -78,6 +80,7 @@ async def measure(chunks: int, fsync: str, profile: bool) -> None:
             profiler.enable()
             for _ in range(chunks):
                 connection.data_received(GET_CHUNK)
+                server.flush_all()
             profiler.disable()
             pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
         await runtime.close()

@@ -149,3 +149,33 @@ def test_cached_gets_answer_before_a_malformed_get(tmp_path: Path, bad: bytes) -
         await runtime.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("fsync", ["always", "no"])
+def test_replies_leave_after_the_turn_read_every_connection(tmp_path: Path, fsync: str) -> None:
+    """Replies known at once are written at the end of the event-loop turn, every
+    connection's back to back, not between reads: a client waiting on many connections
+    is then woken once per burst (BENCHMARKS.md, "writes at the end of the turn").
+    Two chunks one connection reads in one turn leave in one write, in order."""
+
+    async def scenario() -> None:
+        runtime, first, first_transport = _connection(tmp_path, fsync)
+        second = RespConnection(first.server)
+        second_transport = RecordingTransport()
+        second.connection_made(second_transport)  # type: ignore[arg-type]
+        first.data_received(b"*1\r\n$4\r\nPING\r\n" + _get(b"absent"))
+        second.data_received(_get(b"absent"))
+        first.data_received(b"*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n")
+        assert first_transport.write_count == second_transport.write_count == 0
+        await asyncio.sleep(0)
+        assert first_transport.chunks == [b"+PONG\r\n$-1\r\n$2\r\nhi\r\n"]
+        assert second_transport.chunks == [b"$-1\r\n"]
+        assert first.server.unflushed == []
+        # A connection that closes before the end of the turn drops its replies quietly.
+        second.data_received(_get(b"absent"))
+        second.connection_lost(None)
+        await asyncio.sleep(0)
+        assert second_transport.write_count == 1
+        await runtime.close()
+
+    asyncio.run(scenario())
