@@ -17,7 +17,9 @@ Sections:
 
 Installs redis-server and redis-tools with apt-get when missing. Every server it starts
 is stopped by PID. Figures are medians over alternating rounds; compare the ratios, as
-the machine is shared and absolute rates move with its load.
+the machine is shared and absolute rates move with its load. The redis sections also
+print the lowest and highest ratio of a single round (Redis's run and quorumdb's right
+after it): on a busy machine one round's ratio swings far more than the median.
 """
 
 from __future__ import annotations
@@ -124,13 +126,20 @@ def compare_with_redis(
                         for test, rate in rates.items():
                             samples.setdefault((name, test), []).append(rate)
                 for test in ("SET", "GET"):
-                    redis_rate = statistics.median(samples[("redis", test)])
-                    q_rate = statistics.median(samples[("quorumdb", test)])
+                    redis_rates = samples[("redis", test)]
+                    q_rates = samples[("quorumdb", test)]
+                    redis_rate = statistics.median(redis_rates)
+                    q_rate = statistics.median(q_rates)
+                    # Each round's own ratio (its two runs were back to back): the spread
+                    # a single run of redis-benchmark would show.
+                    round_ratios = [q / r for q, r in zip(q_rates, redis_rates, strict=True)]
                     rows.append({
                         "test": test, "pipeline": pipeline, "durable": durable,
                         "redis_ops_per_second": round(redis_rate),
                         "quorumdb_ops_per_second": round(q_rate),
                         "ratio": round(q_rate / redis_rate, 3),
+                        "round_ratio_min": round(min(round_ratios), 3),
+                        "round_ratio_max": round(max(round_ratios), 3),
                     })  # fmt: skip
     return rows
 
@@ -298,7 +307,8 @@ def main() -> int:
         print_table(
             f"{section}: redis-benchmark -t set,get -n {args.requests} -c 50{keys}",
             {"test": "{}", "pipeline": "{}", "redis_ops_per_second": "{:,}",
-             "quorumdb_ops_per_second": "{:,}", "ratio": "{:.2f}"},
+             "quorumdb_ops_per_second": "{:,}", "ratio": "{:.2f}",
+             "round_ratio_min": "{:.2f}", "round_ratio_max": "{:.2f}"},
             rows,
         )  # fmt: skip
     if "ceiling" in sections:
