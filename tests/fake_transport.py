@@ -31,6 +31,9 @@ class RecordingTransport:
     def resume_reading(self) -> None:
         self.resumed += 1
 
+    def is_closing(self) -> bool:
+        return self.closed
+
     def close(self) -> None:
         self.closed = True
 

@@ -22,9 +22,16 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 import hiredis
 import pytest
 
+from fake_transport import RecordingTransport
 from quorumdb.bench import command
 from quorumdb.bench.report import build_table, render_json, reports_to_json
-from quorumdb.bench.resp_client import ReplyError, RespConnection, encode_command
+from quorumdb.bench.resp_client import (
+    ReplyError,
+    RespConnection,
+    RespConnectionError,
+    _RespProtocol,
+    encode_command,
+)
 from quorumdb.bench.runner import (
     BenchConfig,
     BenchReport,
@@ -258,6 +265,51 @@ async def test_resp_connection_pipelines_and_returns_server_errors() -> None:
         assert pipelined == [b"OK", b"2"]
         connection.close()
         await connection.wait_closed()
+
+
+@run_async
+async def test_requests_leave_at_the_end_of_the_turn_one_write_per_connection() -> None:
+    """Requests wait for the end of the event-loop turn, whether sent from a reply callback
+    (the closed loop's next request) or not: each connection's leave in one write, and
+    no connection writes between the reads of others (a write wakes a sleeping server)."""
+    transports = [RecordingTransport(), RecordingTransport()]
+    protocols = [_RespProtocol(), _RespProtocol()]
+    for protocol, transport in zip(protocols, transports, strict=True):
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+    connections = [
+        RespConnection(transport, protocol)  # type: ignore[arg-type]
+        for protocol, transport in zip(protocols, transports, strict=True)
+    ]
+    replies: list[object] = []
+
+    def send_next(reply: object) -> None:
+        replies.append(reply)
+        connections[0].send_encoded(encode_command("GET", "next"), replies.append)
+
+    ping = encode_command("PING")
+    connections[0].send_encoded(ping, send_next)
+    connections[0].send_encoded(ping, send_next)
+    connections[1].send_encoded(ping, replies.append)
+    assert transports[0].write_count == transports[1].write_count == 0
+    await asyncio.sleep(0)
+    assert transports[0].chunks == [ping * 2]
+    assert transports[1].chunks == [ping]
+    protocols[0].data_received(b"+PONG\r\n+PONG\r\n")
+    protocols[1].data_received(b"+PONG\r\n")
+    assert replies == [b"PONG", b"PONG", b"PONG"]
+    assert transports[0].write_count == 1  # the callbacks' requests are still queued
+    await asyncio.sleep(0)
+    assert transports[0].chunks[1:] == [encode_command("GET", "next") * 2]
+    protocols[0].data_received(b"$-1\r\n$-1\r\n")
+    assert replies[3:] == [None, None]
+    # Queued on a connection that is lost before the turn ends: not written, and the
+    # request's callback hears of the loss.
+    lost: list[object] = []
+    connections[1].send_encoded(ping, lost.append)
+    protocols[1].connection_lost(None)
+    await asyncio.sleep(0)
+    assert transports[1].write_count == 1
+    assert len(lost) == 1 and isinstance(lost[0], RespConnectionError)
 
 
 # --- end to end -------------------------------------------------------------------------

@@ -8,8 +8,10 @@ same code path, and it must stay cheap per request on a small machine. So this c
 * parses with `hiredis.Reader` (C parser);
 * returns server errors as `hiredis.ReplyError` instances instead of raising, so a load run
   counts them and goes on;
-* while replies are being dispatched, buffers the requests sent from reply callbacks and
-  writes them with one system call at the end of the batch.
+* buffers requests and writes each connection's with one system call at the end of the
+  event-loop turn, every connection's back to back (as the server does with replies):
+  a write to a sleeping server wakes it, and writes interleaved with reads woke each node
+  once per request instead of once per burst.
 
 Requests that can no longer be answered because the connection is gone receive a
 `RespConnectionError` instance through the same callback.
@@ -65,7 +67,7 @@ class _RespProtocol(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self.lost_error: RespConnectionError | None = None
         self._reader = hiredis.Reader(notEnoughData=_NOT_ENOUGH_DATA)
-        self._dispatching = False
+        self._loop = asyncio.get_running_loop()
         self._outgoing: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,7 +78,6 @@ class _RespProtocol(asyncio.Protocol):
         reader = self._reader
         pending = self.pending
         reader.feed(data)
-        self._dispatching = True
         try:
             while True:
                 reply = reader.gets()
@@ -88,19 +89,23 @@ class _RespProtocol(asyncio.Protocol):
                 pending.popleft()(reply)
         except hiredis.ProtocolError as error:
             self.abort(f"protocol error: {error}")
-            return
-        finally:
-            self._dispatching = False
-        if self._outgoing:
-            self.write(b"".join(self._outgoing))
-            self._outgoing.clear()
 
     def write(self, payload: bytes) -> None:
-        if self._dispatching:
-            self._outgoing.append(payload)
-        else:
-            assert self.transport is not None
-            self.transport.write(payload)
+        """Queue `payload`; it leaves at the end of this event-loop turn."""
+        outgoing = self._outgoing
+        outgoing.append(payload)
+        if len(outgoing) == 1:
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        outgoing = self._outgoing
+        if not outgoing:
+            return  # the connection was lost meanwhile
+        payload = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
+        outgoing.clear()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(payload)
 
     def abort(self, reason: str) -> None:
         self.lost_error = RespConnectionError(reason)
