@@ -422,8 +422,8 @@ class RespConnection(asyncio.Protocol, CommandContext):
         2-core machine that wake-up was a sixth of this server's CPU under a pipelined GET
         load (perf: `sock_def_readable`, from every `write`). Interleaving reads and writes
         woke a client waiting on many connections once per reply; writes in a burst find
-        it awake after the first. redis-benchmark GET -P 16: 0.68 to about 1.0 of Redis
-        (BENCHMARKS.md)."""
+        it awake after the first. Durable GET -P 16 against Redis went from a median of
+        0.73 to 0.85-0.89 (BENCHMARKS.md, "Writes at the end of the turn")."""
         self._flush_scheduled = True
         unflushed = self.server.unflushed
         unflushed.append(self)
