@@ -8,6 +8,12 @@ server's own CPU seconds per request moves much less, so use this to compare cha
 
 With `--tree` (repeated), one node per checkout runs side by side and they take turns,
 `--rounds` times: the way to compare two builds on a noisy machine.
+
+With `--perf`, `perf record` samples each server while it serves and the script prints
+how much of its time went to the kernel and, of that, to waking the client
+(`sock_def_readable`: a write to a socket whose reader sleeps wakes it, which on a
+virtual machine is expensive). Needs `perf` (apt-get install linux-perf) and the right
+to attach to the process (root, or kernel.perf_event_paranoid <= 1).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,10 +45,43 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
+# The kernel function a write reaches when it wakes the socket's sleeping reader.
+WAKE_SYMBOL = "sock_def_readable"
+
+
+def perf_shares(perf_data: str) -> tuple[float, float]:
+    """From a `perf record -g` file: the share of samples in the kernel, and the share
+    under `WAKE_SYMBOL` (waking the other end), both in percent."""
+    report = subprocess.run(
+        ["perf", "report", "-i", perf_data, "--children", "--sort", "sym", "-g", "none",
+         "--stdio"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    kernel = wake = 0.0
+    for line in report.splitlines():
+        fields = line.split()
+        # "  16.17%     0.21%  [k] sock_def_readable": children, self, kind, symbol
+        if len(fields) < 4 or not fields[0].endswith("%") or not fields[1].endswith("%"):
+            continue
+        if fields[2] == "[k]":
+            kernel += float(fields[1].rstrip("%"))
+            if fields[3] == WAKE_SYMBOL:
+                wake = float(fields[0].rstrip("%"))
+    return kernel, wake
+
+
 def measure(
-    pid: int, port: int, test: str, requests: int, pipeline: int
+    pid: int, port: int, test: str, requests: int, pipeline: int, perf_data: str | None = None
 ) -> tuple[float, float, float]:
-    """CPU microseconds per request, the system (kernel) share of them, requests/s."""
+    """CPU microseconds per request, the system (kernel) share of them, requests/s. With
+    `perf_data`, the server is also sampled by `perf record` into that file meanwhile."""
+    recorder = None
+    if perf_data is not None:
+        recorder = subprocess.Popen(
+            ["perf", "record", "-F", "999", "-g", "-p", str(pid), "-o", perf_data, "-q"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(0.5)  # perf attaches before the load starts
     user_before, system_before = cpu_times(pid)
     started = time.monotonic()
     subprocess.run(
@@ -64,6 +104,9 @@ def measure(
     )
     elapsed = time.monotonic() - started
     user_after, system_after = cpu_times(pid)
+    if recorder is not None:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(30)
     spent = user_after - user_before + system_after - system_before
     system_share = (system_after - system_before) / spent if spent else 0.0
     return spent / requests * 1e6, system_share, requests / elapsed
@@ -100,13 +143,23 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=1, help="servers take turns this many times; medians"
     )
+    parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="also sample each server with `perf record` and print its kernel share and "
+        "the share spent waking the client",
+    )
     args = parser.parse_args()
     if shutil.which("redis-benchmark") is None:
         print("redis-benchmark not found (apt-get install redis-tools)", file=sys.stderr)
         return 2
+    if args.perf and shutil.which("perf") is None:
+        print("perf not found (apt-get install linux-perf)", file=sys.stderr)
+        return 2
     trees: list[Path | None] = list(args.tree) if args.tree else [None]
     servers: list[tuple[str, subprocess.Popen[bytes], int]] = []
-    samples: dict[tuple[str, str], list[float]] = {}
+    samples: dict[tuple[str, str], list[float]] = {}  # CPU us per request
+    wake_samples: dict[tuple[str, str], list[float]] = {}  # % of perf samples waking
     with tempfile.TemporaryDirectory() as data_dir:
         try:
             for index, tree in enumerate(trees):
@@ -128,14 +181,20 @@ def main() -> int:
             for round_number in range(1, args.rounds + 1):
                 for name, process, port in servers:
                     for test in ("set", "get"):
+                        perf_data = os.path.join(data_dir, "perf.data") if args.perf else None
                         cpu_us, system_share, rate = measure(
-                            process.pid, port, test, args.requests, args.pipeline
+                            process.pid, port, test, args.requests, args.pipeline, perf_data
                         )
                         samples.setdefault((name, test), []).append(cpu_us)
+                        sampled = ""
+                        if perf_data is not None:
+                            kernel, wake = perf_shares(perf_data)
+                            wake_samples.setdefault((name, test), []).append(wake)
+                            sampled = f"  perf: {kernel:4.1f} % kernel, {wake:4.1f} % waking"
                         print(
                             f"round {round_number} {name:12s} {test:4s} P{args.pipeline:<3d} "
                             f"cpu {cpu_us:6.2f} us/request ({system_share:4.0%} in the kernel)"
-                            f"  {rate:10,.0f} requests/s (wall, noisy)",
+                            f"  {rate:10,.0f} requests/s (wall, noisy){sampled}",
                             flush=True,
                         )
         finally:
@@ -143,11 +202,15 @@ def main() -> int:
                 process.terminate()
                 process.wait(10)
     if args.rounds > 1:
-        for (name, test), values in samples.items():
-            print(
-                f"median {name:12s} {test:4s} cpu {statistics.median(values):6.2f} us/request"
-                f" (runs: {', '.join(f'{value:.2f}' for value in values)})"
-            )
+        for label, table, unit in (
+            ("cpu", samples, "us/request"),
+            ("waking", wake_samples, "% of samples"),
+        ):
+            for (name, test), values in table.items():
+                print(
+                    f"median {name:12s} {test:4s} {label} {statistics.median(values):6.2f} "
+                    f"{unit} (runs: {', '.join(f'{value:.2f}' for value in values)})"
+                )
     return 0
 
 
