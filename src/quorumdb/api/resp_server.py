@@ -420,10 +420,11 @@ class RespConnection(asyncio.Protocol, CommandContext):
 
         Why: writing to a socket whose reader sleeps wakes that process, and on a busy
         2-core machine that wake-up was 11-17 % of this server's CPU under a pipelined GET
-        load, 3-4 % after (`scripts/cpu_per_request.py --perf`: `sock_def_readable`). Interleaving reads and writes
-        woke a client waiting on many connections once per reply; writes in a burst find
-        it awake after the first. Durable GET -P 16 against Redis went from a median of
-        0.73 to 0.85-0.89 (BENCHMARKS.md, "Writes at the end of the turn")."""
+        load, 3-4 % after (`scripts/cpu_per_request.py --perf`: `sock_def_readable`).
+        Interleaving reads and writes woke a client waiting on many connections once per
+        reply; writes in a burst find it awake after the first. Durable GET -P 16 against
+        Redis went from a median of 0.73 to 0.85-0.89 (BENCHMARKS.md, "Writes at the end
+        of the turn")."""
         self._flush_scheduled = True
         unflushed = self.server.unflushed
         unflushed.append(self)
