@@ -139,9 +139,10 @@ class FastRequestParser:
         with whether it took any command. When the stream is not on hiredis's fast path,
         the commands come already checked."""
         if self._exact is not None or self._error is not None or self._queue or self._fresh:
-            self._read_unchecked = False
             self.feed(data)
-            return self.drain()
+            commands = self.drain()  # judged what was left already (`_drain_reader`)
+            self._read_unchecked = False  # so `end_of_read` only raises what it recorded
+            return commands
         self._read_unchecked = True
         if data:
             self._reader.feed(data)
